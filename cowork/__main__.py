@@ -1,0 +1,3 @@
+from cowork.cli.app import run
+
+run()

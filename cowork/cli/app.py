@@ -1,0 +1,73 @@
+"""The `cowork` command: a typer app assembled from one module per command group.
+
+Heavy modules (litellm, textual, the runner) are imported inside commands, so `cowork --help` stays fast.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cowork.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CoworkError
+
+app = typer.Typer(
+    name="cowork",
+    help="Run a team of AI agents on a git repository: roles, parallel lanes, handoffs, one merger at a time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """cowork: a team of AI agents on your git repository."""
+
+
+@app.command()
+def version() -> None:
+    """Print cowork's version."""
+    from importlib.metadata import version as _v
+
+    print(_v("cowork"))
+
+
+# Command groups register themselves on `app` when imported.
+from cowork.cli import (  # noqa: E402,F401
+    setup_cmds,
+    inspect_cmds,
+    task_cmds,
+    merge_cmds,
+    team_cmds,
+    mc_cmd,
+    model_cmds,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors into a message and an exit code (never a traceback)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except CoworkError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # typer.Exit / explicit exits
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILURE)
+    except Exception as exc:
+        # typer vendors click; its usage errors know how to show themselves and carry an exit code (2)
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            return exc.exit_code or EXIT_BAD_INPUT
+        if type(exc).__name__ == "Abort":
+            print("aborted", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

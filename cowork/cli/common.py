@@ -1,0 +1,47 @@
+"""Helpers shared by commands: finding the team, printing JSON or text, consistent exit codes."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+
+from cowork.errors import EXIT_FAILURE
+
+JsonOpt = typer.Option(False, "--json", help="print machine-readable JSON")
+RootOpt = typer.Option(None, "--root", "-C", help="team repository (default: the current directory)")
+
+
+def workspace(root: Path | None = None):
+    from cowork.workspace import Workspace
+
+    return Workspace.find(root)
+
+
+def store(ws):
+    from cowork.store import Store
+
+    return Store.for_workspace(ws)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:
+    """Print `data` as JSON when asked, otherwise through `render` (or as plain text)."""
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    elif render is not None:
+        render(data)
+    else:
+        sys.stdout.write(f"{data}\n")
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)

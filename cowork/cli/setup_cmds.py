@@ -1,0 +1,2 @@
+"""Commands: setup_cmds (filled in by its owner)."""
+from cowork.cli.app import app  # noqa: F401

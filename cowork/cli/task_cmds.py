@@ -1,0 +1,2 @@
+"""Commands: task_cmds (filled in by its owner)."""
+from cowork.cli.app import app  # noqa: F401

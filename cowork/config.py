@@ -1,0 +1,153 @@
+"""Team settings: `cowork.toml` parsed into a typed model, with COWORK_* environment overrides."""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cowork.errors import Problem, ValidationFailed
+
+Tier = Literal["auto", "notify", "block"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Strict):
+    """Which model to call. `name` is any litellm model string."""
+
+    name: str | None = None
+    api_base: str | None = None
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    fallbacks: list[str] = Field(default_factory=list)
+    cheap: str | None = Field(None, description="model for cheap steps: summaries, classification")
+    timeout_s: float = 120.0
+
+
+class BudgetSettings(_Strict):
+    usd_per_task: float | None = 5.0
+    usd_per_day: float | None = 20.0
+    tokens_per_task: int | None = None
+    tokens_per_day: int | None = None
+    wrap_up_at: float = Field(0.8, ge=0.0, le=1.0, description="fraction of a cap at which the agent is told to wrap up")
+
+
+class PriceSettings(_Strict):
+    """USD per million tokens, for models litellm has no price for."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+class MergeSettings(_Strict):
+    target: str = "main"
+    checks: list[str] = Field(default_factory=list)
+    auto: bool = True
+    lease_s: float = 60.0
+
+
+class PolicySettings(_Strict):
+    auto_approve_plans: bool = False
+    approvals: dict[str, Tier] = Field(default_factory=dict, description="tool name -> tier, for every role")
+    approval_timeout_s: float = 4 * 3600
+    max_lanes_per_task: int = 12
+    max_delegation_depth: int = 3
+    max_check_retries: int = 3
+    max_conflict_returns: int = 2
+    max_steps_per_lane: int = 60
+    max_consecutive_failures: int = 3
+    max_repeated_calls: int = 4
+
+
+class McpServer(_Strict):
+    command: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    tools: list[str] | None = None
+
+
+class TeamSettings(_Strict):
+    name: str = "team"
+    planner: str = "planner"
+    concurrency: int = Field(4, ge=1, le=256)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    prices: dict[str, PriceSettings] = Field(default_factory=dict)
+    merge: MergeSettings = Field(default_factory=MergeSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    mcp: dict[str, McpServer] = Field(default_factory=dict)
+
+
+ENV_OVERRIDES = {
+    "COWORK_MODEL": ("model", "name"),
+    "COWORK_API_BASE": ("model", "api_base"),
+    "COWORK_API_KEY_ENV": ("model", "api_key_env"),
+    "COWORK_CONCURRENCY": ("concurrency",),
+    "COWORK_MERGE_TARGET": ("merge", "target"),
+}
+
+
+def _toml_line(text: str, dotted: tuple) -> int | None:
+    """Best-effort line of a key in TOML source (tomllib keeps no positions)."""
+    if not dotted:
+        return None
+    table, key = dotted[:-1], str(dotted[-1])
+    in_table = not table
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("["):
+            name = line.strip("[]").strip()
+            in_table = tuple(name.split(".")) == tuple(str(t) for t in table)
+            if not in_table and name == ".".join(str(t) for t in dotted):
+                return number
+            continue
+        if in_table and (line.startswith(key + " ") or line.startswith(key + "=")):
+            return number
+    return None
+
+
+def load_settings(path: Path, env: dict[str, str] | None = None, display: str | None = None) -> TeamSettings:
+    """Read cowork.toml and apply COWORK_* overrides from `env` (default os.environ).
+
+    Raises:
+        ValidationFailed: with file, line and field for every problem.
+    """
+    env = os.environ if env is None else env
+    display = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValidationFailed([Problem("file not found", file=display, hint="run `cowork init`")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise ValidationFailed([Problem(f"invalid TOML: {exc.msg if hasattr(exc, 'msg') else exc}", file=display, line=line)]) from None
+    for var, dotted in ENV_OVERRIDES.items():
+        if env.get(var):
+            node = data
+            for part in dotted[:-1]:
+                node = node.setdefault(part, {})
+            node[dotted[-1]] = env[var]
+    try:
+        return TeamSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            msg = f"unknown key '{loc[-1]}'" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(Problem(msg, file=display, line=_toml_line(text, loc), field=".".join(map(str, loc))))
+        raise ValidationFailed(problems) from None
+
+
+def api_key_for(model: ModelSettings, env: dict[str, str] | None = None) -> str | None:
+    """The API key to pass explicitly, if any: COWORK_API_KEY wins, then the named variable."""
+    env = os.environ if env is None else env
+    if env.get("COWORK_API_KEY"):
+        return env["COWORK_API_KEY"]
+    if model.api_key_env:
+        return env.get(model.api_key_env)
+    return None

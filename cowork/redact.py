@@ -1,0 +1,59 @@
+"""Mask values that look like secrets before they reach packets, events, messages or memory."""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+MASK = "[REDACTED]"
+
+_PATTERNS = [
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+    re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}"),          # OpenAI / Anthropic
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),                      # GitHub tokens
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
+    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),                              # AWS access key id
+    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),                   # Slack
+    re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"),                          # Google
+    re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}"),                       # GitLab
+    re.compile(r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),  # JWT
+]
+# key=value / key: value where the key names a secret; keep the key, mask the value
+_ASSIGN = re.compile(
+    r"(?i)\b([A-Za-z0-9_-]*(?:api[_-]?key|secret|token|passwd|password))(\s*[:=]\s*[\"']?)([^\s\"',;]{6,})"
+)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._\-+/=]{12,})")
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]+:)([^@\s/]+)(@)")
+_SECRET_ENV = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD)")
+
+
+def _env_secrets() -> list[str]:
+    """Values of secret-looking environment variables, longest first, so they are masked wherever they appear."""
+    vals = [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8]
+    return sorted(set(vals), key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like a secret replaced by [REDACTED]."""
+    if not text:
+        return text
+    for value in _env_secrets():
+        if value in text:
+            text = text.replace(value, MASK)
+    for pat in _PATTERNS:
+        text = pat.sub(MASK, text)
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    text = _ASSIGN.sub(lambda m: m.group(1) + m.group(2) + (m.group(3) if m.group(3) == MASK else MASK), text)
+    return text
+
+
+def redact_obj(obj: Any) -> Any:
+    """Redact every string inside a JSON-like structure."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {k: redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    return obj

@@ -1,0 +1,254 @@
+"""Roles: one YAML file per role in roles/, loaded into a typed model and validated with located errors."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cowork.errors import Problem, ValidationFailed
+from cowork.yamlpos import Located, dump_yaml, load_yaml_file, pydantic_problems
+
+# Tools every llm lane can be granted. MCP tools are written "server.tool" and checked against cowork.toml.
+BUILTIN_TOOLS = {
+    "read_file": "read a file in the lane's worktree",
+    "write_file": "write a file in the lane's worktree",
+    "list_files": "list files in the lane's worktree",
+    "search": "search the worktree's files for text",
+    "run": "run a shell command matching the role's run_allow",
+    "git_diff": "show the lane's changes so far",
+    "ask": "ask another role a question and wait for the answer",
+    "tell": "post a note to a role or the whole team",
+    "delegate": "add a lane for another role to this task",
+    "inbox": "read messages that arrived for this lane",
+    "memory_search": "search the team's memory",
+}
+# Actions that are not tools but can be forbidden (or granted) by name.
+ACTIONS = {"merge", "approve", "unpause", "change_roles", "push"}
+# Every lane always has `finish`; the planner gets `submit_plan`. Neither is listed in a role.
+IMPLICIT_TOOLS = {"finish", "submit_plan", "answer"}
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Approvals(_Strict):
+    """Approval tiers by tool name; anything not listed falls back to cowork.toml policy, then `auto`."""
+
+    auto: list[str] = Field(default_factory=list)
+    notify: list[str] = Field(default_factory=list)
+    block: list[str] = Field(default_factory=list)
+
+
+class RoleBudget(_Strict):
+    usd_per_task: float | None = Field(None, ge=0)
+    usd_per_day: float | None = Field(None, ge=0)
+    tokens_per_task: int | None = Field(None, ge=0)
+    tokens_per_day: int | None = Field(None, ge=0)
+    max_steps: int | None = Field(None, ge=1)
+
+
+class Role(_Strict):
+    """One member of the team."""
+
+    name: str = Field(description="lower-case id, e.g. dev")
+    mandate: str = Field(description="one sentence: what this role is for")
+    model: str | None = Field(None, description="litellm model string; omitted -> cowork.toml default")
+    api_base: str | None = None
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    fallbacks: list[str] = Field(default_factory=list, description="models tried in order on provider errors")
+    engine: Literal["llm", "command"] = "llm"
+    command: list[str] = Field(
+        default_factory=list, description="engine: command only; argv, '{goal}' is replaced by the lane's goal"
+    )
+    tools: list[str] = Field(default_factory=list)
+    run_allow: list[str] = Field(default_factory=list, description="glob patterns of commands `run` may execute")
+    approvals: Approvals = Field(default_factory=Approvals)
+    cannot: list[str] = Field(default_factory=list, description="tools or actions this role may never use")
+    can: list[str] = Field(default_factory=list, description="extra actions granted, e.g. merge")
+    checks: list[str] = Field(default_factory=list, description="commands that must pass before the lane merges")
+    review_by: str | None = Field(None, description="role that reviews this role's lanes before merge")
+    budget: RoleBudget = Field(default_factory=RoleBudget)
+    escalate_to: str = "human"
+    skills: list[str] = Field(default_factory=list, description="skill names always given to this role")
+
+    @field_validator("mandate")
+    @classmethod
+    def _mandate_nonempty(cls, v: str) -> str:
+        v = " ".join(v.split())
+        if not v:
+            raise ValueError("mandate is empty; write one sentence saying what this role is for")
+        return v
+
+    def allows(self, tool: str) -> bool:
+        """Whether the role may call `tool` at all (before approvals). `cannot` always wins."""
+        if tool in self.cannot:
+            return False
+        if tool in IMPLICIT_TOOLS:
+            return True
+        return tool in self.tools or tool in self.can
+
+    def tier(self, tool: str, policy: dict[str, str] | None = None) -> str:
+        """auto | notify | block for `tool`: the role's own tiers, then team policy, then auto."""
+        for tier in ("block", "notify", "auto"):
+            if tool in getattr(self.approvals, tier):
+                return tier
+        return (policy or {}).get(tool, "auto")
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.model_dump(exclude_defaults=True, exclude_none=True))
+
+
+@dataclass
+class RoleSet:
+    """All roles of a team, with the file each came from and any warnings."""
+
+    roles: dict[str, Role] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.roles
+
+    def __getitem__(self, name: str) -> Role:
+        return self.roles[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.roles)
+
+
+_STOP = set(
+    "a an and the of to for in on with by or is are be it its this that as at from into keeps keep all any "
+    "each our their them they who what when which while your you we".split()
+)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOP and len(w) > 2}
+
+
+def overlap(a: str, b: str) -> float:
+    """Jaccard similarity of two mandates' content words."""
+    wa, wb = _words(a), _words(b)
+    return len(wa & wb) / len(wa | wb) if wa and wb else 0.0
+
+
+def _check_role(role: Role, doc: Located, mcp_servers: set[str]) -> list[Problem]:
+    problems = []
+    if not NAME_RE.match(role.name):
+        problems.append(doc.problem(("name",), f"'{role.name}' is not a valid role name",
+                                    "use lower-case letters, digits, '-' or '_', starting with a letter"))
+    for i, tool in enumerate(role.tools):
+        if tool in BUILTIN_TOOLS or tool in IMPLICIT_TOOLS:
+            continue
+        if "." in tool and tool.split(".", 1)[0] in mcp_servers:
+            continue
+        if "." in tool:
+            hint = f"declare [mcp.{tool.split('.', 1)[0]}] in cowork.toml, or remove it"
+        else:
+            hint = "known tools: " + ", ".join(sorted(BUILTIN_TOOLS))
+        problems.append(doc.problem(("tools", i), f"unknown tool '{tool}'", hint))
+    for i, item in enumerate(role.cannot):
+        if item in role.tools or item in role.can:
+            problems.append(doc.problem(("cannot", i), f"'{item}' is both granted and forbidden",
+                                        f"remove '{item}' from tools/can or from cannot"))
+    for tier in ("auto", "notify", "block"):
+        for i, tool in enumerate(getattr(role.approvals, tier)):
+            if tool not in role.tools and tool not in role.can and tool not in IMPLICIT_TOOLS:
+                problems.append(doc.problem(("approvals", tier, i), f"'{tool}' has an approval tier but is not in tools",
+                                            f"add '{tool}' to tools or drop it here"))
+    if role.engine == "command" and not role.command:
+        problems.append(doc.problem(("engine",), "engine: command needs a `command` argv",
+                                    'e.g. command: ["claude", "-p", "{goal}"]'))
+    if role.engine == "llm" and role.command:
+        problems.append(doc.problem(("command",), "`command` is only used with engine: command"))
+    if "run" in role.tools and not role.run_allow:
+        problems.append(doc.problem(("run_allow",), "tool `run` is granted but run_allow is empty, so nothing could run",
+                                    'add patterns such as "uv run pytest*"'))
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", role.mandate) if s.strip()]
+    if len(sentences) > 1:
+        problems.append(doc.problem(("mandate",), "mandate should be one sentence", "keep details in skills"))
+    return problems
+
+
+def load_role_file(path: Path, display: str | None = None, mcp_servers: set[str] | None = None) -> tuple[Role, Located]:
+    """Load and validate one role file (cross-role checks happen in `load_roles`)."""
+    doc = load_yaml_file(path, display)
+    data = doc.data
+    if data is None:
+        raise ValidationFailed([Problem("the file is empty", file=doc.file, hint="a role needs at least name and mandate")])
+    if not isinstance(data, dict):
+        raise ValidationFailed([doc.problem((), "a role file must be a mapping of keys to values")])
+    data = dict(data)
+    data.setdefault("name", path.stem)
+    try:
+        role = Role.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(pydantic_problems(exc, doc, hints={
+            "mandate": "add `mandate: <one sentence saying what this role is for>`",
+            "extra": "see `cowork roles schema` for the allowed keys",
+        })) from None
+    problems = _check_role(role, doc, mcp_servers or set())
+    if problems:
+        raise ValidationFailed(problems)
+    return role, doc
+
+
+def load_roles(roles_dir: Path, root: Path | None = None, mcp_servers: set[str] | None = None,
+               overlap_warn: float = 0.5) -> RoleSet:
+    """Load every roles/*.yaml, collecting all problems before raising.
+
+    Raises:
+        ValidationFailed: every problem in every file, with file, line and field.
+    """
+    out = RoleSet()
+    problems: list[Problem] = []
+    docs: dict[str, Located] = {}
+    files = sorted([*roles_dir.glob("*.yaml"), *roles_dir.glob("*.yml")]) if roles_dir.is_dir() else []
+    for path in files:
+        display = str(path.relative_to(root)) if root else str(path)
+        try:
+            role, doc = load_role_file(path, display, mcp_servers)
+        except ValidationFailed as exc:
+            problems.extend(exc.problems)
+            continue
+        if role.name in out.roles:
+            problems.append(doc.problem(("name",), f"duplicate role name '{role.name}' (also in {docs[role.name].file})",
+                                        "role names must be unique; rename one"))
+            continue
+        out.roles[role.name] = role
+        out.files[role.name] = path
+        docs[role.name] = doc
+    for name, role in out.roles.items():
+        doc = docs[name]
+        for fld in ("review_by", "escalate_to"):
+            target = getattr(role, fld)
+            if target and target != "human" and target not in out.roles:
+                problems.append(doc.problem((fld,), f"unknown role '{target}'", "known roles: " + ", ".join(sorted(out.roles))))
+    names = sorted(out.roles)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            score = overlap(out.roles[a].mandate, out.roles[b].mandate)
+            if score >= overlap_warn:
+                out.warnings.append(docs[b].problem(("mandate",),
+                    f"mandate overlaps {score:.0%} with role '{a}'; vague roles cause duplicate work",
+                    "sharpen each mandate so every task has one obvious owner"))
+    if problems:
+        raise ValidationFailed(problems)
+    return out
+
+
+def role_schema() -> dict:
+    """JSON Schema for roles/*.yaml, for editors (yaml-language-server)."""
+    schema = Role.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cowork role"
+    schema["properties"]["tools"]["items"] = {
+        "anyOf": [{"enum": sorted(BUILTIN_TOOLS)}, {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$"}]
+    }
+    return schema

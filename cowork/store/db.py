@@ -1,0 +1,54 @@
+"""Opening the SQLite store: WAL, a busy timeout, and sqlite-vec loaded.
+
+The stdlib sqlite3 here cannot load extensions, so pysqlite3 (a bundled SQLite that can) is preferred.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+try:  # pragma: no cover - which one depends on the platform
+    import pysqlite3.dbapi2 as sqlite3  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover
+    import sqlite3  # type: ignore[no-redef]
+
+BUSY_TIMEOUT_MS = 10_000
+_vec_ok: bool | None = None
+
+
+def load_vec(conn: "sqlite3.Connection") -> bool:
+    """Load sqlite-vec into `conn`; extension loading is enabled only around the load."""
+    global _vec_ok
+    if _vec_ok is False:
+        return False
+    try:
+        import sqlite_vec
+
+        conn.enable_load_extension(True)
+        try:
+            sqlite_vec.load(conn)
+        finally:
+            conn.enable_load_extension(False)
+        _vec_ok = True
+    except (AttributeError, ImportError, sqlite3.OperationalError):
+        _vec_ok = False
+    return _vec_ok
+
+
+def connect(path: Path, *, vec: bool = True) -> "sqlite3.Connection":
+    """A connection in WAL mode with a busy timeout, rows as sqlite3.Row, autocommit (explicit transactions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across a killed process in WAL mode (only power loss can drop the last commits)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    if vec:
+        load_vec(conn)
+    return conn
+
+
+IntegrityError = sqlite3.IntegrityError
+OperationalError = sqlite3.OperationalError
+DatabaseError = sqlite3.DatabaseError
