@@ -1,0 +1,1 @@
+"""The runner: schedules lanes, runs engines, journals every step, recovers after a crash."""
