@@ -149,6 +149,10 @@ def test_fail_model_for_fallbacks(server):
     server.fail_model("primary", status=None)
     assert ask(server, "hi", model="openai/primary").choices[0].message.content == "answered"
     assert [r.model for r in server.requests] == ["primary", "backup", "primary"]
+    server.fail_model("primary")
+    r = ask(server, "hi", model="openai/primary", fallbacks=["openai/backup"])  # litellm's own fallback path
+    assert r.choices[0].message.content == "answered"
+    assert [r.model for r in server.requests][-2:] == ["primary", "backup"]
 
 
 def test_callable_reply_and_delay_wrapping(server):
