@@ -259,6 +259,8 @@ def ensure_local_server(state_dir: Path, *, log_path: Path | None = None,
     The server keeps running after this process exits; `stop_local_server` ends it.
     """
     state_dir = Path(state_dir)
+    for proc in _detached:
+        proc.poll()  # reap servers we started that have since been stopped by another process
     with _locked(state_dir):
         rec = _read_record(state_dir)
         wanted = find_gguf()
@@ -300,11 +302,9 @@ def _reaped_or_gone(pid: int) -> bool:
     """True once the pid has exited; reaps it if it is our own child (else it lingers as a zombie)."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return True
-    except ChildProcessError:  # not our child: its parent reaps it
-        pass
-    return not _pid_alive(pid) or not _is_our_server(pid)
+        return bool(done)
+    except ChildProcessError:  # not our child: its parent reaps it; a zombie has an empty cmdline
+        return not _pid_alive(pid) or not _is_our_server(pid)
 
 
 def stop_local_server(state_dir: Path) -> bool:
