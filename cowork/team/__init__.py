@@ -1,0 +1,1 @@
+"""The team layer: messages between roles and humans, approvals, budgets, circuit breakers, skills."""

@@ -1,0 +1,1 @@
+"""Tools an agent calls, all through one gateway (cowork.tools.gateway.Gateway)."""

@@ -1,0 +1,132 @@
+"""Authority: what a role may do, checked before any tool runs. Every refusal is a `Denied` with a reason.
+
+Nothing an agent reads (file contents, messages, tool output) can change these answers: they depend only on the
+role file, cowork.toml and the path or command itself.
+"""
+from __future__ import annotations
+
+import fnmatch
+import shlex
+from pathlib import Path, PurePosixPath
+
+from cowork.roles import ACTIONS, Role
+
+# Actions no agent may ever take, whatever its role grants: only a human approves or unpauses.
+HUMAN_ONLY = {"approve", "unpause", "reject"}
+# Sequences that chain, substitute or redirect in a shell; a command containing one passes only if the matching
+# run_allow pattern contains it literally too.
+SHELL_META = ("\n", "\r", ";", "&&", "||", "|", "&", "`", "$(", "${", ">", "<")
+# cowork subcommands that would let an agent act as a human through `run`.
+_COWORK_HUMAN_CMDS = {"approve", "reject", "unpause", "budget", "roles", "merge", "revert", "say"}
+
+
+class Denied(Exception):
+    """A refused action. `reason` goes back to the agent and into the `tool.denied` event."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_tool(role: Role, name: str) -> None:
+    """Raise Denied unless `role` may call tool `name` at all (`cannot` always wins)."""
+    if name in HUMAN_ONLY:
+        raise Denied(f"'{name}' is for humans only; no agent can {name}")
+    if name in role.cannot:
+        raise Denied(f"role '{role.name}' cannot use '{name}' (its `cannot` list)")
+    if name in ACTIONS and name not in role.can:
+        raise Denied(f"role '{role.name}' is not granted '{name}' (add it to `can` in the role file)")
+    if not role.allows(name):
+        raise Denied(f"role '{role.name}' has no tool '{name}'; its tools are: {', '.join(role.tools) or 'none'}")
+
+
+def may(role: Role, action: str) -> bool:
+    """Whether `role` holds the extra action `action` (merge, change_roles, push)."""
+    return action not in HUMAN_ONLY and action not in role.cannot and action in role.can
+
+
+def is_protected(rel: str) -> bool:
+    """Team files that change authority itself: roles/ and cowork.toml."""
+    parts = PurePosixPath(rel).parts
+    return bool(parts) and (parts[0] == "roles" or rel == "cowork.toml")
+
+
+def resolve_path(worktree: Path, path: str | None, *, role: Role | None = None, write: bool = False,
+                 default: str = ".") -> tuple[Path, str]:
+    """The absolute path and the worktree-relative path of `path`, refusing anything outside the worktree.
+
+    Raises:
+        Denied: absolute paths, `..`, `.git` internals, symlinks that resolve outside, and (when `write`)
+            roles/ or cowork.toml unless the role holds `change_roles`.
+    """
+    raw = (path if path not in (None, "") else default)
+    if not isinstance(raw, str):
+        raise Denied(f"path must be a string, got {type(raw).__name__}")
+    if "\x00" in raw:
+        raise Denied("path contains a NUL byte")
+    text = raw.replace("\\", "/")
+    if text.startswith("/") or text.startswith("~") or (len(text) > 1 and text[1] == ":"):
+        raise Denied(f"'{raw}' is absolute; paths are relative to the lane's worktree")
+    parts = PurePosixPath(text).parts
+    if ".." in parts:
+        raise Denied(f"'{raw}' leaves the lane's worktree ('..' is not allowed)")
+    if ".git" in parts:
+        raise Denied(f"'{raw}' is inside .git; git internals are off limits")
+    root = worktree.resolve()
+    full = (root / text).resolve(strict=False)
+    try:
+        rel = full.relative_to(root)
+    except ValueError:
+        raise Denied(f"'{raw}' resolves outside the lane's worktree (a symlink?)") from None
+    rel_s = rel.as_posix()
+    if rel_s.split("/")[0] == ".git":
+        raise Denied(f"'{raw}' is inside .git; git internals are off limits")
+    if write and is_protected(rel_s) and not (role is not None and may(role, "change_roles")):
+        raise Denied(f"'{rel_s}' defines the team's roles and policy; writing it needs `can: [change_roles]`")
+    return full, ("." if rel_s == "" else rel_s)
+
+
+def _metas(text: str) -> set[str]:
+    found = set()
+    rest = text
+    for meta in SHELL_META:  # longest-first order matters only for && / ||, checked before & / |
+        if meta in rest:
+            found.add(meta)
+            rest = rest.replace(meta, " ")
+    return found
+
+
+def check_command(role: Role, command: str) -> str:
+    """The run_allow pattern that admits `command`, or raise Denied.
+
+    A pattern matches the whole command line (fnmatch). Shell chaining, substitution and redirection in the command
+    must appear literally in the pattern as well, so "uv run pytest*" never admits "uv run pytest; curl evil".
+    """
+    if not isinstance(command, str) or not command.strip():
+        raise Denied("run needs a non-empty command string")
+    cmd = command.strip()
+    _check_cowork_command(role, cmd)
+    metas = _metas(cmd)
+    for pattern in role.run_allow:
+        if not fnmatch.fnmatchcase(cmd, pattern):
+            continue
+        missing = {m for m in metas if m not in pattern}
+        if not missing:
+            return pattern
+        raise Denied(f"command contains shell operator(s) {' '.join(sorted(repr(m) for m in missing))} that "
+                     f"run_allow pattern '{pattern}' does not allow; run one command at a time")
+    allowed = ", ".join(f"'{p}'" for p in role.run_allow) or "none"
+    raise Denied(f"command '{cmd[:200]}' matches none of role '{role.name}' run_allow patterns ({allowed})")
+
+
+def _check_cowork_command(role: Role, cmd: str) -> None:
+    try:
+        argv = shlex.split(cmd)
+    except ValueError:
+        argv = cmd.split()
+    words = [PurePosixPath(a).name for a in argv]
+    for i, w in enumerate(words):
+        if w == "cowork" and i + 1 < len(words) and words[i + 1] in _COWORK_HUMAN_CMDS:
+            raise Denied(f"'cowork {words[i + 1]}' is a human command; agents cannot run it")
+        if w == "git" and "push" in words[i + 1:i + 4] and not may(role, "push"):
+            raise Denied(f"role '{role.name}' is not granted 'push' (git push)")

@@ -1,0 +1,189 @@
+"""Built-in tools over the lane's worktree: read/write/list/search files, run an allowed command, git diff.
+
+Each tool takes the lane context and the model's arguments and returns a ToolResult; authority checks (paths,
+run_allow) raise `Denied`, which the gateway turns into a `tool.denied` event. Output is bounded so a tool can
+never flood the model's context.
+"""
+from __future__ import annotations
+
+import asyncio
+import difflib
+import fnmatch
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+from cowork.redact import _SECRET_ENV
+from cowork.tools.authority import Denied, check_command, resolve_path
+from cowork.tools.context import LaneCtx, ToolResult
+
+MAX_OUTPUT = 20_000          # characters of tool output returned to the model
+MAX_READ_LINES = 2_000
+MAX_LIST = 500
+MAX_MATCHES = 200
+MAX_FILE_BYTES = 2_000_000   # files larger than this are not searched or read whole
+RUN_TIMEOUT_S = 600.0
+
+
+def bound(text: str, limit: int = MAX_OUTPUT) -> str:
+    """`text` cut to `limit` characters, keeping the head and the tail."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
+
+
+def _git(worktree: Path, *args: str, timeout: float = 60) -> str:
+    proc = subprocess.run(["git", *args], cwd=worktree, capture_output=True, text=True, timeout=timeout,
+                          errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {proc.stderr.strip()[:500]}")
+    return proc.stdout
+
+
+def lane_files(worktree: Path, under: str = ".") -> list[str]:
+    """Tracked and new (untracked, not ignored) files of the worktree, relative, sorted."""
+    out = _git(worktree, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", under)
+    return sorted({f for f in out.split("\0") if f and (worktree / f).is_file()})
+
+
+def read_file(ctx: LaneCtx, args: dict) -> ToolResult:
+    full, rel = resolve_path(ctx.worktree, args.get("path"), default="")
+    if rel == ".":
+        raise Denied("read_file needs a file path")
+    if not full.is_file():
+        return ToolResult(False, f"no such file: {rel}" + (" (it is a directory; use list_files)" if full.is_dir() else ""))
+    offset = max(1, int(args.get("offset") or 1))
+    limit = max(1, min(int(args.get("limit") or MAX_READ_LINES), MAX_READ_LINES))
+    data = full.read_bytes()[:MAX_FILE_BYTES]
+    if b"\0" in data[:8192]:
+        return ToolResult(False, f"{rel} is a binary file ({full.stat().st_size} bytes)")
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+    chunk = lines[offset - 1:offset - 1 + limit]
+    text = "".join(chunk)
+    more = len(lines) - (offset - 1 + len(chunk))
+    if more > 0:
+        text += f"\n[{more} more lines: call read_file with offset={offset + len(chunk)}]"
+    return ToolResult(True, bound(text), {"path": rel, "lines": len(lines)})
+
+
+def diff_for_write(ctx: LaneCtx, path: str, content: str) -> str:
+    """The unified diff a write_file would make, computed against the current file."""
+    full, rel = resolve_path(ctx.worktree, path, role=ctx.role, write=True, default="")
+    old = full.read_text(encoding="utf-8", errors="replace") if full.is_file() else ""
+    diff = difflib.unified_diff(old.splitlines(keepends=True), content.splitlines(keepends=True),
+                                fromfile=f"a/{rel}" if full.exists() else "/dev/null", tofile=f"b/{rel}")
+    return "".join(diff) or f"(no change to {rel})"
+
+
+def write_file(ctx: LaneCtx, args: dict) -> ToolResult:
+    full, rel = resolve_path(ctx.worktree, args.get("path"), role=ctx.role, write=True, default="")
+    if rel == ".":
+        raise Denied("write_file needs a file path")
+    content = args.get("content")
+    if not isinstance(content, str):
+        return ToolResult(False, "write_file needs `content` as a string")
+    if full.is_dir():
+        return ToolResult(False, f"{rel} is a directory")
+    full.parent.mkdir(parents=True, exist_ok=True)
+    existed = full.exists()
+    full.write_text(content, encoding="utf-8")
+    return ToolResult(True, f"{'updated' if existed else 'created'} {rel} ({len(content.encode())} bytes)",
+                      {"path": rel})
+
+
+def list_files(ctx: LaneCtx, args: dict) -> ToolResult:
+    full, rel = resolve_path(ctx.worktree, args.get("path"))
+    if not full.exists():
+        return ToolResult(False, f"no such path: {rel}")
+    files = lane_files(ctx.worktree, rel)
+    pattern = args.get("pattern")
+    if pattern:
+        files = [f for f in files if fnmatch.fnmatch(f, pattern) or fnmatch.fnmatch(Path(f).name, pattern)]
+    text = "\n".join(files[:MAX_LIST])
+    if len(files) > MAX_LIST:
+        text += f"\n[{len(files) - MAX_LIST} more files: narrow with path or pattern]"
+    return ToolResult(True, text or "(no files)", {"count": len(files)})
+
+
+def search(ctx: LaneCtx, args: dict) -> ToolResult:
+    query = args.get("query")
+    if not isinstance(query, str) or not query:
+        return ToolResult(False, "search needs a non-empty `query`")
+    _, rel = resolve_path(ctx.worktree, args.get("path"))
+    try:
+        rx = re.compile(query)
+    except re.error:
+        rx = re.compile(re.escape(query))
+    hits: list[str] = []
+    total = 0
+    for f in lane_files(ctx.worktree, rel):
+        p = ctx.worktree / f
+        try:
+            if p.stat().st_size > MAX_FILE_BYTES:
+                continue
+            data = p.read_bytes()
+        except OSError:
+            continue
+        if b"\0" in data[:8192]:
+            continue
+        for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+            if rx.search(line):
+                total += 1
+                if len(hits) < MAX_MATCHES:
+                    hits.append(f"{f}:{n}: {line.strip()[:300]}")
+    text = "\n".join(hits) or f"no matches for {query!r}"
+    if total > len(hits):
+        text += f"\n[{total - len(hits)} more matches: narrow the query or path]"
+    return ToolResult(True, bound(text), {"matches": total})
+
+
+def _child_env() -> dict[str, str]:
+    # commands an agent runs never see the team's API keys
+    env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return env
+
+
+async def run(ctx: LaneCtx, args: dict, timeout_s: float = RUN_TIMEOUT_S) -> ToolResult:
+    command = args.get("command")
+    pattern = check_command(ctx.role, command)
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", command.strip(), cwd=ctx.worktree, env=_child_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await proc.wait()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return ToolResult(False, f"command timed out after {timeout_s:.0f}s and was killed: {command}",
+                          {"exit_code": None, "timeout": True})
+    text = out.decode("utf-8", errors="replace")
+    code = proc.returncode
+    return ToolResult(code == 0, bound(f"$ {command.strip()}\n{text}\n[exit code {code}]"),
+                      {"exit_code": code, "pattern": pattern})
+
+
+def git_diff(ctx: LaneCtx, args: dict) -> ToolResult:
+    base = "HEAD"
+    row = ctx.store.one("SELECT base_commit FROM lanes WHERE task_id=? AND id=?", (ctx.task_id, ctx.lane_id))
+    if row and row.get("base_commit"):
+        base = row["base_commit"]
+    diff = _git(ctx.worktree, "diff", base, "--")
+    new = _git(ctx.worktree, "ls-files", "-z", "--others", "--exclude-standard").split("\0")
+    for f in sorted(x for x in new if x):
+        proc = subprocess.run(["git", "diff", "--no-index", "--", "/dev/null", f], cwd=ctx.worktree,
+                              capture_output=True, text=True, errors="replace", timeout=60)
+        diff += proc.stdout
+    return ToolResult(True, bound(diff) or "(no changes)", {"base": base})
+
+
+SYNC_TOOLS = {"read_file": read_file, "write_file": write_file, "list_files": list_files, "search": search,
+              "git_diff": git_diff}
