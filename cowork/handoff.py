@@ -116,10 +116,14 @@ def parse(text: str, file: str = "<packet>") -> Packet:
     problems = []
     if not title:
         problems.append(Problem("missing '# Title' line after the front matter", file=file, line=body_line))
-    for name in SECTIONS:
+    body_end = body_line + max(0, len(body.splitlines()) - 1)
+    for k, name in enumerate(SECTIONS):
         if name not in found:
+            # point at where the section belongs: before the next required one present, else the end of the file
+            after = next((found[n][1] for n in SECTIONS[k + 1:] if n in found), None)
             problems.append(Problem(f"missing required section '## {name}'", file=file,
-                                    hint="required sections: " + ", ".join(SECTIONS)))
+                                    line=body_line + after if after is not None else body_end,
+                                    hint="required sections, in order: " + ", ".join(SECTIONS)))
     if "Summary" in found and not found["Summary"][0].strip():
         problems.append(Problem("section '## Summary' is empty", file=file, line=body_line + found["Summary"][1]))
     if problems:

@@ -36,10 +36,11 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None] | None = None) 
         sys.stdout.write(f"{data}\n")
 
 
-def console():
+def console(**kwargs: Any):
+    """A rich Console for people; pass markup=False when printing user text that may contain [brackets]."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(**{"highlight": False, "soft_wrap": True, **kwargs})
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> None:

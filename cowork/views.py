@@ -1,0 +1,135 @@
+"""Read-only views of a team for people: status, lanes and the timeline. Shared by the CLI and the TUI.
+
+Plain SQL over the store, so any process can read while runners write.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+from cowork.gitcli import rev
+from cowork.store import Store, day
+from cowork.workspace import Workspace
+
+MERGE_LOCK = "merge"
+PAUSE_ALL = "pause"
+
+
+def _settings(ws: Workspace):
+    from cowork.config import load_settings
+
+    return load_settings(ws.config_path, display=ws.rel(ws.config_path))
+
+
+def merge_lock(store: Store, at: float | None = None) -> dict | None:
+    """The merge lock's holder, or None when nobody holds it (an expired lease counts as free, marked `expired`)."""
+    row = store.one("SELECT holder, acquired_at, lease_until FROM locks WHERE name=?", (MERGE_LOCK,))
+    if row is None:
+        return None
+    at = time.time() if at is None else at
+    return {"holder": row["holder"], "since": row["acquired_at"], "lease_until": row["lease_until"],
+            "expired": row["lease_until"] < at}
+
+
+def pause_flags(store: Store) -> tuple[dict | None, list[dict]]:
+    """(the pause-all flag or None, the task and lane pause flags)."""
+    rows = store.flags(PAUSE_ALL)
+    all_, scoped = None, []
+    for r in rows:
+        value = r["value"] if isinstance(r["value"], dict) else {}
+        flag = {"key": r["key"], "by": r["set_by"], "since": r["set_at"], "reason": value.get("reason") or ""}
+        if r["key"] == PAUSE_ALL:
+            all_ = flag
+        elif r["key"].startswith(PAUSE_ALL + ":"):
+            flag["scope"] = r["key"].split(":", 1)[1]
+            scoped.append(flag)
+    return all_, scoped
+
+
+def pending_approvals(store: Store) -> list[dict]:
+    rows = store.all("SELECT id, task_id, lane_id, role, tool, action, why, created_at, expires_at FROM approvals "
+                     "WHERE state='pending' ORDER BY id")
+    for r in rows:
+        try:
+            r["action"] = json.loads(r["action"])
+        except (TypeError, ValueError):
+            pass
+    return rows
+
+
+def spend(store: Store, on_day: str | None = None) -> dict:
+    """Tokens and USD recorded in `costs` on one UTC day (default today)."""
+    on_day = on_day or day()
+    row = store.one("SELECT COALESCE(SUM(usd),0) AS usd, COALESCE(SUM(tokens_in),0) AS tokens_in, "
+                    "COALESCE(SUM(tokens_out),0) AS tokens_out FROM costs WHERE day=?", (on_day,))
+    return {"day": on_day, **row}
+
+
+def team_status(ws: Workspace, store: Store, settings: Any = None) -> dict:
+    """Everything `cowork status` shows: team, repo, main's head, pause, merge lock, lanes, approvals, spend.
+
+    Args:
+        settings: TeamSettings; loaded from cowork.toml when omitted.
+    """
+    settings = settings or _settings(ws)
+    target = settings.merge.target
+    paused, scoped = pause_flags(store)
+    lanes = {r["state"]: r["n"] for r in store.all("SELECT state, COUNT(*) AS n FROM lanes GROUP BY state ORDER BY state")}
+    tasks = {r["state"]: r["n"] for r in store.all("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state ORDER BY state")}
+    approvals = pending_approvals(store)
+    return {
+        "team": settings.name,
+        "root": str(ws.root),
+        "target": target,
+        "head": rev(ws.root, f"refs/heads/{target}"),
+        "paused": paused,
+        "paused_scopes": scoped,
+        "merge_lock": merge_lock(store),
+        "merge_queue": store.scalar("SELECT COUNT(*) FROM merge_queue WHERE state='waiting'", default=0),
+        "tasks": tasks,
+        "lanes": lanes,
+        "pending_approvals": approvals,
+        "spend_today": {**spend(store), "usd_cap": settings.budget.usd_per_day},
+        "last_event_id": store.scalar("SELECT MAX(id) FROM events", default=0),
+    }
+
+
+def lane_rows(store: Store, task: str | None = None) -> list[dict]:
+    """One row per lane (oldest task first), with its task's title and state; depends_on decoded."""
+    sql = ("SELECT l.task_id, t.title AS task_title, t.state AS task_state, l.id AS lane_id, l.role, l.kind, l.state, "
+           "l.goal, l.depends_on, l.branch, l.step_no, l.attempts, l.tokens_in, l.tokens_out, l.usd, l.packet_path, "
+           "l.error, l.created_at, l.started_at, l.ended_at, l.updated_at "
+           "FROM lanes l LEFT JOIN tasks t ON t.id = l.task_id")
+    params: tuple = ()
+    if task:
+        sql += " WHERE l.task_id = ?"
+        params = (task,)
+    rows = store.all(sql + " ORDER BY t.created_at, l.task_id, l.created_at, l.id", params)
+    for r in rows:
+        try:
+            r["depends_on"] = json.loads(r["depends_on"] or "[]")
+        except ValueError:
+            r["depends_on"] = []
+    return rows
+
+
+def recent_events(store: Store, n: int = 50, task: str | None = None, lane: str | None = None) -> list[dict]:
+    """The newest `n` events for a task/lane, oldest first."""
+    return store.last_events(n, task=task, lane=lane)
+
+
+def follow_events(store: Store, after: int, task: str | None = None, lane: str | None = None,
+                  interval: float = 0.2, until: float | None = None) -> Iterator[dict]:
+    """Yield events with id > `after` as they are appended, polling every `interval` seconds.
+
+    Args:
+        until: stop at this time.time() (None: follow forever; the caller stops on Ctrl-C).
+    """
+    while until is None or time.time() < until:
+        rows = store.events(after=after, task=task, lane=lane)
+        for row in rows:
+            after = row["id"]
+            yield row
+        if not rows:
+            time.sleep(interval)
