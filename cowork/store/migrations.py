@@ -169,6 +169,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "002_team",
+        """
+        ALTER TABLE approvals ADD COLUMN action_hash TEXT;   -- same lane+tool+hash on resume -> the same approval
+        ALTER TABLE approvals ADD COLUMN used_at REAL;        -- when the decision was handed back to the agent
+        CREATE INDEX approvals_lane ON approvals(task_id, lane_id, tool, action_hash);
+        ALTER TABLE lanes ADD COLUMN msg_cursor INTEGER NOT NULL DEFAULT 0;  -- last message id surfaced to the lane
+        CREATE INDEX messages_reply ON messages(reply_to);
+        """,
+    ),
 ]
 
 
