@@ -61,6 +61,8 @@ class PolicySettings(_Strict):
     max_steps_per_lane: int = 60
     max_consecutive_failures: int = 3
     max_repeated_calls: int = 4
+    ask_timeout_s: float = 900.0
+    run_timeout_s: float = 600.0
 
 
 class McpServer(_Strict):
