@@ -48,6 +48,7 @@ class MergeSettings(_Strict):
     checks: list[str] = Field(default_factory=list)
     auto: bool = True
     lease_s: float = 60.0
+    checks_timeout_s: float = Field(900.0, gt=0, description="seconds each merge check may run before it fails")
 
 
 class PolicySettings(_Strict):
