@@ -106,14 +106,15 @@ def parse(text: str, file: str = "<packet>") -> Packet:
         ValidationFailed: front matter errors with their line, and every missing section.
     """
     doc, body, body_line = frontmatter.split(text, file)
+    problems = []
+    meta = None
     try:
         meta = Meta.model_validate(doc.data)
     except ValidationError as exc:
+        # keep going: the body's problems are reported together with the front matter's
         problems = pydantic_problems(exc, doc, hints={"extra": "allowed fields: " + ", ".join(
             f.alias or n for n, f in Meta.model_fields.items())})
-        raise ValidationFailed(problems) from None
     title, found = frontmatter.sections(body)
-    problems = []
     if not title:
         problems.append(Problem("missing '# Title' line after the front matter", file=file, line=body_line))
     body_end = body_line + max(0, len(body.splitlines()) - 1)
@@ -126,7 +127,7 @@ def parse(text: str, file: str = "<packet>") -> Packet:
                                     hint="required sections, in order: " + ", ".join(SECTIONS)))
     if "Summary" in found and not found["Summary"][0].strip():
         problems.append(Problem("section '## Summary' is empty", file=file, line=body_line + found["Summary"][1]))
-    if problems:
+    if problems or meta is None:
         raise ValidationFailed(problems)
     return Packet(meta=meta, title=title or "", sections={k: v[0] for k, v in found.items()})
 

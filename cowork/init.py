@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ SCHEMA_NAME = "role.schema.json"
 
 # (marker file, test command, run_allow patterns) — the first marker found picks dev's checks.
 _STACKS: list[tuple[str, str, list[str]]] = [
-    ("uv.lock", "uv run pytest -q", ["uv run pytest*", "uv run ruff *", "uv run python *"]),
+    ("uv.lock", "uv run pytest -q", ["uv run pytest*", "uv run ruff *"]),
     ("pyproject.toml", "python -m pytest -q", ["python -m pytest*", "pytest*", "ruff *"]),
     ("setup.py", "python -m pytest -q", ["python -m pytest*", "pytest*"]),
     ("package.json", "npm test", ["npm test*", "npm run *"]),
@@ -112,6 +113,14 @@ def _team_name(root: Path) -> str:
     return name or "team"
 
 
+def _existing_settings(root: Path) -> dict:
+    try:
+        data = tomllib.loads((root / "cowork.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _ensure_repo(path: Path, git_init: bool) -> tuple[Path, bool]:
     if not path.exists():
         if not git_init:
@@ -191,8 +200,11 @@ def init_team(path: Path | str = ".", *, force: bool = False, git_init: bool = F
         BadInput: `path` is not in a git repository and `git_init` is false.
     """
     root, created = _ensure_repo(Path(path), git_init)
-    target = current_branch(root) or "main"
-    files, marker = render_templates(name or _team_name(root), target, root)
+    existing = _existing_settings(root)
+    # a re-run renders the same files as the first run, so unchanged files are recognised as such
+    merge = existing.get("merge") if isinstance(existing.get("merge"), dict) else {}
+    target = merge.get("target") or current_branch(root) or "main"
+    files, marker = render_templates(name or existing.get("name") or _team_name(root), target, root)
     result = InitResult(root=root, git_initialized=created, stack=marker)
     for rel, text in files.items():
         dest = root / rel

@@ -1,0 +1,86 @@
+"""Shared fixtures: an isolated HOME and environment for every test, real git repositories, the CLI in-process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COWORK_BIN = ROOT / ".venv" / "bin" / "cowork"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """A fresh HOME per test, no COWORK_* variables, and no git config from the machine."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for key in list(os.environ):
+        if key.startswith("COWORK_"):
+            monkeypatch.delenv(key)
+
+
+def git(cwd: Path | str, *args: str) -> str:
+    """Run git in `cwd`, failing the test with git's message if it fails."""
+    proc = subprocess.run(["git", *args], cwd=str(cwd), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"git {' '.join(args)} failed: {proc.stderr}"
+    return proc.stdout.strip()
+
+
+def make_repo(path: Path) -> Path:
+    """A real git repository on branch main with a local identity and one commit."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Test Person")
+    git(path, "config", "user.email", "test@example.com")
+    git(path, "config", "commit.gpgsign", "false")
+    (path / "README.md").write_text("# test repo\n")
+    git(path, "add", "README.md")
+    git(path, "commit", "-q", "-m", "initial commit")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A git repository (not yet a team) at tmp_path/repo."""
+    return make_repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def team(repo, monkeypatch):
+    """`cowork init` run in a fresh repository; the current directory is its root. Returns the Workspace."""
+    from cowork.init import init_team
+    from cowork.workspace import Workspace
+
+    init_team(repo)
+    monkeypatch.chdir(repo)
+    return Workspace(repo.resolve())
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `cowork ARGS...` in-process through cowork.cli.app.main; returns CliResult(code, out, err)."""
+    from cowork.cli.app import main
+
+    def run(*args) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
