@@ -1,0 +1,304 @@
+"""The merge queue and the merger: lanes wait in `merge_queue` (FIFO) and are merged one at a time under the lock.
+
+A merge happens in the merger's own worktree on the target's current tip, runs the team's merge checks, and moves
+the target with a compare-and-swap ref update, so a conflict or a failing check never reaches the target.
+Every merge commit carries `Cowork-Task`, `Cowork-Lane`, `Cowork-Role` and `Cowork-Handoff` trailers.
+
+What this module writes on the lane's row: `merging` while it merges; `merged` with `merge_commit` on success
+(or when the target already contains the branch); on a conflict or failed checks the lane goes to `blocked` with
+`feedback` (the conflicting files or the check output) and, for a conflict, `conflict_returns` + 1. The runner,
+which gets the MergeResult back, decides whether to hand the lane back to its role.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cowork.errors import BadInput, CoworkError
+from cowork.gitops import checkout
+from cowork.gitops.git import MERGER, branch_exists, git, head, identity_env, is_ancestor, run_git, with_trailers
+from cowork.gitops.lock import LockLost, LockTimeout, MergeLock, lock_row
+from cowork.gitops.mergetree import (
+    MAX_ATTEMPTS, TargetRaced, cas_move, find_merges, merge_tree, reset_tree, run_checks, target_tip,
+    unmerged_files,
+)
+from cowork.gitops.worktrees import changed_files, lane_branch
+from cowork.store import Store, now
+from cowork.store.lanes import get_lane, set_lane_state, update_lane
+
+WAITING, MERGING = "waiting", "merging"
+
+
+@dataclass
+class MergeResult:
+    """What happened to one lane. `status`: merged | conflict | checks_failed | nothing (| failed from
+    process_queue, for an entry that could not be merged at all, e.g. its branch is gone)."""
+
+    status: str
+    commit: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+    output: str = ""
+    task: str | None = None
+    lane: str | None = None
+    role: str | None = None
+    target: str | None = None
+    attempts: int = 0
+    notes: list[str] = field(default_factory=list)  # for the user: what happened to their checkout
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("merged", "nothing")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- the queue ---------------------------------------------------------------------------------------------------
+
+
+def enqueue(store: Store, task: str, lane: str) -> int:
+    """Put a lane in the merge queue (its lane row, if any, goes to `merge-queue`). Returns the entry id.
+
+    Idempotent: a lane already waiting or merging keeps its entry and place.
+    """
+    with store.tx():
+        row = store.one("SELECT id FROM merge_queue WHERE task_id=? AND lane_id=? AND state IN (?,?)",
+                        (task, lane, WAITING, MERGING))
+        if row is not None:
+            return row["id"]
+        qid = store.execute("INSERT INTO merge_queue(task_id, lane_id, state, enqueued_at) VALUES (?,?,?,?)",
+                            (task, lane, WAITING, now())).lastrowid
+        if get_lane(store, task, lane) is not None:
+            set_lane_state(store, task, lane, "merge-queue", actor="merger", detail=f"queue entry {qid}")
+    return qid
+
+
+def queue(store: Store) -> list[dict]:
+    """Entries waiting or being merged, oldest first: id, task, lane, role, state, enqueued_at."""
+    return store.all(
+        "SELECT q.id, q.task_id AS task, q.lane_id AS lane, l.role, q.state, q.enqueued_at FROM merge_queue q "
+        "LEFT JOIN lanes l ON l.task_id=q.task_id AND l.id=q.lane_id WHERE q.state IN (?,?) ORDER BY q.id",
+        (WAITING, MERGING))
+
+
+def lock_status(store: Store) -> dict:
+    """The merge lock and queue: {holder, since, lease_until, expired, queue: [...]} (holder None when free)."""
+    row = lock_row(store) or {}
+    return {"holder": row.get("holder"), "since": row.get("acquired_at"), "lease_until": row.get("lease_until"),
+            "expired": row.get("expired", False), "queue": queue(store)}
+
+
+def _claim(store: Store, task: str, lane: str) -> int:
+    """Mark the lane's queue entry as merging (adding one if the lane was merged without queueing)."""
+    with store.tx():
+        row = store.one("SELECT id FROM merge_queue WHERE task_id=? AND lane_id=? AND state IN (?,?) ORDER BY id",
+                        (task, lane, WAITING, MERGING))
+        if row is not None:
+            store.execute("UPDATE merge_queue SET state=? WHERE id=?", (MERGING, row["id"]))
+            return row["id"]
+        return store.execute("INSERT INTO merge_queue(task_id, lane_id, state, enqueued_at) VALUES (?,?,?,?)",
+                             (task, lane, MERGING, now())).lastrowid
+
+
+def _finish(store: Store, qid: int, state: str, commit: str | None = None) -> None:
+    store.execute("UPDATE merge_queue SET state=?, merge_commit=?, ended_at=? WHERE id=?", (state, commit, now(), qid))
+
+
+# -- merging -----------------------------------------------------------------------------------------------------
+
+
+def merge_lane(ws, store: Store, settings, task: str, lane: str, *, role: str, holder: str,
+               lock: MergeLock | None = None) -> MergeResult:
+    """Merge the lane's branch into the merge target (settings.merge.target) under the merge lock.
+
+    Pass `lock` when already holding it; otherwise it is taken (waiting up to its default wait) and released.
+
+    Raises:
+        BadInput: the lane's branch does not exist.
+        LockTimeout: the lock stayed busy. LockLost: our lease was taken before the target moved.
+        TargetRaced: the target moved under every attempt.
+    """
+    if lock is None:
+        with MergeLock(store, holder, lease_s=settings.merge.lease_s) as held:
+            return merge_lane(ws, store, settings, task, lane, role=role, holder=holder, lock=held)
+    qid = _claim(store, task, lane)
+    try:
+        result = _merge(ws, store, settings, task, lane, role, lock)
+    except LockLost:
+        # another merger owns the target now; the lane keeps its place for whoever merges next
+        store.execute("UPDATE merge_queue SET state=? WHERE id=?", (WAITING, qid))
+        if get_lane(store, task, lane) is not None:
+            set_lane_state(store, task, lane, "merge-queue", actor="merger", detail="merge lock lost; requeued")
+        raise
+    except BaseException as exc:
+        _finish(store, qid, "failed")
+        if get_lane(store, task, lane) is not None and isinstance(exc, CoworkError):
+            set_lane_state(store, task, lane, "blocked", actor="merger", detail=f"merge failed: {exc.message}",
+                           feedback=exc.render())
+        raise
+    _finish(store, qid, {"merged": "merged", "nothing": "merged", "conflict": "conflict"}.get(result.status, "failed"),
+            result.commit)
+    return result
+
+
+def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: MergeLock) -> MergeResult:
+    target = settings.merge.target
+    row = get_lane(store, task, lane)
+    branch = (row or {}).get("branch") or lane_branch(task, lane)
+    if not branch_exists(ws.root, branch):
+        raise BadInput(f"lane {task}/{lane} has no branch {branch}", hint="was the lane started? see `cowork status`")
+    res = MergeResult("nothing", task=task, lane=lane, role=role, target=target)
+    if row is not None:
+        set_lane_state(store, task, lane, "merging", actor="merger")
+    tree = merge_tree(ws)
+    ev = {"actor": "merger", "task": task, "lane": lane, "role": role}
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        res.attempts = attempt
+        old = target_tip(ws, target)
+        if is_ancestor(ws.root, f"refs/heads/{branch}", old):
+            return _already(ws, store, res, row, old, ev)
+        reset_tree(tree, old)
+        proc = run_git("merge", "--no-ff", "--no-commit", f"refs/heads/{branch}", cwd=tree)
+        if proc.returncode != 0:
+            res.conflicts = unmerged_files(tree)
+            reset_tree(tree, old)  # aborts the merge: no conflict marker survives anywhere
+            if not res.conflicts:
+                raise CoworkError(f"git merge of {branch} failed: {(proc.stderr or proc.stdout).strip()}")
+            return _conflict(store, res, row, old, branch, ev)
+        message = f"Merge {task}/{lane} ({role})\n\n" + (((row or {}).get("goal") or "").strip() + "\n")
+        message = with_trailers(message, [("Cowork-Task", task), ("Cowork-Lane", lane), ("Cowork-Role", role),
+                                          ("Cowork-Handoff", f"handoffs/{task}/{lane}.md")], cwd=tree)
+        # --no-verify: the lane's commits already passed the hooks; the merge is judged by the merge checks
+        git("commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-F", "-", cwd=tree,
+            env=identity_env(MERGER, ws.root), input=message)
+        new = head(tree)
+        checks = run_checks(tree, list(settings.merge.checks), timeout_s=settings.merge.checks_timeout_s,
+                            env={"COWORK_TASK": task, "COWORK_LANE": lane, "COWORK_MERGE_TARGET": target})
+        if not checks.ok:
+            reset_tree(tree, old)
+            return _checks_failed(store, res, row, checks, ev)
+        lock.check()
+        plan = checkout.before_move(ws, target, old)
+        if cas_move(ws, target, new, old, f"cowork: merge {task}/{lane}"):
+            res.notes = checkout.after_move(ws, plan, new)
+            res.status, res.commit, res.output = "merged", new, checks.output
+            files = changed_files(ws, new, old)
+            if row is not None:
+                set_lane_state(store, task, lane, "merged", actor="merger", detail=f"as {new[:9]}", merge_commit=new)
+            store.event("merge.done", f"merged {task}/{lane} ({role}) into {target} as {new[:9]}"
+                        + (f" after {attempt} attempts" if attempt > 1 else ""),
+                        data={"commit": new, "previous": old, "target": target, "branch": branch, "attempts": attempt,
+                              "files": files[:200], "file_count": len(files), "notes": res.notes,
+                              "holder": lock.holder}, **ev)
+            return res
+        res.notes += plan.notes
+    raise TargetRaced(["git", "update-ref", f"refs/heads/{target}"], 1,
+                      f"{target} moved under the merger {MAX_ATTEMPTS} times while merging {task}/{lane}")
+
+
+def _already(ws, store, res: MergeResult, row, old: str, ev) -> MergeResult:
+    """The target already contains the branch: record the merge commit that brought it, if cowork made one."""
+    found = find_merges(ws, res.target, res.task, res.lane)
+    res.commit = found[0].sha if found else None
+    res.output = f"{res.target} already contains {res.task}/{res.lane}" + (f" (merged as {res.commit[:9]})"
+                                                                          if res.commit else "")
+    if row is not None and row["state"] != "merged":
+        set_lane_state(store, res.task, res.lane, "merged", actor="merger", detail=res.output,
+                       merge_commit=res.commit)
+    store.event("merge.done", res.output, data={"commit": res.commit, "previous": old, "target": res.target,
+                                                "nothing": True}, **ev)
+    return res
+
+
+def _conflict(store, res: MergeResult, row, old: str, branch: str, ev) -> MergeResult:
+    res.status = "conflict"
+    res.output = (f"merging {branch} onto {res.target} ({old[:9]}) conflicts in {len(res.conflicts)} file(s): "
+                  + ", ".join(res.conflicts))
+    if row is not None:
+        set_lane_state(store, res.task, res.lane, "blocked", actor="merger", detail="merge conflict",
+                       feedback=res.output + f"\nupdate the lane from {res.target} and resolve them",
+                       conflict_returns=row["conflict_returns"] + 1)
+    store.event("merge.conflict", f"{res.task}/{res.lane} conflicts with {res.target}: " + ", ".join(res.conflicts[:10]),
+                data={"files": res.conflicts, "target": res.target, "tip": old, "branch": branch}, **ev)
+    return res
+
+
+def _checks_failed(store, res: MergeResult, row, checks, ev) -> MergeResult:
+    res.status, res.output = "checks_failed", checks.output
+    if row is not None:
+        set_lane_state(store, res.task, res.lane, "blocked", actor="merger", detail=f"merge check failed: {checks.command}",
+                       feedback=f"merge check `{checks.command}` failed on the merge with {res.target}:\n{checks.output}")
+    store.event("check.failed", f"merge check failed for {res.task}/{res.lane}: {checks.command}",
+                data={"stage": "merge", "command": checks.command, "exit": checks.returncode,
+                      "output": checks.output[-4000:]}, **ev)
+    return res
+
+
+# -- draining the queue ------------------------------------------------------------------------------------------
+
+
+def _recover(store: Store) -> None:
+    """Entries left `merging` by a merger that died go back to waiting (we hold the lock: nobody else merges)."""
+    store.execute("UPDATE merge_queue SET state=? WHERE state=?", (WAITING, MERGING))
+
+
+def _next_entry(store: Store) -> dict | None:
+    return store.one("SELECT q.id, q.task_id, q.lane_id, l.role FROM merge_queue q LEFT JOIN lanes l "
+                     "ON l.task_id=q.task_id AND l.id=q.lane_id WHERE q.state=? ORDER BY q.id LIMIT 1", (WAITING,))
+
+
+def merge_next(ws, store: Store, settings, roles=None, *, holder: str, lock: MergeLock | None = None,
+               wait_s: float = 300.0) -> MergeResult | None:
+    """Merge the oldest waiting lane. Returns None when the queue is empty (the lock is not taken then).
+
+    `roles` is accepted for the runner's call shape; the lane's role comes from its row.
+
+    Raises:
+        LockTimeout: the lock stayed busy for `wait_s`. Others as merge_lane.
+    """
+    if lock is None:
+        if _next_entry(store) is None:
+            return None
+        held = MergeLock(store, holder, lease_s=settings.merge.lease_s)
+        if not held.acquire(wait_s):
+            raise LockTimeout(f"the merge lock stayed busy for {wait_s:g}s", hint="see `cowork queue`")
+        try:
+            return merge_next(ws, store, settings, roles, holder=holder, lock=held)
+        finally:
+            held.release()
+    _recover(store)
+    entry = _next_entry(store)
+    if entry is None:
+        return None
+    return merge_lane(ws, store, settings, entry["task_id"], entry["lane_id"], role=entry["role"] or "unknown",
+                      holder=holder, lock=lock)
+
+
+def process_queue(ws, store: Store, settings, roles=None, *, holder: str, limit: int | None = None,
+                  wait_s: float = 300.0) -> list[MergeResult]:
+    """Merge waiting lanes until the queue is empty (or `limit` merges), holding the lock throughout.
+
+    An entry that cannot be merged at all (its branch is gone, the target kept racing) becomes a result with
+    status `failed`, and the drain goes on.
+    """
+    results: list[MergeResult] = []
+    if _next_entry(store) is None:
+        return results
+    with MergeLock(store, holder, lease_s=settings.merge.lease_s, wait_s=wait_s) as lock:
+        while limit is None or len(results) < limit:
+            entry = _next_entry(store)
+            try:
+                result = merge_next(ws, store, settings, roles, holder=holder, lock=lock)
+            except (BadInput, TargetRaced) as exc:
+                result = MergeResult("failed", output=exc.render(), task=entry and entry["task_id"],
+                                     lane=entry and entry["lane_id"], target=settings.merge.target)
+            if result is None:
+                break
+            results.append(result)
+    return results
+
+
+from cowork.gitops.revert import RevertResult, revert  # noqa: E402  (re-exported: the merge API in one place)
+
+__all__ = ["MergeResult", "RevertResult", "enqueue", "queue", "lock_status", "merge_lane", "merge_next",
+           "process_queue", "revert"]
