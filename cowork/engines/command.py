@@ -1,0 +1,118 @@
+"""The command engine: an external agent CLI (Claude Code, Codex, Aider, a script) run in the lane's worktree.
+
+The role's `command` argv runs with `{goal}` replaced by the lane's goal (plus any feedback), its output goes to
+`.cowork/logs/<task>/<lane>.log`, and while the lane is paused its whole process group is stopped (SIGSTOP) and
+continued (SIGCONT) after. Its packet is the one it wrote at `handoffs/<task>/<lane>.md` if valid, else cowork
+builds one from its exit status, output and diff.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from cowork.engines.llm import LaneOutcome
+from cowork.runner.journal import Journal
+
+POLL_S = 0.1
+TAIL = 3000
+
+
+def argv_for(command: list[str], goal: str) -> list[str]:
+    return [part.replace("{goal}", goal) for part in command]
+
+
+async def run_command_lane(ctx: Any, journal: Journal, *, log_path: Path, notes: list[str] | None = None,
+                           is_paused: Callable[[], bool] | None = None,
+                           on_pause: Callable[[bool], Awaitable[None] | None] | None = None,
+                           timeout_s: float | None = None) -> LaneOutcome:
+    """Run the role's command once for this lane (again, after feedback) and report how it ended.
+
+    Args:
+        ctx: the lane's LaneCtx.
+        log_path: where stdout and stderr go (appended).
+        notes: feedback from checks, review or conflicts, appended to the goal.
+        is_paused: polled while the command runs; True stops the process group until it turns False.
+        on_pause: told True when the process was stopped for a pause and False when continued.
+    """
+    journal.recover()
+    goal = ctx_goal = _goal(ctx)
+    if notes:
+        goal = ctx_goal + "\n\nFeedback on your previous attempt:\n" + "\n\n".join(notes)
+    argv = argv_for(ctx.role.command, goal)
+    env = {**os.environ, "COWORK_TASK": ctx.task_id, "COWORK_LANE": ctx.lane_id, "COWORK_ROLE": ctx.role.name,
+           "COWORK_WORKTREE": str(ctx.worktree), "COWORK_ROOT": str(ctx.ws.root)}
+    if any(s.kind == "tool" and s.state == "interrupted" for s in journal.steps):
+        env["COWORK_RESUMED"] = "1"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    step = journal.start("tool", "command", {"argv": argv})
+    with open(log_path, "ab") as log:
+        log.write(f"$ {' '.join(argv)}\n".encode())
+        log.flush()
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, cwd=str(ctx.worktree), env=env,
+                                                        stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                                                        start_new_session=True)
+        except OSError as exc:
+            journal.finish(step, {"error": str(exc)}, ok=False)
+            return LaneOutcome("failed", error=f"lane {ctx.task_id}/{ctx.lane_id}: cannot start {argv[0]}: {exc}")
+        code = await _supervise(proc, is_paused, on_pause, timeout_s)
+    tail = _tail(log_path)
+    journal.finish(step, {"exit": code, "tail": tail}, ok=code == 0)
+    status = "done" if code == 0 else "failed"
+    finish = {"status": status, "summary": f"`{ctx.role.command[0]}` exited with {code}.\n\nLast output:\n\n"
+              f"```\n{tail.strip()[-1500:]}\n```", "artifacts": [str(log_path)]}
+    return LaneOutcome(status, finish, None if code == 0 else f"lane {ctx.task_id}/{ctx.lane_id}: command "
+                                                              f"exited with {code}")
+
+
+def _goal(ctx: Any) -> str:
+    row = ctx.store.one("SELECT goal FROM lanes WHERE task_id=? AND id=?", (ctx.task_id, ctx.lane_id))
+    return row["goal"] if row else ""
+
+
+async def _supervise(proc: asyncio.subprocess.Process, is_paused, on_pause, timeout_s: float | None) -> int:
+    """Wait for the process, stopping its group while paused. Returns its exit code (-signal if killed)."""
+    stopped = False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s if timeout_s else None
+    try:
+        while True:
+            try:
+                return await asyncio.wait_for(proc.wait(), POLL_S)
+            except asyncio.TimeoutError:
+                pass
+            want = bool(is_paused and is_paused())
+            if want != stopped:
+                _signal(proc, signal.SIGSTOP if want else signal.SIGCONT)
+                stopped = want
+                if on_pause:
+                    res = on_pause(want)
+                    if asyncio.iscoroutine(res):
+                        await res
+            if deadline and not stopped and loop.time() > deadline:
+                _signal(proc, signal.SIGTERM)
+                deadline = None
+    except asyncio.CancelledError:
+        _signal(proc, signal.SIGCONT)
+        _signal(proc, signal.SIGTERM)
+        raise
+
+
+def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - TAIL))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

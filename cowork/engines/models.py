@@ -1,0 +1,144 @@
+"""The one place cowork calls a model: litellm with the role's (or the team's) model, key, base and fallbacks.
+
+litellm is imported lazily, after `LITELLM_LOCAL_MODEL_COST_MAP=True`, so nothing phones home and the CLI starts
+fast. Retries are not litellm's job here (`num_retries=0`): on a provider error the next fallback model is tried.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cowork.config import ModelSettings, TeamSettings, api_key_for
+from cowork.errors import CoworkError
+
+
+class ModelError(CoworkError):
+    """Every configured model failed (or none is configured)."""
+
+
+@dataclass
+class ModelChoice:
+    """The model a lane calls, with its connection details and fallbacks."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    fallbacks: list[str] = field(default_factory=list)
+    timeout_s: float = 120.0
+
+
+@dataclass
+class Completion:
+    """One model reply as a plain OpenAI-style assistant message, with what it cost."""
+
+    message: dict
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    usd: float = 0.0
+
+
+def resolve(settings: TeamSettings, role: Any = None) -> ModelChoice:
+    """The role's model settings, falling back to cowork.toml's `[model]` for anything it leaves out.
+
+    Raises:
+        ModelError: when neither names a model.
+    """
+    team = settings.model
+    name = getattr(role, "model", None) or team.name
+    if not name:
+        raise ModelError("no model is configured", hint="set [model] name in cowork.toml, COWORK_MODEL, "
+                                                          "or `model:` in the role file")
+    key_env = getattr(role, "api_key_env", None) or team.api_key_env
+    key = api_key_for(ModelSettings(api_key_env=key_env))
+    return ModelChoice(
+        model=name,
+        api_base=getattr(role, "api_base", None) or team.api_base,
+        api_key=key,
+        fallbacks=list(getattr(role, "fallbacks", None) or team.fallbacks),
+        timeout_s=team.timeout_s,
+    )
+
+
+_litellm = None
+
+
+def litellm():
+    """The litellm module, imported on first use with the local cost map and no telemetry."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm as _mod
+
+        _mod.suppress_debug_info = True
+        _mod.telemetry = False
+        _litellm = _mod
+    return _litellm
+
+
+def _provider(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else ""
+
+
+def _message_dict(msg: Any) -> dict:
+    out: dict = {"role": "assistant", "content": getattr(msg, "content", None)}
+    calls = getattr(msg, "tool_calls", None) or []
+    if calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.function.name, "arguments": c.function.arguments or ""}}
+                             for c in calls]
+    return out
+
+
+def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: TeamSettings | None) -> float:
+    """USD for one reply: litellm's price when it knows the model, else `[prices]` in cowork.toml, else 0."""
+    try:
+        usd = float(litellm().completion_cost(completion_response=resp, model=model) or 0.0)
+        if usd > 0:
+            return usd
+    except Exception:  # unknown model: litellm raises rather than returning 0
+        pass
+    price = (settings.prices.get(model) or settings.prices.get(model.split("/", 1)[-1])) if settings else None
+    if price is None:
+        return 0.0
+    return (tokens_in * price.input_per_mtok + tokens_out * price.output_per_mtok) / 1_000_000
+
+
+async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] | None = None, *,
+                   settings: TeamSettings | None = None,
+                   on_fallback: Callable[[str, str, Exception], None] | None = None) -> Completion:
+    """Call the model, then each fallback in order on a provider error.
+
+    Args:
+        on_fallback: called as (failed_model, next_model, error) before moving on.
+
+    Raises:
+        ModelError: when every model failed; names each one and its error.
+    """
+    lm = litellm()
+    models = [choice.model, *choice.fallbacks]
+    errors: list[str] = []
+    for i, model in enumerate(models):
+        same = _provider(model) == _provider(choice.model)
+        kwargs: dict[str, Any] = {"model": model, "messages": messages, "num_retries": 0, "timeout": choice.timeout_s}
+        if tools:
+            kwargs["tools"] = tools
+        if same and choice.api_base:
+            kwargs["api_base"] = choice.api_base
+        if same and choice.api_key:
+            kwargs["api_key"] = choice.api_key
+        try:
+            resp = await lm.acompletion(**kwargs)
+        except Exception as exc:  # provider errors of every kind: try the next model
+            errors.append(f"{model}: {type(exc).__name__}: {str(exc)[:300]}")
+            if i + 1 < len(models) and on_fallback is not None:
+                on_fallback(model, models[i + 1], exc)
+            continue
+        usage = getattr(resp, "usage", None)
+        t_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+        t_out = int(getattr(usage, "completion_tokens", 0) or 0)
+        return Completion(_message_dict(resp.choices[0].message), model, t_in, t_out,
+                          cost_of(resp, model, t_in, t_out, settings))
+    raise ModelError("every model failed: " + "; ".join(errors),
+                     hint="check the provider, the API key variable and [model] in cowork.toml")

@@ -1,0 +1,316 @@
+"""One lane's life in the runner: worktree, engine, packet commit, checks, review, and the merge queue.
+
+Every phase is safe to repeat: a lane reclaimed after a crash re-enters here, its engine resumes from the journal,
+committing an unchanged worktree is a no-op, and checks simply run again.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from cowork.engines import prompts
+from cowork.engines.llm import Hooks, LaneOutcome, run_llm_lane
+from cowork.runner import control, handoffs
+from cowork.runner.journal import Journal
+from cowork.store import lanes as lanes_db
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cowork.runner.runner import Runner
+
+MAX_REVIEW_ROUNDS = 3
+CHECK_TIMEOUT_S = 600.0
+
+
+async def run_lane(rt: "Runner", row: dict) -> None:
+    """Drive one lane (work, delegated, consult or review) as far as it can go now."""
+    task, lane = row["task_id"], row["id"]
+    try:
+        if row["kind"] == "review":
+            await _review(rt, row)
+        else:
+            await _work(rt, row)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a lane's own failure never takes the runner down
+        msg = f"lane {task}/{lane} crashed: {type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+        rt.store.event("lane.error", msg, actor="runner", task=task, lane=lane, role=row["role"])
+        lanes_db.set_lane_state(rt.store, task, lane, "failed", detail=msg[:300], error=msg)
+        escalate(rt, row, msg)
+
+
+def _ctx(rt: "Runner", row: dict, role: Any, worktree) -> Any:
+    from cowork.tools.gateway import LaneCtx
+
+    return LaneCtx(ws=rt.ws, store=rt.store, settings=rt.settings, roles=rt.roles, role=role, task_id=row["task_id"],
+                   lane_id=row["id"], worktree=worktree, depth=row.get("depth") or 0, kind=row.get("kind") or "work")
+
+
+def _trailers(row: dict, role: str) -> dict[str, str]:
+    return {"Cowork-Task": row["task_id"], "Cowork-Lane": row["id"], "Cowork-Role": role}
+
+
+async def _commit(rt: "Runner", path, row: dict, role: str, message: str) -> str | None:
+    from cowork.gitops.worktrees import commit_all
+
+    return await asyncio.to_thread(commit_all, path, message, role=role, trailers=_trailers(row, role))
+
+
+def make_hooks(rt: "Runner", row: dict, role: Any, worktree) -> Hooks:
+    task, lane = row["task_id"], row["id"]
+
+    async def hold() -> None:
+        if control.paused(rt.store, task, lane) is None:
+            return
+        before = lanes_db.get_lane(rt.store, task, lane)["state"]
+        lanes_db.set_lane_state(rt.store, task, lane, "paused")
+        while control.paused(rt.store, task, lane) is not None:
+            await asyncio.sleep(rt.poll_s)
+        lanes_db.set_lane_state(rt.store, task, lane, before if before != "paused" else "running")
+
+    async def after_write(tool: str) -> None:
+        await _commit(rt, worktree, row, role.name, f"{lane}: work in progress (after {tool})")
+
+    def on_fallback(failed: str, nxt: str, exc: Exception) -> None:
+        rt.store.event("model.fallback", f"{task}/{lane}: {failed} failed ({type(exc).__name__}); trying {nxt}",
+                       actor=role.name, task=task, lane=lane, role=role.name,
+                       data={"failed": failed, "next": nxt, "error": str(exc)[:500]})
+
+    return Hooks(hold=hold, after_write=after_write, on_fallback=on_fallback)
+
+
+async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Journal, notes: list[str],
+                     system: str, kickoff: str) -> LaneOutcome:
+    """Run the role's engine for the lane once (until finish or failure)."""
+    task, lane = row["task_id"], row["id"]
+    if role.engine == "command":
+        from cowork.engines.command import run_command_lane
+
+        async def on_pause(stopped: bool) -> None:
+            lanes_db.set_lane_state(rt.store, task, lane, "paused" if stopped else "running")
+
+        return await run_command_lane(ctx, journal, log_path=rt.ws.logs_dir / task / f"{lane}.log", notes=notes,
+                                      is_paused=lambda: control.paused(rt.store, task, lane) is not None,
+                                      on_pause=on_pause)
+    from cowork.tools.gateway import Gateway
+
+    gateway = Gateway(ctx)
+    return await run_llm_lane(ctx, gateway, journal, system=system, kickoff=kickoff, notes=notes,
+                              hooks=make_hooks(rt, row, role, ctx.worktree))
+
+
+def _skills(rt: "Runner", role: Any, goal: str) -> list:
+    try:
+        from cowork.team import skills
+    except ImportError:
+        return []
+    try:
+        return list(skills.for_lane(rt.ws, role, goal))
+    except Exception:  # skills are help, never a reason to fail a lane
+        return []
+
+
+def _brief(rt: "Runner", task: str) -> str | None:
+    row = rt.store.one("SELECT title FROM tasks WHERE id=?", (task,))
+    path = rt.ws.task_dir(task) / "brief.md"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    return row["title"] if row else None
+
+
+async def _work(rt: "Runner", row: dict) -> None:
+    task, lane = row["task_id"], row["id"]
+    role = rt.roles.roles.get(row["role"])
+    if role is None:
+        raise RuntimeError(f"unknown role '{row['role']}'")
+    lanes_db.set_lane_state(rt.store, task, lane, "running", runner_id=rt.id, attempts=row["attempts"] + 1)
+    from cowork.gitops.worktrees import create_lane_worktree
+
+    tree = await asyncio.to_thread(create_lane_worktree, rt.ws, task, lane, rt.settings.merge.target)
+    lanes_db.update_lane(rt.store, task, lane, worktree=str(tree.path), branch=tree.branch,
+                         base_commit=row["base_commit"] or tree.base_commit)
+    notes: list[str] = []
+    if row.get("feedback"):
+        notes.append(row["feedback"])
+        if row["conflict_returns"] and rt.sync_lane is not None:
+            notes.extend(await rt.sync_lane(row, tree.path))
+        lanes_db.update_lane(rt.store, task, lane, feedback=None)
+    ctx = _ctx(rt, row, role, tree.path)
+    journal = Journal(rt.store, task, lane)
+    skills = _skills(rt, role, row["goal"])
+    system = prompts.lane_system(role, team=rt.settings.name, task=task, lane=lane, goal=row["goal"],
+                                 kind=row["kind"], brief=_brief(rt, task), skills=skills)
+    kickoff = prompts.lane_kickoff(row["goal"])
+    max_checks = rt.settings.policy.max_check_retries
+    while True:
+        outcome = await run_engine(rt, row, role, ctx, journal, notes, system, kickoff)
+        notes = []
+        fresh = lanes_db.get_lane(rt.store, task, lane)
+        if not outcome.finish:  # failed or stopped before finish: keep what was done, hand it to a human
+            await _commit(rt, tree.path, fresh, role.name, f"{lane}: work in progress ({outcome.status})")
+            end_lane(rt, fresh, outcome.status if outcome.status in ("failed", "blocked") else "failed",
+                     outcome.error or "the lane ended without finish")
+            return
+        packet = handoffs.from_finish(fresh, role.name, outcome.finish, to=handoffs.next_role(rt.store, fresh, role),
+                                      skills=[s.name for s in skills])
+        await asyncio.to_thread(handoffs.write, tree.path, packet)
+        sha = await _commit(rt, tree.path, fresh, role.name, f"{lane}: {packet.title}\n\n{packet.section('Summary')}")
+        lanes_db.update_lane(rt.store, task, lane, packet_path=handoffs.packet_rel(task, lane),
+                             head_commit=sha or fresh["head_commit"])
+        if outcome.status in ("failed", "blocked"):
+            end_lane(rt, fresh, outcome.status, outcome.error or f"the agent finished with status {outcome.status}")
+            return
+        checks = fresh["checks"] if fresh["checks"] is not None else list(role.checks)
+        if checks and row["kind"] != "consult":
+            lanes_db.set_lane_state(rt.store, task, lane, "checking")
+            failed = await run_checks(rt, fresh, checks, tree.path, journal)
+            if failed is not None:
+                n = fresh["check_failures"] + 1
+                lanes_db.update_lane(rt.store, task, lane, check_failures=n)
+                if n > max_checks:
+                    end_lane(rt, fresh, "failed", f"check `{failed[0]}` still failing after {max_checks} retries")
+                    return
+                notes = [prompts.check_failed(failed[0], failed[1], n, max_checks)]
+                lanes_db.set_lane_state(rt.store, task, lane, "running")
+                continue
+        break
+    fresh = lanes_db.get_lane(rt.store, task, lane)
+    _on_finished(rt, fresh, packet)
+    if row["kind"] == "consult":
+        lanes_db.set_lane_state(rt.store, task, lane, "done")
+    elif role.review_by and role.review_by in rt.roles:
+        start_review(rt, fresh, role.review_by)
+    elif outcome.status == "needs-review":
+        end_lane(rt, fresh, "blocked", "the agent asked for review and its role has no review_by: a human decides")
+    else:
+        enqueue(rt, fresh)
+
+
+async def run_checks(rt: "Runner", row: dict, checks: list[str], cwd, journal: Journal) -> tuple[str, str] | None:
+    """Run each check in the worktree (a journal step each). Returns (check, output) of the first failure."""
+    task, lane = row["task_id"], row["id"]
+    for check in checks:
+        step = journal.start("check", check, {"cwd": str(cwd)})
+        t0 = time.monotonic()
+        proc = await asyncio.create_subprocess_exec("sh", "-c", check, cwd=str(cwd), stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT_S)
+            code = proc.returncode
+        except asyncio.TimeoutError:
+            proc.kill()
+            out, code = b"(timed out)", -1
+        text = out.decode("utf-8", "replace")[-8000:]
+        journal.finish(step, {"exit": code, "output": text[-2000:]}, ok=code == 0)
+        kind = "check.passed" if code == 0 else "check.failed"
+        rt.store.event(kind, f"{task}/{lane}: `{check}` exit {code} ({time.monotonic() - t0:.1f}s)", actor="runner",
+                       task=task, lane=lane, role=row["role"], data={"check": check, "exit": code,
+                                                                      "output": text[-1000:]})
+        if code != 0:
+            return check, text
+    return None
+
+
+def enqueue(rt: "Runner", row: dict) -> None:
+    from cowork.gitops import merge
+
+    merge.enqueue(rt.store, row["task_id"], row["id"])
+    lanes_db.set_lane_state(rt.store, row["task_id"], row["id"], "merge-queue")
+    rt.wake()
+
+
+def start_review(rt: "Runner", row: dict, reviewer: str) -> None:
+    """Add a review lane for `row` (kind review) and park the lane in-review until it reports."""
+    task, lane = row["task_id"], row["id"]
+    n = rt.store.scalar("SELECT count(*) FROM lanes WHERE task_id=? AND parent_lane=? AND kind='review'",
+                        (task, lane), 0)
+    review_id = f"{lane}-review" + (f"-{n + 1}" if n else "")
+    goal = (f"Review lane '{lane}' ({row['role']}): its goal was: {row['goal'].strip()}\n"
+            f"Read its packet {handoffs.packet_rel(task, lane)} and its diff (git_diff), then pass it (finish "
+            f"status done) or send it back (finish status needs-review, with concrete comments).")
+    with rt.store.tx():
+        lanes_db.add_lane(rt.store, task, review_id, reviewer, goal, kind="review", parent_lane=lane,
+                          depth=row.get("depth") or 0)
+        lanes_db.update_lane(rt.store, task, review_id, worktree=row["worktree"], base_commit=row["base_commit"],
+                             branch=row["branch"])
+        lanes_db.set_lane_state(rt.store, task, lane, "in-review", detail=f"review by {reviewer} ({review_id})")
+    rt.wake()
+
+
+async def _review(rt: "Runner", row: dict) -> None:
+    task, lane = row["task_id"], row["id"]
+    role = rt.roles.roles.get(row["role"])
+    parent = lanes_db.get_lane(rt.store, task, row["parent_lane"])
+    if role is None or parent is None:
+        raise RuntimeError(f"review lane needs a known role and parent (role {row['role']}, parent "
+                           f"{row['parent_lane']})")
+    from pathlib import Path
+
+    worktree = Path(parent["worktree"])
+    lanes_db.set_lane_state(rt.store, task, lane, "running", runner_id=rt.id, attempts=row["attempts"] + 1)
+    ctx = _ctx(rt, row, role, worktree)
+    journal = Journal(rt.store, task, lane)
+    packet_file = worktree / handoffs.packet_rel(task, parent["id"])
+    packet_text = packet_file.read_text(encoding="utf-8") if packet_file.is_file() else "(no packet)"
+    system = prompts.lane_system(role, team=rt.settings.name, task=task, lane=lane, goal=row["goal"], kind="review",
+                                 brief=f"The packet of lane {parent['id']}:\n\n{packet_text}")
+    outcome = await run_engine(rt, row, role, ctx, journal, [], system, prompts.lane_kickoff(row["goal"]))
+    fresh = lanes_db.get_lane(rt.store, task, lane)
+    if not outcome.finish:
+        end_lane(rt, fresh, "failed", outcome.error or "review ended without finish")
+        lanes_db.set_lane_state(rt.store, task, parent["id"], "blocked", detail=f"review {lane} failed")
+        return
+    verdict = "done" if outcome.status == "done" else "needs-review"
+    packet = handoffs.from_finish(fresh, role.name, outcome.finish, to=parent["role"], status=verdict)
+    await asyncio.to_thread(handoffs.write, worktree, packet)
+    await _commit(rt, worktree, {**parent, "id": parent["id"]}, role.name,
+                  f"{lane}: review of {parent['id']}: {verdict}")
+    lanes_db.update_lane(rt.store, task, lane, packet_path=handoffs.packet_rel(task, lane))
+    _on_finished(rt, fresh, packet)
+    lanes_db.set_lane_state(rt.store, task, lane, "done", detail=f"verdict: {verdict}")
+    parent = lanes_db.get_lane(rt.store, task, parent["id"])
+    if verdict == "done":
+        enqueue(rt, parent)
+        return
+    rounds = rt.store.scalar("SELECT count(*) FROM lanes WHERE task_id=? AND parent_lane=? AND kind='review'",
+                             (task, parent["id"]), 0)
+    if rounds >= MAX_REVIEW_ROUNDS:
+        end_lane(rt, parent, "blocked", f"review sent it back {rounds} times: a human decides")
+        return
+    feedback = (f"Review by {role.name} ({lane}) sent your work back:\n\n{packet.section('Summary')}\n\n"
+                f"{packet.section('Checklist')}\n\n{packet.section('Next')}").strip()
+    lanes_db.set_lane_state(rt.store, task, parent["id"], "queued", detail=f"sent back by review {lane}",
+                            feedback=feedback)
+    rt.wake()
+
+
+def end_lane(rt: "Runner", row: dict, state: str, why: str) -> None:
+    """End a lane as failed or blocked, and escalate it."""
+    lanes_db.set_lane_state(rt.store, row["task_id"], row["id"], state, detail=why[:300], error=why)
+    escalate(rt, row, why)
+    rt.wake()
+
+
+def escalate(rt: "Runner", row: dict, why: str) -> None:
+    """Tell the role's `escalate_to` (a role or human) that the lane needs help: an event and a message."""
+    role = rt.roles.roles.get(row["role"])
+    to = getattr(role, "escalate_to", "human") or "human"
+    body = f"Lane {row['task_id']}/{row['id']} ({row['role']}) needs help: {why}"
+    rt.store.event("lane.escalated", body, actor="runner", task=row["task_id"], lane=row["id"], role=row["role"],
+                   data={"to": to})
+    try:
+        from cowork.team import messages
+    except ImportError:
+        return
+    messages.post(rt.store, kind="tell", from_role=row["role"], to_role=to, body=body, task=row["task_id"],
+                  from_lane=row["id"])
+
+
+def _on_finished(rt: "Runner", row: dict, packet) -> None:
+    try:
+        from cowork.team import messages
+    except ImportError:
+        return
+    hook = getattr(messages, "on_lane_finished", None)
+    if hook is not None:
+        hook(rt.store, row, packet)

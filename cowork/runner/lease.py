@@ -1,0 +1,100 @@
+"""Runner registration and task leases: one runner per task at a time, found dead by a stale heartbeat.
+
+A runner has a row in `runners` with a heartbeat. Owning a task is a lease in `locks` named `task:<id>`, taken and
+renewed by compare-and-swap. A lease whose holder's heartbeat is stale, or whose holder's process is gone (same
+host), can be taken over at once: that is how `cowork resume` reclaims the work of a killed runner.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from cowork.store import Store, now
+
+LEASE_S = 20.0
+HEARTBEAT_S = 2.0
+STALE_S = 10.0  # a heartbeat older than this means the runner is gone
+
+
+def lock_name(task: str) -> str:
+    return f"task:{task}"
+
+
+def register(store: Store) -> str:
+    """Add this process to `runners`. Returns the runner id."""
+    runner_id = f"r-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    t = now()
+    store.execute("INSERT INTO runners(id, pid, host, started_at, heartbeat_at, state) VALUES (?,?,?,?,?,?)",
+                  (runner_id, os.getpid(), socket.gethostname(), t, t, "running"))
+    return runner_id
+
+
+def heartbeat(store: Store, runner_id: str, tasks: list[str]) -> None:
+    """Refresh the runner's heartbeat and extend the leases it holds."""
+    t = now()
+    with store.tx():
+        store.execute("UPDATE runners SET heartbeat_at=? WHERE id=?", (t, runner_id))
+        for task in tasks:
+            store.execute("UPDATE locks SET lease_until=? WHERE name=? AND holder=?",
+                          (t + LEASE_S, lock_name(task), runner_id))
+
+
+def stop(store: Store, runner_id: str, tasks: list[str]) -> None:
+    with store.tx():
+        store.execute("UPDATE runners SET state='stopped', heartbeat_at=? WHERE id=?", (now(), runner_id))
+        for task in tasks:
+            store.execute("DELETE FROM locks WHERE name=? AND holder=?", (lock_name(task), runner_id))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child (killed, not yet reaped by its parent) is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def alive(store: Store, runner_id: str) -> bool:
+    """Whether a runner is still running: a fresh heartbeat, and (on this host) a live process."""
+    row = store.one("SELECT * FROM runners WHERE id=?", (runner_id,))
+    if row is None or row["state"] != "running":
+        return False
+    if row["host"] == socket.gethostname() and not _pid_alive(row["pid"]):
+        return False
+    return now() - row["heartbeat_at"] < STALE_S
+
+
+def acquire(store: Store, runner_id: str, task: str) -> bool:
+    """Take the task's lease if it is free, expired, ours, or held by a dead runner."""
+    t = now()
+    with store.tx():
+        row = store.one("SELECT * FROM locks WHERE name=?", (lock_name(task),))
+        if row and row["holder"] != runner_id and row["lease_until"] > t and alive(store, row["holder"]):
+            return False
+        store.execute("INSERT INTO locks(name, holder, token, acquired_at, lease_until) VALUES (?,?,?,?,?) "
+                      "ON CONFLICT(name) DO UPDATE SET holder=excluded.holder, token=excluded.token, "
+                      "acquired_at=excluded.acquired_at, lease_until=excluded.lease_until",
+                      (lock_name(task), runner_id, uuid.uuid4().hex, t, t + LEASE_S))
+    return True
+
+
+def holder(store: Store, task: str) -> str | None:
+    """The live runner holding the task, or None."""
+    row = store.one("SELECT * FROM locks WHERE name=?", (lock_name(task),))
+    if row and row["lease_until"] > now() and alive(store, row["holder"]):
+        return row["holder"]
+    return None
+
+
+def orphaned(store: Store) -> list[str]:
+    """Unfinished tasks (running, or planned and approved) that no live runner holds."""
+    rows = store.all("SELECT id FROM tasks WHERE state='running' ORDER BY created_at")
+    return [r["id"] for r in rows if holder(store, r["id"]) is None]

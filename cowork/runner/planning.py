@@ -1,0 +1,147 @@
+"""Creating a task and planning it: the brief on the target, the planner's `submit_plan`, validation, approval."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cowork import plan as plan_mod
+from cowork.errors import BadInput, Problem, ValidationFailed
+from cowork.plan import LaneSpec, Plan, PlanMeta
+from cowork.runner.journal import Journal
+from cowork.runner.mainline import commit_to_target
+from cowork.runner.tasks import add_plan_lanes, brief_text, first_line, new_task_id
+from cowork.store import lanes as lanes_db
+
+MAX_PLAN_TRIES = 3
+PLAN_LANE = "_plan"
+
+
+@dataclass
+class Draft:
+    """A task created from a request: its id, its brief's text, and who it was addressed to."""
+
+    task: str
+    title: str
+    brief: str
+    to: str
+
+
+def create_task(ws, store, settings, roles, text: str, *, to: str | None = None, attachments: list[Path] = (),
+                origin: str = "human", holder: str = "cli") -> Draft:
+    """Make a task id, write `handoffs/<task>/brief.md` and commit it on the merge target.
+
+    Raises:
+        BadInput: empty text, or `to` names no role.
+    """
+    if not text.strip():
+        raise BadInput("the request is empty", hint='cowork delegate "what you want done"')
+    if to is not None and to not in roles:
+        raise BadInput(f"unknown role '{to}'", hint="known roles: " + ", ".join(roles.names()))
+    title = first_line(text)
+    with store.tx():
+        task = new_task_id(store, ws, text)
+        lanes_db.create_task(store, task, title, origin=origin)
+    brief = brief_text(task, text, to=to or settings.planner, attachments=list(attachments), origin=origin,
+                       root=ws.root)
+    commit_to_target(ws, store, settings, {f"handoffs/{task}/brief.md": brief}, f"{task}: brief", holder=holder,
+                     trailers={"Cowork-Task": task})
+    return Draft(task, title, brief, to or settings.planner)
+
+
+def one_lane_plan(task: str, title: str, role: str, goal: str) -> Plan:
+    return Plan(meta=PlanMeta(title=title, task=task), lanes=[LaneSpec(id="work", role=role, goal=goal.strip())])
+
+
+async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
+    """Have the planning role submit a plan; invalid plans go back to it with the errors (at most 3 tries).
+
+    Raises:
+        BadInput: no planning role. ValidationFailed: still invalid after the last try.
+    """
+    from cowork.engines import models, prompts
+    from cowork.tools.specs import spec
+
+    planner = roles.roles.get(settings.planner)
+    if planner is None:
+        raise BadInput(f"the planning role '{settings.planner}' is not in roles/",
+                       hint="add roles/planner.yaml, set `planner` in cowork.toml, or pass --to ROLE")
+    workers = {n: r for n, r in roles.roles.items() if n != planner.name}
+    system = prompts.planner_system(planner, team=settings.name, roles=workers, task=draft.task,
+                                    max_lanes=settings.policy.max_lanes_per_task)
+    journal = Journal(store, draft.task, PLAN_LANE)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": draft.brief}]
+    journal.record("message", "start", output={"messages": messages})
+    tools = [spec("submit_plan")]
+    choice = models.resolve(settings, planner)
+    problems: list[Problem] = []
+    for _ in range(MAX_PLAN_TRIES):
+        step = journal.start("model", choice.model, {"n": len(messages)})
+        reply = await models.complete(choice, messages, tools, settings=settings)
+        journal.finish(step, {"message": reply.message}, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out,
+                       usd=reply.usd)
+        store.event("model.call", f"{draft.task} planning ({reply.model})", actor=planner.name, task=draft.task,
+                    role=planner.name, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, usd=reply.usd)
+        messages.append(reply.message)
+        calls = reply.message.get("tool_calls") or []
+        if not calls:
+            problems = [Problem("the planner replied without calling submit_plan", file="plan")]
+            messages.append({"role": "user", "content": "Call submit_plan(title, lanes) with the plan."})
+            continue
+        feedback = None
+        for call in calls:
+            plan, problems = _parse_submission(draft, call, set(workers), settings.policy.max_lanes_per_task)
+            if plan is not None and feedback is None:
+                store.event("task.planned", f"{draft.task}: {len(plan.lanes)} lane(s) planned by {planner.name}",
+                            actor=planner.name, task=draft.task, data={"lanes": [x.id for x in plan.lanes]})
+                return plan
+            feedback = "The plan was rejected:\n" + "\n".join(p.render() for p in problems) + "\nFix it and call " \
+                       "submit_plan again."
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": feedback})
+    raise ValidationFailed(problems or [Problem("the planner did not produce a valid plan", file="plan")])
+
+
+def _parse_submission(draft: Draft, call: dict, roles: set[str], max_lanes: int) -> tuple[Plan | None, list[Problem]]:
+    if call["function"]["name"] != "submit_plan":
+        return None, [Problem(f"unknown tool '{call['function']['name']}'; only submit_plan is available")]
+    try:
+        args = json.loads(call["function"].get("arguments") or "{}")
+        lanes = [LaneSpec(id=str(x.get("id", "")), role=str(x.get("role", "")), goal=str(x.get("goal", "")),
+                          depends_on=[str(d) for d in x.get("depends_on") or []]) for x in args.get("lanes") or []]
+        title = str(args.get("title") or draft.title)
+    except (ValueError, AttributeError, TypeError) as exc:
+        return None, [Problem(f"submit_plan arguments are malformed: {exc}", file="plan")]
+    problems = plan_mod.validate_lanes(lanes, None, roles, file="plan")
+    if len(lanes) > max_lanes:
+        problems.append(Problem(f"{len(lanes)} lanes is more than the cap of {max_lanes}", file="plan"))
+    if problems:
+        return None, problems
+    return Plan(meta=PlanMeta(title=title, task=draft.task), lanes=lanes, notes=str(args.get("notes") or "")), []
+
+
+def validate_plan(plan: Plan, roles) -> None:
+    """Raise ValidationFailed if the plan's lanes are not valid for this team."""
+    problems = plan_mod.validate_lanes(plan.lanes, None, set(roles.names()), file="plan.md")
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def save_plan(ws, store, settings, task: str, plan: Plan, *, holder: str = "cli") -> str:
+    """Commit plan.md on the target; the task waits for approval. Returns the plan's markdown."""
+    plan.meta.task = task
+    text = plan_mod.render(plan)
+    commit_to_target(ws, store, settings, {f"handoffs/{task}/plan.md": text}, f"{task}: plan", holder=holder,
+                     trailers={"Cowork-Task": task})
+    lanes_db.set_task_state(store, task, "awaiting-approval", actor="planner")
+    return text
+
+
+def approve(store, task: str, plan: Plan, *, by: str = "human") -> None:
+    """Add the plan's lanes and set the task running."""
+    add_plan_lanes(store, task, plan)
+    store.event("task.approved", f"{task}: plan approved by {by}", actor=by, task=task)
+    lanes_db.set_task_state(store, task, "running", actor=by)
+
+
+def reject(store, task: str, *, by: str = "human", reason: str | None = None) -> None:
+    lanes_db.set_task_state(store, task, "rejected", actor=by, error=reason or "plan rejected")

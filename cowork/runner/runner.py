@@ -1,0 +1,230 @@
+"""The runner: owns tasks (a lease each), schedules their ready lanes under the concurrency cap, merges passing
+lanes one at a time, and closes each task with its summary.
+
+The lanes table is the truth and may grow while a task runs (delegated, consult and review lanes): the scheduler
+re-reads it every tick. Model calls are asyncio, commands and checks are asyncio subprocesses, git is in threads.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from cowork.config import load_settings
+from cowork.roles import load_roles
+from cowork.runner import control, lease
+from cowork.runner.lane import run_lane
+from cowork.runner.tasks import ACTIVE_LANE_STATES
+from cowork.store import Store
+from cowork.store import lanes as lanes_db
+
+WORKING = {"running", "checking", "paused", "waiting-approval"}  # a lane in one of these has (had) a coroutine
+DEAD_DEPS = {"failed", "blocked", "cancelled"}
+
+
+class Runner:
+    """Runs tasks to their end.
+
+    Args:
+        ws: the team's Workspace.
+        tasks: task ids to run; with `reclaim`, also every unfinished task no live runner holds.
+        poll_s: how often the lanes table is re-read.
+    """
+
+    def __init__(self, ws, *, tasks: list[str] | None = None, reclaim: bool = False, poll_s: float = 0.1,
+                 store: Store | None = None):
+        self.ws = ws
+        self.store = store or Store.for_workspace(ws)
+        self.settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
+        mcp = set(self.settings.mcp)
+        self.roles = load_roles(ws.roles_dir, ws.root, mcp)
+        self.wanted = list(tasks or [])
+        self.reclaim = reclaim
+        self.poll_s = poll_s
+        self.id = ""
+        self.owned: list[str] = []
+        self.active: dict[tuple[str, str], asyncio.Task] = {}
+        self.results: dict[str, str] = {}
+        self._wake: asyncio.Event | None = None
+        self.sync_lane = self._sync_lane
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- the main loop ---------------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, str]:
+        """Run until every owned task has ended. Returns {task: final state}."""
+        self._wake = asyncio.Event()
+        self.id = lease.register(self.store)
+        self.store.event("runner.started", f"runner {self.id} started", actor="runner",
+                         data={"runner": self.id, "tasks": self.wanted, "reclaim": self.reclaim})
+        beat = asyncio.create_task(self._heartbeat())
+        merger = asyncio.create_task(self._merger())
+        try:
+            self._claim()
+            while self.owned:
+                for task in list(self.owned):
+                    self._schedule(task)
+                    if self._maybe_close(task):
+                        self.owned.remove(task)
+                if not self.owned:
+                    break
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+        finally:
+            for t in self.active.values():
+                t.cancel()
+            merger.cancel()
+            beat.cancel()
+            await asyncio.gather(*self.active.values(), merger, beat, return_exceptions=True)
+            lease.stop(self.store, self.id, self.owned)
+        return self.results
+
+    def _claim(self) -> None:
+        tasks = list(self.wanted)
+        if self.reclaim:
+            tasks += [t for t in lease.orphaned(self.store) if t not in tasks]
+        for task in tasks:
+            row = lanes_db.get_task(self.store, task)
+            if row is None or row["state"] in ("done", "failed", "rejected", "cancelled"):
+                if row is not None:
+                    self.results[task] = row["state"]
+                continue
+            if lease.acquire(self.store, self.id, task):
+                self.owned.append(task)
+                if self.reclaim and task not in self.wanted or self._has_orphans(task):
+                    self.store.event("runner.recovered", f"runner {self.id} reclaimed task {task}", actor="runner",
+                                     task=task, data={"runner": self.id})
+            else:
+                self.results[task] = "held-elsewhere"
+
+    def _has_orphans(self, task: str) -> bool:
+        return any(r["state"] in WORKING for r in lanes_db.list_lanes(self.store, task))
+
+    def _schedule(self, task: str) -> None:
+        rows = lanes_db.list_lanes(self.store, task)
+        by_id = {r["id"]: r for r in rows}
+        for r in rows:
+            key = (task, r["id"])
+            if key in self.active:
+                if self.active[key].done():
+                    del self.active[key]
+                else:
+                    continue
+            if r["state"] == "blocked" and r["feedback"] and self._return_to_role(r):
+                continue
+            if r["state"] in WORKING:  # left mid-flight by a dead runner (or by us a moment ago): resume it
+                self._start(r)
+                continue
+            if r["state"] != "queued":
+                continue
+            deps = [by_id.get(d) for d in r["depends_on"]]
+            dead = [d for d, row in zip(r["depends_on"], deps) if row is None or row["state"] in DEAD_DEPS]
+            if dead:
+                lanes_db.set_lane_state(self.store, task, r["id"], "cancelled",
+                                        detail=f"dependency {', '.join(dead)} did not merge")
+                continue
+            if not all(row["state"] in ("merged", "done") for row in deps):
+                continue
+            if self._running_count() >= self.settings.concurrency:
+                continue
+            if control.paused(self.store, task, r["id"]) is not None:
+                continue
+            self._start(r)
+
+    def _running_count(self) -> int:
+        return sum(1 for t in self.active.values() if not t.done())
+
+    def _start(self, row: dict) -> None:
+        key = (row["task_id"], row["id"])
+        self.active[key] = asyncio.create_task(run_lane(self, row), name=f"lane {key[0]}/{key[1]}")
+        self.active[key].add_done_callback(lambda _t: self.wake())
+
+    def _return_to_role(self, row: dict) -> bool:
+        """A lane the merger blocked (conflict, failed merge check) goes back to its role while retries remain."""
+        pol = self.settings.policy
+        if row["conflict_returns"] and "conflict" in (row["feedback"] or ""):
+            if row["conflict_returns"] > pol.max_conflict_returns:
+                return False
+        elif "merge check" in (row["feedback"] or ""):
+            if row["check_failures"] >= pol.max_check_retries:
+                return False
+            lanes_db.update_lane(self.store, row["task_id"], row["id"], check_failures=row["check_failures"] + 1)
+        else:
+            return False
+        lanes_db.set_lane_state(self.store, row["task_id"], row["id"], "queued", detail="returned to its role: "
+                                + (row["feedback"] or "")[:200])
+        return True
+
+    def _maybe_close(self, task: str) -> bool:
+        """End the task when no lane can move any more: done if every work lane merged, else failed."""
+        if any(k[0] == task and not t.done() for k, t in self.active.items()):
+            return False
+        rows = lanes_db.list_lanes(self.store, task)
+        if any(r["state"] in ACTIVE_LANE_STATES for r in rows):
+            return False
+        if any(r["state"] == "blocked" and r["feedback"] and self._could_return(r) for r in rows):
+            return False
+        from cowork.runner.summary import close_task
+
+        self.results[task] = close_task(self, task, rows)
+        return True
+
+    def _could_return(self, row: dict) -> bool:
+        pol = self.settings.policy
+        if "conflict" in (row["feedback"] or ""):
+            return row["conflict_returns"] <= pol.max_conflict_returns
+        if "merge check" in (row["feedback"] or ""):
+            return row["check_failures"] < pol.max_check_retries
+        return False
+
+    # -- background coroutines -------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(lease.HEARTBEAT_S)
+            try:
+                lease.heartbeat(self.store, self.id, self.owned)
+            except Exception:  # a busy database: the lease has slack for a missed beat
+                pass
+
+    async def _merger(self) -> None:
+        """Merge queued lanes one at a time; a conflict or failed merge check goes back to the lane's role."""
+        from cowork.gitops import merge
+
+        while True:
+            waiting = self.store.scalar(
+                f"SELECT count(*) FROM merge_queue WHERE state IN ('waiting','merging') AND task_id IN "
+                f"({','.join('?' * len(self.owned)) or 'NULL'})", tuple(self.owned), 0)
+            if not waiting:
+                await asyncio.sleep(self.poll_s)
+                continue
+            try:
+                result = await asyncio.to_thread(merge.merge_next, self.ws, self.store, self.settings, self.roles,
+                                                 holder=self.id)
+            except Exception as exc:
+                self.store.event("merge.error", f"merger: {type(exc).__name__}: {exc}"[:500], actor="merger")
+                await asyncio.sleep(self.poll_s * 5)
+                continue
+            self.wake()
+            if result is None:
+                await asyncio.sleep(self.poll_s)
+
+    async def _sync_lane(self, row: dict, worktree: Path) -> list[str]:
+        """Merge the current target into a lane sent back for a conflict, leaving the conflicts to resolve."""
+        from cowork.gitops.git import run_git
+
+        target = self.settings.merge.target
+        proc = await asyncio.to_thread(run_git, "merge", "--no-ff", "--no-commit", f"refs/heads/{target}",
+                                       cwd=worktree)
+        if proc.returncode == 0:
+            return [f"{target} was merged into your branch cleanly; check the result and finish again."]
+        out = await asyncio.to_thread(run_git, "diff", "--name-only", "--diff-filter=U", cwd=worktree)
+        files = [f for f in out.stdout.split() if f]
+        return [f"{target} has been merged into your branch and these files have conflict markers (<<<<<<< ======= "
+                f">>>>>>>): {', '.join(files)}. Edit each one to keep both sides' intent, remove the markers, then "
+                "call finish; the merge commit is made for you."]

@@ -1,0 +1,76 @@
+"""Closing a task: `summary.md` (what each lane did, its merge commit and cost) committed on the merge target."""
+from __future__ import annotations
+
+import time
+
+from cowork import frontmatter, handoff
+from cowork.store import lanes as lanes_db
+
+ENDED_OK = {"merged", "done"}
+
+
+def render_summary(task: dict, rows: list[dict], state: str, packets: dict[str, str]) -> str:
+    """The markdown of summary.md."""
+    t_in = sum(r["tokens_in"] for r in rows)
+    t_out = sum(r["tokens_out"] for r in rows)
+    usd = round(sum(r["usd"] for r in rows), 6)
+    front = {"cowork": "summary/v1", "task": task["id"], "status": state,
+             "cost": {"tokens_in": t_in, "tokens_out": t_out, "usd": usd},
+             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    table = ["| lane | role | kind | state | merge commit | tokens in/out | usd |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        table.append(f"| {r['id']} | {r['role']} | {r['kind']} | {r['state']} | {(r['merge_commit'] or '-')[:12]} "
+                     f"| {r['tokens_in']}/{r['tokens_out']} | {r['usd']:.4f} |")
+    parts = [f"# {task['title']}\n", f"Task {task['id']} ended **{state}**.\n", "\n".join(table) + "\n"]
+    for r in rows:
+        lines = [f"## {r['id']} ({r['role']}): {r['state']}"]
+        if packets.get(r["id"]):
+            lines.append(packets[r["id"]].strip())
+        if r.get("error"):
+            lines.append(f"Problem: {' '.join(r['error'].split())[:500]}")
+        if r.get("packet_path"):
+            lines.append(f"Packet: {r['packet_path']}")
+        parts.append("\n\n".join(lines) + "\n")
+    return frontmatter.join(front, "\n".join(parts))
+
+
+def _packet_summary(rt, row: dict) -> str:
+    """The Summary section of the lane's packet, read from its branch (the worktree may be gone)."""
+    from cowork.gitops.git import run_git
+
+    rel = row.get("packet_path") or f"handoffs/{row['task_id']}/{row['id']}.md"
+    ref = row.get("merge_commit") or (f"refs/heads/{row['branch']}" if row.get("branch") else None)
+    if ref is None:
+        return ""
+    proc = run_git("show", f"{ref}:{rel}", cwd=rt.ws.root)
+    if proc.returncode != 0:
+        return ""
+    try:
+        return handoff.parse(proc.stdout, rel).section("Summary")
+    except Exception:
+        return ""
+
+
+def close_task(rt, task_id: str, rows: list[dict]) -> str:
+    """Write and commit summary.md, then set the task done (every work lane merged) or failed. Returns the state."""
+    task = lanes_db.get_task(rt.store, task_id)
+    work = [r for r in rows if r["kind"] in ("work", "delegated")]
+    ok = bool(work) and all(r["state"] in ENDED_OK for r in work)
+    state = "done" if ok else "failed"
+    packets = {r["id"]: _packet_summary(rt, r) for r in rows}
+    text = render_summary(task, rows, state, packets)
+    error = None
+    try:
+        from cowork.runner.mainline import commit_to_target
+
+        commit_to_target(rt.ws, rt.store, rt.settings, {f"handoffs/{task_id}/summary.md": text},
+                         f"{task_id}: summary ({state})", holder=rt.id, trailers={"Cowork-Task": task_id})
+    except Exception as exc:  # the task's outcome stands even if its summary could not be committed
+        error = f"summary.md not committed: {exc}"
+        rt.store.event("task.summary_failed", error[:500], actor="runner", task=task_id)
+    if not ok:
+        bad = [f"{r['id']} {r['state']}" for r in work if r["state"] not in ENDED_OK]
+        error = "lanes not merged: " + ", ".join(bad) if bad else (error or "no work lanes")
+    lanes_db.set_task_state(rt.store, task_id, state, error=error)
+    return state
