@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cowork.gitops.git import GitError, git, git_env, head, run_git
-from cowork.gitops.worktrees import MERGE_TREE, ensure_state_ignored
+from cowork.gitops.worktrees import MERGE_TREE, ensure_state_ignored, worktree_mutex
 
 MAX_ATTEMPTS = 3          # merges redone on a new tip when the target moved under us
 OUTPUT_TAIL = 20_000      # characters of check output kept for the lane and the timeline
@@ -29,11 +29,12 @@ def merge_tree(ws) -> Path:
     if (path / ".git").is_file() and run_git("rev-parse", "--git-dir", cwd=path).returncode == 0:
         return path
     ensure_state_ignored(ws)
-    git("worktree", "prune", cwd=ws.root)
-    if path.exists():  # ours, left by a crash or a pruned registration: nothing in it is anyone's work
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    git("worktree", "add", "--quiet", "--detach", str(path), "HEAD", cwd=ws.root)
+    with worktree_mutex(ws):
+        git("worktree", "prune", cwd=ws.root)
+        if path.exists():  # ours, left by a crash or a pruned registration: nothing in it is anyone's work
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git("worktree", "add", "--quiet", "--detach", str(path), "HEAD", cwd=ws.root)
     return path
 
 

@@ -5,8 +5,13 @@ idempotent: a resumed lane gets its existing branch and worktree back, commits a
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from cowork.errors import BadInput, CoworkError
 from cowork.gitops.git import (
@@ -50,9 +55,35 @@ def ensure_state_ignored(ws) -> None:
         ignore.write_text("# cowork runtime state (database, worktrees, logs): never committed\n*\n")
 
 
+_thread_mutex = threading.RLock()
+
+
+@contextlib.contextmanager
+def worktree_mutex(ws) -> Iterator[None]:
+    """Serialise adding and removing worktrees across threads and processes.
+
+    Concurrent `git worktree add` calls read each other's half-written admin directories and fail.
+    """
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    with _thread_mutex, open(ws.state_dir / "worktrees.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def list_worktrees(cwd: Path | str) -> list[Worktree]:
     """Every worktree of the repository at `cwd`, the main one first."""
-    out, trees, cur = git("worktree", "list", "--porcelain", cwd=cwd), [], {}
+    for attempt in range(5):
+        try:
+            out = git("worktree", "list", "--porcelain", cwd=cwd)
+            break
+        except GitError:  # another process is half-way through adding one; its admin files appear in a moment
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    trees, cur = [], {}
     for line in out.splitlines() + [""]:
         if not line:
             if cur:
@@ -94,7 +125,8 @@ def create_lane_worktree(ws, task: str, lane: str, base: str = "main") -> LaneTr
         if proc.returncode != 0 and not branch_exists(ws.root, branch):  # lost a race to another creator: reuse
             raise GitError(["git", "branch", branch, tip], proc.returncode, proc.stderr)
         base_commit, created = tip, proc.returncode == 0
-    created = _attach(ws, path, branch) or created
+    with worktree_mutex(ws):
+        created = _attach(ws, path, branch) or created
     return LaneTree(path, branch, base_commit, created)
 
 
@@ -131,17 +163,18 @@ def remove_lane_worktree(ws, task: str, lane: str, delete_branch: bool = False, 
         CoworkError: when the worktree is dirty or the branch holds unmerged commits (and not `force`).
     """
     branch, path = lane_branch(task, lane), lane_path(ws, task, lane)
-    registered = any(t.path.resolve() == path.resolve() for t in list_worktrees(ws.root))
-    if registered:
-        proc = run_git("worktree", "remove", *(["--force"] if force else []), str(path), cwd=ws.root)
-        if proc.returncode != 0:
-            raise CoworkError(f"cannot remove worktree {ws.rel(path)}: {proc.stderr.strip()}",
-                              hint="commit or discard its changes first")
-    else:
-        git("worktree", "prune", cwd=ws.root)
-    for parent in (path, path.parent):
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+    with worktree_mutex(ws):
+        registered = any(t.path.resolve() == path.resolve() for t in list_worktrees(ws.root))
+        if registered:
+            proc = run_git("worktree", "remove", *(["--force"] if force else []), str(path), cwd=ws.root)
+            if proc.returncode != 0:
+                raise CoworkError(f"cannot remove worktree {ws.rel(path)}: {proc.stderr.strip()}",
+                                  hint="commit or discard its changes first")
+        else:
+            git("worktree", "prune", cwd=ws.root)
+        for parent in (path, path.parent):
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
     if delete_branch and branch_exists(ws.root, branch):
         merged = branch_exists(ws.root, target) and is_ancestor(ws.root, f"refs/heads/{branch}", f"refs/heads/{target}")
         if not (merged or force):
