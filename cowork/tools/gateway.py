@@ -1,20 +1,27 @@
 """The tool gateway: the one door every tool call of a lane goes through.
 
-For each call it applies, in order: the role's authority (allow-list, `cannot`, worktree confinement, run_allow),
-pause and circuit-breaker state, the budget, the approval tier (auto / notify / block), then runs the tool,
-redacts its output and writes the audit event. Engines call `tool_specs()`, `call()` and `between_steps()`, and
-must stop the lane (no further model call) when `stop` is set or `before_model_call()` returns a reason.
+For each call, in order: authority (allow-list, `cannot`, human-only actions), the pause flag (no tool runs while
+paused), argument authority (worktree confinement, run_allow), the approval tier (auto / notify / block), the tool
+itself, redaction of its output, the audit event, and the circuit breaker. Engines call `tool_specs()`, `call()`
+and `between_steps()`, and check `budget_state()` (or `before_model_call()`) before every model call: once it
+says "exceeded" (budget cap or a tripped breaker) the lane must stop without calling the model again.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Any
 
 from cowork.redact import redact, redact_obj
 from cowork.roles import BUILTIN_TOOLS
-from cowork.tools import builtin
-from cowork.tools.authority import Denied, check_tool
+from cowork.runner import control
+from cowork.store import lanes as lanes_db
+from cowork.store.store import loads
+from cowork.team import approvals, budgets, breakers
+from cowork.team import messages as msgs
+from cowork.tools import builtin, team_tools
+from cowork.tools.authority import Denied, check_command, check_tool
 from cowork.tools.context import LaneCtx, ToolResult
 from cowork.tools.specs import spec, validate_finish
 
@@ -24,7 +31,7 @@ TEAM_TOOLS = {"ask", "tell", "delegate", "inbox", "answer"}
 
 
 def args_hash(name: str, args: Any) -> str:
-    """A stable hash of one call: the key of repeated-call detection and of approvals across restarts."""
+    """A stable hash of one call: the key of repeated-call detection."""
     blob = json.dumps([name, args], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -43,41 +50,42 @@ class Gateway:
 
     def __init__(self, ctx: LaneCtx):
         self.ctx = ctx
-        self.stop: str | None = None            # set when the lane must end now (breaker, budget, expiry)
-        self.last_text: str = ""                # the agent's last text, shown as context on approvals
-        self.run_timeout_s = builtin.RUN_TIMEOUT_S
-        self.poll_s = 0.5                       # how often waits (approvals, ask) re-read the store
-        self._team = None
+        pol = ctx.settings.policy
+        self.stop: str | None = None            # set when the lane must end now (breaker, budget cap)
+        self.run_timeout_s = pol.run_timeout_s
+        self.poll_s = 0.5                       # how often waits (approvals, ask, pause) re-read the store
+        self.answering: list[dict] = []         # questions surfaced to this lane and not answered yet
+        self.breaker = breakers.Breaker(ctx.store, ctx.task_id, ctx.lane_id, max_failures=pol.max_consecutive_failures,
+                                        max_repeats=pol.max_repeated_calls)
+        self._wrap_told = False
+        self._cursor = 0
         self._mcp = None
+
+    @property
+    def lane_q(self) -> str:
+        return msgs.qualified(self.ctx.task_id, self.ctx.lane_id)
 
     # -- what the model sees --------------------------------------------------------------------------------
 
     def tool_names(self, extra: list[str] | None = None) -> list[str]:
-        """The tools this lane may call, in a stable order; always includes finish and answer."""
+        """The tools this lane may call, in a stable order; always ends with answer and finish."""
         role = self.ctx.role
-        names = [t for t in role.tools if t in BUILTIN_TOOLS and role.allows(t)]
-        names += [t for t in role.tools if "." in t and role.allows(t) and t in self._mcp_tools()]
+        mcp = self._mcp_tools()
+        names = [t for t in role.tools if (t in BUILTIN_TOOLS or t in mcp) and role.allows(t)]
         names += ["answer", "finish"]
-        for x in extra or []:
-            if x not in names and role.allows(x):
-                names.append(x)
+        names += [x for x in extra or [] if x not in names and role.allows(x)]
         return names
 
     def tool_specs(self, extra: list[str] | None = None) -> list[dict]:
-        """OpenAI tool schemas for the role's allowed tools (plus `extra`, e.g. ["submit_plan"])."""
-        out = []
+        """OpenAI tool schemas for the role's allowed tools, plus `extra` (e.g. ["submit_plan"] for the planner)."""
         mcp = self._mcp_tools()
-        for name in self.tool_names(extra):
-            if name in mcp:
-                out.append(spec(name, mcp[name].get("description"), mcp[name].get("parameters")))
-            else:
-                out.append(spec(name))
-        return out
+        return [spec(n, mcp[n].get("description"), mcp[n].get("parameters")) if n in mcp else spec(n)
+                for n in self.tool_names(extra)]
 
     # -- the door -------------------------------------------------------------------------------------------
 
     async def call(self, name: str, args: dict) -> ToolResult:
-        """Run one tool call through authority, approvals, budget, redaction and audit."""
+        """Run one tool call through authority, pause, approvals, redaction, audit and the breaker."""
         if not isinstance(args, dict):
             args = {}
         if name == "finish":
@@ -89,51 +97,238 @@ class Gateway:
             return ToolResult(True, "plan submitted", dict(args))
         if self.stop:
             return ToolResult(False, f"lane is stopping: {self.stop}", {"stop": self.stop})
+        tier = "auto"
         try:
             check_tool(self.ctx.role, name)
             if name not in BUILTIN_TOOLS and name not in TEAM_TOOLS and name not in self._mcp_tools():
                 raise Denied(f"unknown tool '{name}'")
-            result = await self._dispatch(name, args)
+            await self._hold()
+            action = self._action(name, args)
+            tier = self.ctx.role.tier(name, self.ctx.settings.policy.approvals)
+            result = await self._approval(name, args, action) if tier == "block" else None
+            if result is None:
+                result = await self._dispatch(name, args)
         except Denied as exc:
             self._denied(name, args, exc.reason)
             return ToolResult(False, f"denied: {exc.reason}", {"denied": exc.reason})
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # a tool's own failure goes back to the agent, never crashes the lane
             result = ToolResult(False, f"{name} failed: {type(exc).__name__}: {exc}")
         result.content = redact(result.content)
         if result.data:
             result.data = redact_obj(result.data)
-        self._audit(name, args, result)
+        if tier == "notify" and result.ok:
+            self._notify(name, args, action)
+        self._audit(name, args, result, tier)
+        self._count(name, args, result.ok)
         return result
 
     async def _dispatch(self, name: str, args: dict) -> ToolResult:
+        c = self.ctx
         if name in builtin.SYNC_TOOLS:
-            return builtin.SYNC_TOOLS[name](self.ctx, args)
+            return builtin.SYNC_TOOLS[name](c, args)
         if name == "run":
-            return await builtin.run(self.ctx, args, self.run_timeout_s)
-        return ToolResult(False, f"tool '{name}' is not available yet")
+            return await builtin.run(c, args, self.run_timeout_s)
+        if name == "ask":
+            self._check_spawn_budget()
+            return await team_tools.ask(c, args, answering=self._open_questions(), poll_s=self.poll_s)
+        if name == "delegate":
+            self._check_spawn_budget()
+            return team_tools.delegate(c, args, answering=self._open_questions())
+        if name == "tell":
+            return team_tools.tell(c, args)
+        if name == "answer":
+            return team_tools.answer(c, args)
+        if name == "inbox":
+            return self._inbox()
+        if name in self._mcp_tools():
+            return await self._mcp_call(name, args)
+        return ToolResult(False, f"tool '{name}' is not available")
 
-    def between_steps(self) -> list[str]:
-        """Notes to inject before the next model call: questions to answer, messages, budget wrap-up."""
-        return []
+    def _action(self, name: str, args: dict) -> dict:
+        """The exact action a human would approve; also checks argument authority (paths, run_allow)."""
+        if name == "run":
+            check_command(self.ctx.role, args.get("command"))
+            return {"command": args["command"].strip()}
+        if name == "write_file":
+            content = args.get("content") if isinstance(args.get("content"), str) else ""
+            path = args.get("path")
+            return {"path": path, "diff": builtin.diff_for_write(self.ctx, path, content)}
+        if name in ("tell", "ask"):
+            return {"to": args.get("role"), "text": args.get("note") or args.get("question") or ""}
+        if name == "delegate":
+            return {"to": args.get("role"), "text": args.get("goal") or ""}
+        return {"tool": name, "args": args}
+
+    # -- pause, approvals, budget ---------------------------------------------------------------------------
+
+    async def _hold(self) -> None:
+        """Wait while the team, the task or this lane is paused: no tool runs while paused."""
+        while control.paused(self.ctx.store, self.ctx.task_id, self.ctx.lane_id):
+            await asyncio.sleep(self.poll_s)
+
+    async def _approval(self, name: str, args: dict, action: dict) -> ToolResult | None:
+        """Wait for a human decision on a blocked call. None when approved, else the result for the agent."""
+        c = self.ctx
+        aid = approvals.request(c.store, task=c.task_id, lane=c.lane_id, role=c.role.name, tool=name, action=action,
+                                why=self._why(args), timeout_s=c.settings.policy.approval_timeout_s)
+        lane = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
+        waiting = False
+        while True:
+            row = approvals.get(c.store, aid)
+            if row["decision"] != "pending":
+                break
+            if row["expires_at"] is not None and row["expires_at"] <= approvals.now():
+                approvals.expire(c.store, aid, c.settings, c.roles)
+                continue
+            if not waiting and lane and lane["state"] == "running":
+                lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "waiting-approval", actor=c.role.name,
+                                        detail=f"approval #{aid}: {name}")
+                waiting = True
+            cur = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
+            if cur and cur["state"] in lanes_db.FINAL_LANE_STATES:
+                self.stop = f"lane {cur['state']} while waiting for approval #{aid}"
+                return ToolResult(False, self.stop, {"approval": aid, "stop": self.stop})
+            await asyncio.sleep(self.poll_s)
+        approvals.consume(c.store, aid)
+        cur = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
+        if cur and cur["state"] == "waiting-approval":
+            lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "running", actor=c.role.name,
+                                    detail=f"approval #{aid} {row['decision']}")
+        if row["decision"] == "approved":
+            return None
+        if row["decision"] == "expired":
+            target = c.role.escalate_to
+            return ToolResult(False, f"approval #{aid} for {name} expired without a decision; {target} was told and "
+                                     "this lane is paused until a human resumes it", {"approval": aid})
+        reason = row.get("note") or ("the approval record was malformed" if row["malformed"] else "no reason given")
+        by = row.get("decided_by") or "cowork"
+        return ToolResult(False, f"rejected by {by}: {reason}. Do not retry the same action; change your approach.",
+                          {"approval": aid, "rejected": reason})
+
+    def _why(self, args: dict) -> str:
+        """Why the agent wants this: its `why` argument, else its last words before the call."""
+        if isinstance(args.get("why"), str) and args["why"].strip():
+            return args["why"].strip()
+        row = self.ctx.store.one("SELECT output FROM steps WHERE task_id=? AND lane_id=? AND kind='model' AND "
+                                 "state='done' ORDER BY seq DESC LIMIT 1", (self.ctx.task_id, self.ctx.lane_id))
+        message = (loads(row["output"], {}) or {}).get("message", {}) if row else {}
+        text = message.get("content") if isinstance(message, dict) else None
+        return text.strip()[:2000] if isinstance(text, str) and text.strip() else "(the agent gave no reason)"
+
+    def budget_state(self) -> tuple[str, str]:
+        """(ok | wrap_up | exceeded, message) for the next model call. "exceeded" also when a breaker tripped.
+        At the cap the lane is set `blocked`, `budget.exceeded` is recorded once and `stop` is set."""
+        if self.stop:
+            return "exceeded", self.stop
+        c = self.ctx
+        st = budgets.check(c.store, c.settings, c.role, c.task_id)
+        if st.state == "exceeded":
+            self.stop = st.message
+            c.store.event("budget.exceeded", f"{self.lane_q} stopped: {st.message}", actor="cowork", task=c.task_id,
+                          lane=c.lane_id, role=c.role.name, data={"caps": [cap.__dict__ for cap in st.caps]})
+            row = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
+            if row and row["state"] not in lanes_db.FINAL_LANE_STATES:
+                lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "blocked", actor="cowork", detail=st.message,
+                                        error=st.message)
+        return st.state, st.message
 
     def before_model_call(self) -> str | None:
-        """Why the lane must not call the model now (budget cap, breaker), or None. Sets `stop`."""
-        return self.stop
+        """Why the lane must not call the model now (budget cap, breaker), or None."""
+        state, message = self.budget_state()
+        return message if state == "exceeded" else None
 
-    # -- audit ----------------------------------------------------------------------------------------------
+    def _check_spawn_budget(self) -> None:
+        c = self.ctx
+        st = budgets.check(c.store, c.settings, c.role, c.task_id)
+        if st.state == "exceeded":
+            raise Denied(f"no new lanes: {st.message}")
+
+    # -- between steps: what arrived --------------------------------------------------------------------------
+
+    def between_steps(self) -> list[str]:
+        """Notes to inject before the next model call: questions to answer, messages, handoffs, budget wrap-up."""
+        c = self.ctx
+        notes = []
+        state, message = self.budget_state()
+        if state == "wrap_up" and not self._wrap_told:
+            self._wrap_told = True
+            c.store.event("budget.warning", f"{self.lane_q}: {message[:200]}", actor="cowork", task=c.task_id,
+                          lane=c.lane_id, role=c.role.name)
+            notes.append(message)
+        new = self._take_new()
+        if new:
+            notes.append("New on the team channel:\n\n" + "\n\n".join(team_tools.render(m) for m in new))
+        return notes
+
+    def _take_new(self) -> list[dict]:
+        c = self.ctx
+        row = c.store.one("SELECT msg_cursor FROM lanes WHERE task_id=? AND id=?", (c.task_id, c.lane_id))
+        cursor = max(self._cursor, row["msg_cursor"] if row else 0)
+        new = msgs.for_lane(c.store, c.task_id, c.lane_id, c.role.name, cursor)
+        if not new:
+            return []
+        self._cursor = new[-1]["id"]
+        if row:
+            c.store.execute("UPDATE lanes SET msg_cursor=? WHERE task_id=? AND id=?", (self._cursor, c.task_id,
+                                                                                      c.lane_id))
+        msgs.mark(c.store, [m["id"] for m in new if m["kind"] != "ask"], "read")
+        self.answering += [m for m in new if m["kind"] == "ask"]
+        return new
+
+    def _open_questions(self) -> list[dict]:
+        self.answering = [m for m in self.answering if not msgs.answer_to(self.ctx.store, m["id"])]
+        return self.answering
+
+    def _inbox(self) -> ToolResult:
+        new = self._take_new()
+        if new:
+            return ToolResult(True, "\n\n".join(team_tools.render(m) for m in new), {"count": len(new)})
+        open_q = self._open_questions()
+        if open_q:
+            return ToolResult(True, "No new messages. Still waiting for your answer:\n\n" +
+                              "\n\n".join(team_tools.render(m) for m in open_q), {"count": 0})
+        return ToolResult(True, "No new messages.", {"count": 0})
+
+    # -- audit and breaker ----------------------------------------------------------------------------------
 
     def _denied(self, name: str, args: dict, reason: str) -> None:
         c = self.ctx
         c.store.event("tool.denied", f"{c.role.name} denied {name}({_short(args)}): {reason}", actor=c.role.name,
                       task=c.task_id, lane=c.lane_id, role=c.role.name,
                       data={"tool": name, "args": args, "reason": reason, "hash": args_hash(name, args)})
+        self._count(name, args, False)
 
-    def _audit(self, name: str, args: dict, result: ToolResult, tier: str = "auto") -> None:
+    def _audit(self, name: str, args: dict, result: ToolResult, tier: str) -> None:
         c = self.ctx
         c.store.event("tool.call", f"{c.role.name} {name}({_short(args)}) -> {'ok' if result.ok else 'error'}",
                       actor=c.role.name, task=c.task_id, lane=c.lane_id, role=c.role.name,
                       data={"tool": name, "args": args, "ok": result.ok, "tier": tier,
                             "hash": args_hash(name, args)})
 
+    def _notify(self, name: str, args: dict, action: dict) -> None:
+        c = self.ctx
+        body = f"{c.role.name} ({self.lane_q}) did {name}: {approvals.summarize(name, action)}"
+        if "diff" in action:
+            body += "\n\n" + builtin.bound(action["diff"], 4000)
+        msgs.post(c.store, kind="notify", from_role=c.role.name, from_lane=self.lane_q, to_role="human",
+                  body=body, task=c.task_id)
+
+    def _count(self, name: str, args: dict, ok: bool) -> None:
+        if self.stop:
+            return
+        reason = self.breaker.record(name, args_hash(name, args), ok)
+        if reason:
+            self.stop = f"circuit breaker: {reason}"
+            self.breaker.reset()
+            breakers.trip(self.ctx.store, task=self.ctx.task_id, lane=self.ctx.lane_id, role=self.ctx.role,
+                          reason=reason)
+
+    # -- MCP ------------------------------------------------------------------------------------------------
+
     def _mcp_tools(self) -> dict[str, dict]:
         return {}
+
+    async def _mcp_call(self, name: str, args: dict) -> ToolResult:
+        return ToolResult(False, f"MCP tool '{name}' is not available")

@@ -1,0 +1,217 @@
+"""Budgets: spend per task, per role and per day (tokens and USD) against the caps in cowork.toml and role files.
+
+The engine calls `check` before every model call and `record_usage` after it, so a cap is overshot by at most
+one call. A human raises a cap with `raise_cap` (`cowork budget raise`); raises live in the store's control
+table (keys `budget:task:<id>`, `budget:role:<name>`, `budget:day`), so every process sees them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from cowork.config import TeamSettings
+from cowork.errors import BadInput
+from cowork.roles import Role, RoleSet
+from cowork.store import Store, day, now
+
+TYPICAL_TOKENS_IN = 6_000    # per model call, for plan estimates: the context grows over a lane
+TYPICAL_TOKENS_OUT = 600
+TYPICAL_STEPS = 15
+
+
+@dataclass
+class Cap:
+    """One limit and what has been used against it."""
+
+    scope: str        # "task" | "task/role" | "day" | "day/role"
+    unit: str         # "usd" | "tokens"
+    limit: float
+    used: float
+
+    @property
+    def fraction(self) -> float:
+        return self.used / self.limit if self.limit > 0 else (1.0 if self.used > 0 else 0.0)
+
+    def label(self) -> str:
+        fmt = (lambda v: f"${v:.2f}") if self.unit == "usd" else (lambda v: f"{int(v):,} tokens")
+        return f"{self.scope} {fmt(self.used)} of {fmt(self.limit)}"
+
+
+@dataclass
+class BudgetState:
+    state: str                 # ok | wrap_up | exceeded
+    message: str
+    caps: list[Cap] = field(default_factory=list)
+
+
+def price(settings: TeamSettings | None, model: str, tokens_in: int, tokens_out: int) -> float:
+    """USD for a call: `[prices."model"]` in cowork.toml when given, else litellm's price, else 0."""
+    p = None
+    if settings is not None:
+        p = settings.prices.get(model) or settings.prices.get(model.split("/", 1)[-1])
+    if p is not None:
+        return (tokens_in * p.input_per_mtok + tokens_out * p.output_per_mtok) / 1_000_000
+    try:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        cin, cout = litellm.cost_per_token(model=model, prompt_tokens=tokens_in, completion_tokens=tokens_out)
+        return float(cin + cout)
+    except Exception:  # noqa: BLE001 - unknown model: no price
+        return 0.0
+
+
+def record_usage(store: Store, *, task: str | None, lane: str | None, role: str | None, model: str | None,
+                 tokens_in: int, tokens_out: int, usd: float | None = None, settings: TeamSettings | None = None) -> float:
+    """Write one `costs` row (usd computed from the price when not given). Returns the usd recorded."""
+    if usd is None:
+        usd = price(settings, model or "", tokens_in, tokens_out)
+    t = now()
+    store.execute("INSERT INTO costs(ts, day, task_id, lane_id, role, model, tokens_in, tokens_out, usd) "
+                  "VALUES (?,?,?,?,?,?,?,?,?)", (t, day(t), task, lane, role, model, int(tokens_in),
+                                                 int(tokens_out), float(usd or 0.0)))
+    return float(usd or 0.0)
+
+
+def _spent(store: Store, where: str, params: tuple) -> tuple[int, float]:
+    row = store.one(f"SELECT COALESCE(SUM(tokens_in + tokens_out), 0) AS tok, COALESCE(SUM(usd), 0) AS usd "
+                    f"FROM costs WHERE {where}", params)
+    return int(row["tok"]), float(row["usd"])
+
+
+def spend_today(store: Store) -> dict:
+    """Today's spend: {"day", "tokens", "usd", "by_role": {role: {"tokens", "usd"}}}."""
+    today = day()
+    tok, usd = _spent(store, "day=?", (today,))
+    by_role = {r["role"] or "-": {"tokens": int(r["tok"]), "usd": float(r["usd"])} for r in store.all(
+        "SELECT role, SUM(tokens_in + tokens_out) AS tok, SUM(usd) AS usd FROM costs WHERE day=? GROUP BY role",
+        (today,))}
+    return {"day": today, "tokens": tok, "usd": usd, "by_role": by_role}
+
+
+def _raise(store: Store, key: str) -> dict:
+    f = store.flag(key)
+    return (f or {}).get("value") or {}
+
+
+def caps(store: Store, settings: TeamSettings, role: Role | None, task: str | None) -> list[Cap]:
+    """Every cap that applies to `role` working on `task`, with what has been used (raises included)."""
+    out: list[Cap] = []
+    b = settings.budget
+    rb = role.budget if role is not None else None
+    today = day()
+    if task:
+        extra = _raise(store, f"budget:task:{task}")
+        tok, usd = _spent(store, "task_id=?", (task,))
+        out += _pair("task", b.usd_per_task, b.tokens_per_task, usd, tok, extra)
+        if rb is not None:
+            tok, usd = _spent(store, "task_id=? AND role=?", (task, role.name))
+            out += _pair("task/role", rb.usd_per_task, rb.tokens_per_task, usd, tok, extra)
+    tok, usd = _spent(store, "day=?", (today,))
+    out += _pair("day", b.usd_per_day, b.tokens_per_day, usd, tok, _raise(store, "budget:day"))
+    if rb is not None:
+        tok, usd = _spent(store, "day=? AND role=?", (today, role.name))
+        out += _pair("day/role", rb.usd_per_day, rb.tokens_per_day, usd, tok, _raise(store, f"budget:role:{role.name}"))
+    return out
+
+
+def _pair(scope: str, usd_cap, tok_cap, usd: float, tok: int, extra: dict) -> list[Cap]:
+    out = []
+    if usd_cap is not None:
+        out.append(Cap(scope, "usd", float(usd_cap) + float(extra.get("usd", 0.0)), usd))
+    if tok_cap is not None:
+        out.append(Cap(scope, "tokens", float(tok_cap) + float(extra.get("tokens", 0)), float(tok)))
+    return out
+
+
+def check(store: Store, settings: TeamSettings, role: Role | None, task: str | None) -> BudgetState:
+    """Whether the next model call may run: ok, wrap_up (near a cap) or exceeded (at or over a cap)."""
+    found = caps(store, settings, role, task)
+    over = [c for c in found if c.used >= c.limit]
+    if over:
+        return BudgetState("exceeded", "budget exceeded: " + "; ".join(c.label() for c in over), found)
+    near = [c for c in found if c.fraction >= settings.budget.wrap_up_at]
+    if near:
+        return BudgetState("wrap_up", "budget nearly spent (" + "; ".join(c.label() for c in near) +
+                           "): wrap up now — finish the essential part and call finish with what is left in Next.",
+                           found)
+    return BudgetState("ok", "", found)
+
+
+def raise_cap(store: Store, *, by: str, task: str | None = None, role: str | None = None, today: bool = False,
+              usd: float | None = None, tokens: int | None = None) -> dict:
+    """Add `usd` / `tokens` to one cap (a task's, a role's per day, or the team's per day) and re-queue the
+    lanes that the old cap had blocked. Returns the raise now in force."""
+    scopes = [s for s in (task, role, today or None) if s]
+    if len(scopes) != 1:
+        raise BadInput("say which budget to raise: exactly one of --task T, --role R or --day")
+    if not usd and not tokens:
+        raise BadInput("say how much to add: --usd X and/or --tokens N")
+    if (usd or 0) < 0 or (tokens or 0) < 0:
+        raise BadInput("a raise must be positive")
+    key = f"budget:task:{task}" if task else (f"budget:role:{role}" if role else "budget:day")
+    cur = _raise(store, key)
+    new = {"usd": float(cur.get("usd", 0.0)) + float(usd or 0.0), "tokens": int(cur.get("tokens", 0)) + int(tokens or 0)}
+    store.set_flag(key, new, by)
+    store.event("budget.raised", f"{key.split(':', 1)[1]} raised by " +
+                ", ".join(x for x in (f"${usd:.2f}" if usd else "", f"{tokens} tokens" if tokens else "") if x),
+                actor=by, task=task, role=role, data={"key": key, **new})
+    requeue_blocked(store, task=task, role=role)
+    return new
+
+
+def requeue_blocked(store: Store, *, task: str | None = None, role: str | None = None) -> list[str]:
+    """Lanes blocked by a budget cap, moved back to queued so the runner resumes them."""
+    from cowork.store import lanes as lanes_db
+
+    sql, params = "SELECT task_id, id FROM lanes WHERE state='blocked' AND error LIKE '%budget exceeded%'", []
+    if task:
+        sql += " AND task_id=?"
+        params.append(task)
+    if role:
+        sql += " AND role=?"
+        params.append(role)
+    out = []
+    for r in store.all(sql, tuple(params)):
+        lanes_db.set_lane_state(store, r["task_id"], r["id"], "queued", actor="cowork", detail="budget raised",
+                                error=None)
+        out.append(f"{r['task_id']}/{r['id']}")
+    return out
+
+
+def estimate_plan(plan, roles: RoleSet, settings: TeamSettings) -> dict:
+    """A rough cost of a plan before it runs: per lane, steps x typical tokens x the role model's price."""
+    lanes, total_usd, total_tok = [], 0.0, 0
+    for spec in plan.lanes:
+        role = roles.roles.get(spec.role)
+        model = (role.model if role and role.model else None) or settings.model.name or "unknown"
+        steps = min(TYPICAL_STEPS, (role.budget.max_steps if role and role.budget.max_steps else None)
+                    or settings.policy.max_steps_per_lane)
+        tin, tout = steps * TYPICAL_TOKENS_IN, steps * TYPICAL_TOKENS_OUT
+        usd = price(settings, model, tin, tout)
+        lanes.append({"lane": spec.id, "role": spec.role, "model": model, "steps": steps, "tokens": tin + tout,
+                      "usd": round(usd, 4)})
+        total_usd += usd
+        total_tok += tin + tout
+    cap = settings.budget.usd_per_task
+    return {"lanes": lanes, "tokens": total_tok, "usd": round(total_usd, 4), "usd_cap": cap,
+            "over_cap": cap is not None and total_usd > cap,
+            "note": "rough: typical steps x typical tokens per step x the model's price"}
+
+
+def overview(store: Store, settings: TeamSettings, roles: RoleSet) -> dict:
+    """Spend against every cap, for `cowork budget`: today, per role today, and each task with spend."""
+    today = spend_today(store)
+    tasks = []
+    for r in store.all("SELECT task_id FROM costs WHERE task_id IS NOT NULL GROUP BY task_id ORDER BY MAX(ts) DESC "
+                       "LIMIT 20"):
+        cs = caps(store, settings, None, r["task_id"])
+        tasks.append({"task": r["task_id"], "caps": [c.__dict__ | {"label": c.label()} for c in cs
+                                                     if c.scope == "task"]})
+    team_caps = [c.__dict__ | {"label": c.label()} for c in caps(store, settings, None, None)]
+    role_caps = {}
+    for name, role in roles.roles.items():
+        cs = [c for c in caps(store, settings, role, None) if c.scope == "day/role"]
+        if cs:
+            role_caps[name] = [c.__dict__ | {"label": c.label()} for c in cs]
+    return {"today": today, "day_caps": team_caps, "role_caps": role_caps, "tasks": tasks}
