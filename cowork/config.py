@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -127,8 +128,12 @@ def load_settings(path: Path, env: dict[str, str] | None = None, display: str | 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise ValidationFailed([Problem(f"invalid TOML: {exc.msg if hasattr(exc, 'msg') else exc}", file=display, line=line)]) from None
+        # before Python 3.14 the position is only in the message: "... (at line 3, column 7)"
+        msg = str(exc)
+        pos = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", msg)
+        line, column = (int(pos.group(1)), int(pos.group(2))) if pos else (getattr(exc, "lineno", None), None)
+        raise ValidationFailed([Problem(f"invalid TOML: {msg[:pos.start()] if pos else msg}", file=display, line=line,
+                                        column=column, hint="see https://toml.io for the syntax")]) from None
     for var, dotted in ENV_OVERRIDES.items():
         if env.get(var):
             node = data

@@ -4,6 +4,7 @@ The stdlib sqlite3 here cannot load extensions, so pysqlite3 (a bundled SQLite t
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 try:  # pragma: no cover - which one depends on the platform
@@ -40,13 +41,30 @@ def connect(path: Path, *, vec: bool = True) -> "sqlite3.Connection":
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
+    _use_wal(conn)
     # NORMAL is durable across a killed process in WAL mode (only power loss can drop the last commits)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     if vec:
         load_vec(conn)
     return conn
+
+
+def _use_wal(conn: "sqlite3.Connection") -> None:
+    """Switch to WAL (persistent in the file). Retried by hand: SQLite does not call the busy handler for this
+    pragma, so processes opening a new database at the same moment get "database is locked" at once."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 IntegrityError = sqlite3.IntegrityError

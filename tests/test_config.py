@@ -1,0 +1,72 @@
+"""cowork.toml: defaults, COWORK_* overrides, located errors."""
+from __future__ import annotations
+
+import pytest
+
+from cowork.config import TeamSettings, api_key_for, load_settings
+from cowork.errors import ValidationFailed
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "cowork.toml"
+    path.write_text(text)
+    return path
+
+
+def problems(path, env=None):
+    with pytest.raises(ValidationFailed) as info:
+        load_settings(path, env=env or {}, display="cowork.toml")
+    return info.value.problems
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path):
+    settings = load_settings(write(tmp_path, ""), env={})
+    assert settings == TeamSettings()
+    assert settings.concurrency == 4 and settings.merge.target == "main" and settings.model.name is None
+
+
+def test_values_and_env_overrides(tmp_path):
+    path = write(tmp_path, 'name = "acme"\nconcurrency = 2\n[model]\nname = "openai/gpt-4o"\napi_key_env = "OPENAI_API_KEY"\n')
+    settings = load_settings(path, env={})
+    assert (settings.name, settings.concurrency, settings.model.name) == ("acme", 2, "openai/gpt-4o")
+    env = {"COWORK_MODEL": "ollama/qwen", "COWORK_CONCURRENCY": "7", "COWORK_API_BASE": "http://127.0.0.1:9",
+           "COWORK_MERGE_TARGET": "trunk"}
+    over = load_settings(path, env=env)
+    assert (over.model.name, over.concurrency, over.model.api_base, over.merge.target) == (
+        "ollama/qwen", 7, "http://127.0.0.1:9", "trunk")
+    assert over.model.api_key_env == "OPENAI_API_KEY"
+
+
+def test_api_key_comes_from_the_named_variable_or_cowork_api_key(tmp_path):
+    settings = load_settings(write(tmp_path, '[model]\napi_key_env = "MY_KEY"\n'), env={})
+    assert api_key_for(settings.model, {"MY_KEY": "k1"}) == "k1"
+    assert api_key_for(settings.model, {"MY_KEY": "k1", "COWORK_API_KEY": "k2"}) == "k2"
+    assert api_key_for(settings.model, {}) is None
+
+
+def test_bad_toml_names_the_line(tmp_path):
+    [p] = problems(write(tmp_path, 'name = "x"\n\n[model\nname = "y"\n'))
+    assert p.file == "cowork.toml" and p.line == 3 and "invalid TOML" in p.message
+
+
+def test_unknown_key_names_line_and_field(tmp_path):
+    [p] = problems(write(tmp_path, 'name = "x"\n\n[merge]\ntarget = "main"\ntargte = "dev"\n'))
+    assert (p.line, p.field, p.message) == (5, "merge.targte", "unknown key 'targte'")
+    assert p.render().startswith("cowork.toml:5: merge.targte: unknown key")
+
+
+def test_wrong_types_are_each_reported(tmp_path):
+    found = problems(write(tmp_path, 'concurrency = "many"\n[budget]\nwrap_up_at = 3\n'))
+    by_field = {p.field: p for p in found}
+    assert set(by_field) == {"concurrency", "budget.wrap_up_at"}
+    assert by_field["concurrency"].line == 1 and by_field["budget.wrap_up_at"].line == 3
+
+
+def test_a_bad_env_override_is_reported(tmp_path):
+    [p] = problems(write(tmp_path, ""), env={"COWORK_CONCURRENCY": "0"})
+    assert p.field == "concurrency"
+
+
+def test_missing_file(tmp_path):
+    [p] = problems(tmp_path / "cowork.toml")
+    assert p.message == "file not found" and "cowork init" in p.hint
