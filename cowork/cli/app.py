@@ -48,7 +48,10 @@ from cowork.cli import (  # noqa: E402,F401
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into a message and an exit code (never a traceback)."""
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False: click returns a typer.Exit's code instead of raising SystemExit
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            return rc
     except CoworkError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         return exc.exit_code

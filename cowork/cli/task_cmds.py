@@ -1,2 +1,320 @@
-"""Commands: task_cmds (filled in by its owner)."""
-from cowork.cli.app import app  # noqa: F401
+"""Commands that start and steer work: delegate, run, wait, resume, lanes, pause, unpause."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cowork.cli.app import app
+from cowork.cli.common import JsonOpt, RootOpt, console, emit, store, workspace
+from cowork.errors import BadInput, EXIT_FAILURE
+
+YesOpt = typer.Option(False, "--yes", "-y", help="approve the plan without asking")
+DetachOpt = typer.Option(False, "--detach", "-d", help="run in a background process and print the task id")
+
+
+def _team(root: Optional[Path]):
+    from cowork.config import load_settings
+    from cowork.roles import load_roles
+
+    ws = workspace(root)
+    settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
+    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
+    return ws, store(ws), settings, roles
+
+
+@app.command()
+def delegate(text: str = typer.Argument(..., help="what you want done"),
+             to: Optional[str] = typer.Option(None, "--to", help="give it to this role as one lane (no planner)"),
+             attach: list[Path] = typer.Option([], "--attach", help="a file to include in the brief (repeatable)"),
+             yes: bool = YesOpt, detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
+    """Delegate a request: write its brief, plan it (or give it to --to ROLE), approve, and run it."""
+    import asyncio
+
+    from cowork.runner import planning
+
+    ws, st, settings, roles = _team(root)
+    draft = planning.create_task(ws, st, settings, roles, text, to=to, attachments=list(attach))
+    print(f"task {draft.task}: brief committed (handoffs/{draft.task}/brief.md)")
+    if to:
+        plan = planning.one_lane_plan(draft.task, draft.title, to, text)
+    else:
+        print(f"asking {settings.planner} for a plan...")
+        try:
+            plan = asyncio.run(planning.ask_planner(ws, st, settings, roles, draft))
+        except BaseException:
+            from cowork.store.lanes import set_task_state
+
+            set_task_state(st, draft.task, "failed", actor="planner", error="no valid plan")
+            raise
+    _approve_and_run(ws, st, settings, roles, draft.task, plan, yes=yes, detach=detach)
+
+
+@app.command("run")
+def run_plan(plan_file: Path = typer.Argument(..., help="a plan file (markdown with a ```yaml lanes block)"),
+             yes: bool = YesOpt, detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
+    """Run a hand-written plan the same way a delegated one runs."""
+    from cowork import plan as plan_mod
+    from cowork.runner import planning
+
+    ws, st, settings, roles = _team(root)
+    plan = plan_mod.load(plan_file, set(roles.names()), display=str(plan_file))
+    text = plan.meta.title + (f"\n\n{plan.notes}" if plan.notes else "") + f"\n\n(hand-written plan: {plan_file.name})"
+    draft = planning.create_task(ws, st, settings, roles, text, to=None)
+    print(f"task {draft.task}: brief committed (handoffs/{draft.task}/brief.md)")
+    _approve_and_run(ws, st, settings, roles, draft.task, plan, yes=yes, detach=detach)
+
+
+def _approve_and_run(ws, st, settings, roles, task: str, plan, *, yes: bool, detach: bool) -> None:
+    from cowork import plan as plan_mod
+    from cowork.runner import launch, planning
+
+    text = planning.save_plan(ws, st, settings, task, plan)
+    _show_plan(text)
+    if not (yes or settings.policy.auto_approve_plans):
+        plan = _ask(ws, st, settings, roles, task, plan, plan_mod)
+        if plan is None:
+            print(f"task {task} rejected")
+            raise typer.Exit(EXIT_FAILURE)
+    planning.approve(st, task, plan, by="human" if not yes else "human:--yes")
+    launch.adopt_orphans(ws, st)
+    if detach:
+        pid = launch.start_detached(ws, [task])
+        print(task)
+        print(f"runner pid {pid}; follow with `cowork lanes --task {task}` or `cowork wait {task}`", file=sys.stderr)
+        return
+    _run_foreground(ws, st, [task], reclaim=False)
+    _exit_for(st, task)
+
+
+def _show_plan(text: str) -> None:
+    from rich.markdown import Markdown
+
+    body = text.split("---", 2)[-1] if text.startswith("---") else text
+    console().print(Markdown(body))
+
+
+def _ask(ws, st, settings, roles, task: str, plan, plan_mod):
+    """Approve / edit / reject at a prompt. Returns the approved plan, or None when rejected."""
+    from cowork.runner import planning
+
+    while True:
+        try:
+            choice = typer.prompt("approve, edit or reject? [a/e/r]", default="a").strip().lower()[:1]
+        except typer.Abort:
+            raise BadInput("the plan needs approval and nothing answered the prompt",
+                           hint="pass --yes, or set policy.auto_approve_plans = true in cowork.toml") from None
+        if choice == "a":
+            return plan
+        if choice == "r":
+            reason = typer.prompt("reason", default="", show_default=False)
+            planning.reject(st, task, reason=reason or None)
+            return None
+        if choice == "e":
+            edited = _edit(plan_mod.render(plan), roles, plan_mod)
+            if edited is not None:
+                plan = edited
+                _show_plan(planning.save_plan(ws, st, settings, task, plan))
+
+
+def _edit(text: str, roles, plan_mod):
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.NamedTemporaryFile("w", suffix=".md", prefix="plan-", delete=False) as f:
+        f.write(text)
+        path = Path(f.name)
+    try:
+        while True:
+            subprocess.run([*editor.split(), str(path)], check=False)
+            try:
+                return plan_mod.load(path, set(roles.names()), display="plan.md")
+            except BadInput as exc:
+                print(exc.render(), file=sys.stderr)
+                if not typer.confirm("edit again?", default=True):
+                    return None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _run_foreground(ws, st, tasks: list[str] | None, *, reclaim: bool) -> dict:
+    """Run a runner in a thread while this thread shows live progress; Ctrl-C stops (the work stays resumable)."""
+    from cowork.runner import launch
+
+    result: dict = {}
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.update(launch.run_here(ws, tasks, reclaim=reclaim))
+        except BaseException as exc:  # shown after the progress display closes
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="cowork-runner", daemon=True)
+    thread.start()
+    try:
+        _progress(st, tasks, thread)
+    except KeyboardInterrupt:
+        print("\ninterrupted: lanes stay where they are; `cowork resume` continues them", file=sys.stderr)
+        raise typer.Exit(130)
+    thread.join()
+    if error:
+        raise error[0]
+    return result
+
+
+def _progress(st, tasks: list[str] | None, thread: threading.Thread) -> None:
+    if not sys.stdout.isatty():
+        after = st.scalar("SELECT max(id) FROM events", default=0)
+        kinds = ["lane.state", "merge.done", "merge.conflict", "check.failed", "task.done", "task.failed",
+                 "lane.escalated", "model.fallback"]
+        while True:
+            alive = thread.is_alive()
+            for e in st.events(after=after, kinds=kinds):
+                after = e["id"]
+                if not tasks or e["task_id"] in tasks:
+                    print(f"{time.strftime('%H:%M:%S', time.localtime(e['ts']))} {e['summary']}", flush=True)
+            if not alive:
+                return
+            thread.join(0.3)
+    from rich.live import Live
+
+    with Live(_lanes_table(st, tasks), console=console(), refresh_per_second=4, transient=False) as live:
+        while thread.is_alive():
+            thread.join(0.25)
+            live.update(_lanes_table(st, tasks))
+        live.update(_lanes_table(st, tasks))
+
+
+def _exit_for(st, task: str) -> None:
+    from cowork.runner.tasks import task_state
+
+    state = task_state(st, task)
+    print(f"task {task}: {state.state}")
+    if not state.ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def wait(task: str = typer.Argument(..., help="the task id"),
+         timeout: Optional[float] = typer.Option(None, "--timeout", help="give up after this many seconds"),
+         root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Block until the task ends (adopting it if its runner died); exit 1 unless it is done."""
+    from cowork.runner import launch
+
+    ws = workspace(root)
+    st = store(ws)
+    state = launch.wait(ws, st, task, timeout=timeout)
+    emit({"task": task, "state": state.state, "lanes": state.counts}, as_json,
+         lambda d: print(f"task {task}: {d['state']}"))
+    if not state.ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def resume(detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
+    """Start a runner that reclaims every unfinished task whose runner is gone, and continue them."""
+    from cowork.runner import launch, lease
+
+    ws = workspace(root)
+    st = store(ws)
+    orphans = lease.orphaned(st)
+    if not orphans:
+        print("nothing to resume: every running task has a live runner")
+        return
+    print("resuming " + ", ".join(orphans))
+    if detach:
+        print(f"runner pid {launch.start_detached(ws, reclaim=True)}")
+        return
+    results = _run_foreground(ws, st, None, reclaim=True)
+    for task, state in results.items():
+        print(f"task {task}: {state}")
+    if any(s != "done" for s in results.values()):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _lane_rows(st, task: str | None) -> list[dict]:
+    from cowork.runner.tasks import lanes
+
+    return [{"task": r["task_id"], "lane": r["id"], "role": r["role"], "kind": r["kind"], "state": r["state"],
+             "step": r["step_no"], "tokens_in": r["tokens_in"], "tokens_out": r["tokens_out"],
+             "usd": round(r["usd"], 6), "age_s": r["age_s"], "depends_on": r["depends_on"],
+             "merge_commit": r["merge_commit"], "error": r["error"]} for r in lanes(st, task)]
+
+
+def _lanes_table(st, tasks: list[str] | None):
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("task/lane", "role", "state", "step", "tokens", "cost", "age"):
+        table.add_column(col, justify="right" if col in ("step", "tokens", "cost", "age") else "left")
+    rows = [r for t in (tasks or [None]) for r in _lane_rows(st, t)]
+    for r in rows:
+        table.add_row(f"{r['task']}/{r['lane']}", r["role"], r["state"], str(r["step"]),
+                      f"{r['tokens_in'] + r['tokens_out']}", f"${r['usd']:.4f}", _age(r["age_s"]))
+    return table
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+@app.command("lanes")
+def lanes_cmd(task: Optional[str] = typer.Option(None, "--task", help="only this task"),
+              root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Every lane: state, step, tokens, cost and age."""
+    ws = workspace(root)
+    st = store(ws)
+    rows = _lane_rows(st, task)
+    if as_json:
+        emit(rows, True)
+    elif not rows:
+        print("no lanes" + (f" in task {task}" if task else ""))
+    else:
+        console().print(_lanes_table(st, [task] if task else None))
+
+
+def _scope(lane: Optional[str], task: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    if lane:
+        if "/" not in lane:
+            raise BadInput(f"--lane takes TASK/LANE, not '{lane}'")
+        t, _, l = lane.partition("/")
+        return t, l
+    return task, None
+
+
+@app.command()
+def pause(lane: Optional[str] = typer.Option(None, "--lane", help="only this lane (TASK/LANE)"),
+          task: Optional[str] = typer.Option(None, "--task", help="only this task"),
+          reason: Optional[str] = typer.Option(None, "--reason", help="why (shown to everyone)"),
+          root: Optional[Path] = RootOpt) -> None:
+    """Pause everything (or one task or lane): no tool runs and no model call starts until unpaused."""
+    from cowork.runner import control
+    from cowork.team.messages import human_id
+
+    ws = workspace(root)
+    t, l = _scope(lane, task)
+    key = control.pause(store(ws), by=human_id(), reason=reason, task=t, lane=l)
+    print(f"paused ({key})")
+
+
+@app.command()
+def unpause(lane: Optional[str] = typer.Option(None, "--lane", help="only this lane (TASK/LANE)"),
+            task: Optional[str] = typer.Option(None, "--task", help="only this task"),
+            root: Optional[Path] = RootOpt) -> None:
+    """Clear a pause set with `cowork pause` (the same scope)."""
+    from cowork.runner import control
+    from cowork.team.messages import human_id
+
+    ws = workspace(root)
+    t, l = _scope(lane, task)
+    if control.unpause(store(ws), by=human_id(), task=t, lane=l):
+        print("unpaused")
+    else:
+        print("was not paused")

@@ -40,26 +40,22 @@ def make_team(root: Path, url: str, roles: dict[str, str], *, extra_toml: str = 
     return root
 
 
-PLANNER = """\
-    name: planner
-    mandate: Splits each request into lanes for the team.
-    tools: []
-    """
+PLANNER = """name: planner
+mandate: Splits each request into lanes for the team.
+tools: []
+"""
 
-DEV = """\
-    name: dev
-    mandate: Implements code changes on its lane's branch.
-    tools: [read_file, write_file, list_files]
-    """
+DEV = """name: dev
+mandate: Implements code changes on its lane's branch.
+tools: [read_file, write_file, list_files]
+"""
 
-WRITER = """\
-    name: writer
-    mandate: Writes documentation pages for users.
-    tools: [read_file, write_file]
-    """
+WRITER = """name: writer
+mandate: Writes documentation pages for users.
+tools: [read_file, write_file]
+"""
 
-REVIEWER = """\
-    name: reviewer
-    mandate: Reviews diffs and packets for correctness before merge.
-    tools: [read_file, git_diff]
-    """
+REVIEWER = """name: reviewer
+mandate: Reviews diffs and packets for correctness before merge.
+tools: [read_file, git_diff]
+"""

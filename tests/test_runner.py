@@ -1,0 +1,242 @@
+"""The runner end to end: real git, real SQLite, the real litellm path against the scripted server."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from cowork.cli.app import main
+from cowork.runner import control
+from cowork.runner.launch import run_here
+from cowork.store import Store
+from cowork.store import lanes as lanes_db
+from cowork.workspace import Workspace
+from tests.support.scripted_server import ScriptedServer, delay, text, tool_call
+from tests.support.team import DEV, PLANNER, REVIEWER, WRITER, git, make_team
+
+
+def finish(summary: str = "done", status: str = "done", **kw):
+    return tool_call("finish", status=status, summary=summary, checklist=[{"item": summary, "done": True}], **kw)
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+
+
+def team(tmp_path, server, roles=None, **kw):
+    root = make_team(tmp_path / "repo", server.url, roles or {"planner": PLANNER, "dev": DEV}, **kw)
+    return root, Workspace(root), Store(root / ".cowork" / "state.db")
+
+
+def lane(st, task, lane_id):
+    return lanes_db.get_lane(st, task, lane_id)
+
+
+def only_task(st) -> str:
+    return st.scalar("SELECT id FROM tasks ORDER BY created_at DESC LIMIT 1")
+
+
+def test_delegate_to_role_runs_one_lane_to_main(tmp_path, server, capsys):
+    root, ws, st = team(tmp_path, server)
+    server.script("Goal: Add a hello file", [tool_call("write_file", path="hello.txt", content="hi\n"),
+                                             finish("wrote hello.txt", artifacts=["hello.txt"])])
+    assert main(["delegate", "Add a hello file", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    assert task.startswith("t1-add-a-hello-file")
+    assert git(root, "show", "main:hello.txt") == "hi"
+    packet = git(root, "show", f"main:handoffs/{task}/work.md")
+    assert "from: dev" in packet and "wrote hello.txt" in packet and "- [x] wrote hello.txt" in packet
+    assert "## work (dev): merged" in git(root, "show", f"main:handoffs/{task}/summary.md")
+    assert "Add a hello file" in git(root, "show", f"main:handoffs/{task}/brief.md")
+    # the user's clean checkout of main was fast-forwarded, never left behind
+    assert (root / "hello.txt").read_text() == "hi\n" and git(root, "status", "--porcelain") == ""
+    row = lane(st, task, "work")
+    assert row["state"] == "merged" and row["merge_commit"] and row["step_no"] == 2 and row["tokens_in"] > 0
+    trailers = git(root, "log", "-1", "--format=%B", row["merge_commit"])
+    assert f"Cowork-Task: {task}" in trailers and "Cowork-Lane: work" in trailers
+    kinds = [e["kind"] for e in st.events(task=task)]
+    for k in ("task.created", "lane.state", "model.call", "tool.call", "merge.done", "task.done"):
+        assert k in kinds
+    assert lanes_db.get_task(st, task)["state"] == "done"
+
+
+def test_plan_parallel_lanes_and_dependency_order(tmp_path, server):
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
+    good = [{"id": "api", "role": "dev", "goal": "Write api.txt"},
+            {"id": "docs", "role": "writer", "goal": "Write docs.txt"},
+            {"id": "client", "role": "dev", "goal": "Write client.txt using api.txt", "depends_on": ["api"]}]
+    bad = [{"id": "x", "role": "nobody", "goal": "g"}]
+    server.script("You are planner", [tool_call("submit_plan", title="API, docs and client", lanes=bad),
+                                      tool_call("submit_plan", title="API, docs and client", lanes=good)])
+    server.script("Goal: Write api.txt", [delay(0.3, tool_call("write_file", path="api.txt", content="API v1\n")),
+                                          finish("api")])
+    server.script("Goal: Write docs.txt", [tool_call("write_file", path="docs.txt", content="docs\n"),
+                                           finish("docs")])
+    server.script("Goal: Write client.txt", [tool_call("read_file", path="api.txt"),
+                                             tool_call("write_file", path="client.txt", content="uses API v1\n"),
+                                             finish("client")])
+    assert main(["delegate", "Build the API, its docs and a client", "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    for f, want in (("api.txt", "API v1"), ("docs.txt", "docs"), ("client.txt", "uses API v1")):
+        assert git(root, "show", f"main:{f}") == want
+    # the bad plan went back to the planner with the error
+    planner_reqs = [r for r in server.requests if r.key == "You are planner"]
+    assert len(planner_reqs) == 2 and "unknown role 'nobody'" in planner_reqs[1].text
+    assert "plan.md" in git(root, "ls-tree", "--name-only", "main", f"handoffs/{task}/")
+    # client started only after api merged, and saw api's file in its worktree
+    api_merged = next(e["id"] for e in st.events(task=task, lane="api", kinds=["lane.state"])
+                      if e["data"]["state"] == "merged")
+    client_started = next(e["id"] for e in st.events(task=task, lane="client", kinds=["lane.state"])
+                          if e["data"]["state"] == "running")
+    assert client_started > api_merged
+    client_reqs = [r for r in server.requests if r.key == "Goal: Write client.txt"]
+    assert "API v1" in client_reqs[1].text
+    # api and docs ran in parallel: docs started before api finished its first (delayed) call
+    docs_started = next(e["id"] for e in st.events(task=task, lane="docs", kinds=["lane.state"])
+                        if e["data"]["state"] == "running")
+    assert docs_started < api_merged
+
+
+def test_checks_fail_then_pass(tmp_path, server):
+    dev = DEV + "checks: [\"test -f ok.txt\"]\n"
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev})
+    server.script("Goal: Make ok", [finish("first try"),
+                                    tool_call("write_file", path="ok.txt", content="ok\n"),
+                                    finish("fixed")])
+    assert main(["delegate", "Make ok", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    row = lane(st, task, "work")
+    assert row["state"] == "merged" and row["check_failures"] == 1
+    reqs = [r for r in server.requests if r.key == "Goal: Make ok"]
+    assert "The check `test -f ok.txt` failed" in reqs[1].text
+    kinds = [e["kind"] for e in st.events(task=task, lane="work")]
+    assert kinds.count("check.failed") == 1 and kinds.count("check.passed") == 1
+
+
+def test_checks_exhausted_fail_the_lane_and_task(tmp_path, server):
+    dev = DEV + "checks: [\"false\"]\n"
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev},
+                        extra_toml="[policy]\nmax_check_retries = 1\n")
+    server.script("Goal: Never passes", [finish("try")])
+    assert main(["delegate", "Never passes", "--to", "dev", "--yes", "-C", str(root)]) == 1
+    task = only_task(st)
+    row = lane(st, task, "work")
+    assert row["state"] == "failed" and "still failing" in row["error"]
+    assert lanes_db.get_task(st, task)["state"] == "failed"
+    assert any(e["kind"] == "lane.escalated" for e in st.events(task=task))
+
+
+def test_review_sends_back_then_passes(tmp_path, server):
+    dev = DEV + "review_by: reviewer\n"
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev, "reviewer": REVIEWER})
+    server.script("Goal: Write f", [tool_call("write_file", path="f.txt", content="v1\n"), finish("v1"),
+                                    tool_call("write_file", path="f.txt", content="v2\n"), finish("v2")])
+    server.script("Lane: work-review\n", [tool_call("git_diff"),
+                                          finish("needs a v2", status="needs-review", next=["write v2"])])
+    server.script("Lane: work-review-2\n", [finish("looks good")])
+    assert main(["delegate", "Write f", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    assert git(root, "show", "main:f.txt") == "v2"
+    assert lane(st, task, "work-review")["state"] == "done"
+    assert lane(st, task, "work-review-2")["state"] == "done"
+    dev_reqs = [r for r in server.requests if r.key == "Goal: Write f"]
+    assert "needs a v2" in dev_reqs[2].text
+    first_review = [r for r in server.requests if r.key == "Lane: work-review\n"]
+    assert "+v1" in first_review[1].text  # the reviewer saw the diff
+    # both review packets are committed next to the lane's
+    names = git(root, "ls-tree", "--name-only", "main", f"handoffs/{task}/")
+    assert "work-review.md" in names and "work-review-2.md" in names
+
+
+def test_conflict_goes_back_to_its_lane_then_resolves(tmp_path, server):
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
+    plan = tmp_path / "plan.md"
+    plan.write_text("---\ntitle: Two edits\n---\n```yaml\nlanes:\n"
+                    "  - {id: a, role: dev, goal: Put A in shared.txt}\n"
+                    "  - {id: b, role: writer, goal: Put B in shared.txt}\n```\n")
+    server.script("Goal: Put A", [tool_call("write_file", path="shared.txt", content="A\n"), finish("A")])
+
+    def resolve(body):
+        msgs = json.dumps(body["messages"])
+        assert "conflict markers" in msgs
+        return tool_call("write_file", path="shared.txt", content="A\nB\n")
+
+    server.script("Goal: Put B", [delay(0.6, tool_call("write_file", path="shared.txt", content="B\n")),
+                                  finish("B"), resolve, finish("merged A and B")])
+    assert main(["run", str(plan), "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    assert git(root, "show", "main:shared.txt") == "A\nB"
+    b = lane(st, task, "b")
+    assert b["state"] == "merged" and b["conflict_returns"] == 1
+    assert any(e["kind"] == "merge.conflict" for e in st.events(task=task, lane="b"))
+
+
+def test_pause_holds_every_lane(tmp_path, server):
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
+    plan = tmp_path / "plan.md"
+    plan.write_text("---\ntitle: Two lanes\n---\n```yaml\nlanes:\n"
+                    "  - {id: a, role: dev, goal: Write a.txt}\n"
+                    "  - {id: b, role: writer, goal: Write b.txt}\n```\n")
+    server.script("Goal: Write a.txt", [delay(0.5, tool_call("write_file", path="a.txt", content="a\n")),
+                                        finish("a")])
+    server.script("Goal: Write b.txt", [delay(0.5, tool_call("write_file", path="b.txt", content="b\n")),
+                                        finish("b")])
+    assert main(["run", str(plan), "--yes", "--detach", "-C", str(root)]) == 0
+    task = only_task(st)
+    deadline = time.time() + 10
+    while len(server.requests) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(server.requests) == 2  # both lanes' first calls are in flight
+    assert main(["pause", "--reason", "lunch", "-C", str(root)]) == 0
+    time.sleep(1.5)  # in-flight replies land; nothing new may start
+    assert len(server.requests) == 2
+    states = {r["id"]: r["state"] for r in lanes_db.list_lanes(st, task)}
+    assert states == {"a": "paused", "b": "paused"}
+    assert not (ws.worktrees_dir / task / "a" / "a.txt").exists()  # no tool ran while paused
+    assert main(["unpause", "-C", str(root)]) == 0
+    assert main(["wait", task, "--timeout", "20", "-C", str(root)]) == 0
+    assert git(root, "show", "main:a.txt") == "a" and git(root, "show", "main:b.txt") == "b"
+
+
+def test_lane_pause_holds_only_that_lane(tmp_path, server):
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
+    plan = tmp_path / "plan.md"
+    plan.write_text("---\ntitle: Two lanes\n---\n```yaml\nlanes:\n"
+                    "  - {id: a, role: dev, goal: Write a.txt}\n"
+                    "  - {id: b, role: writer, goal: Write b.txt}\n```\n")
+    server.script("Goal: Write a.txt", [tool_call("write_file", path="a.txt", content="a\n"), finish("a")])
+    server.script("Goal: Write b.txt", [tool_call("write_file", path="b.txt", content="b\n"), finish("b")])
+    # approve the plan but pause lane b before any runner starts
+    from cowork import plan as plan_mod
+    from cowork.config import load_settings
+    from cowork.roles import load_roles
+    from cowork.runner import planning
+
+    settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, root)
+    draft = planning.create_task(ws, st, settings, roles, "Two lanes")
+    p = plan_mod.load(plan, set(roles.names()))
+    planning.save_plan(ws, st, settings, draft.task, p)
+    planning.approve(st, draft.task, p)
+    control.pause(st, by="human:test", task=draft.task, lane="b")
+    done = threading.Event()
+    result = {}
+    t = threading.Thread(target=lambda: (result.update(run_here(ws, [draft.task])), done.set()), daemon=True)
+    t.start()
+    deadline = time.time() + 10
+    while lane(st, draft.task, "a")["state"] != "merged" and time.time() < deadline:
+        time.sleep(0.05)
+    assert lane(st, draft.task, "a")["state"] == "merged"
+    assert lane(st, draft.task, "b")["state"] == "queued"
+    assert not any(r.key == "Goal: Write b.txt" for r in server.requests)
+    control.unpause(st, by="human:test", task=draft.task, lane="b")
+    assert done.wait(15) and result == {draft.task: "done"}
