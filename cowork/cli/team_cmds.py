@@ -1,2 +1,205 @@
-"""Commands: team_cmds (filled in by its owner)."""
-from cowork.cli.app import app  # noqa: F401
+"""Commands for the team channel, approvals and budgets: say, inbox, approvals, approve, reject, budget."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cowork.cli.app import app
+from cowork.cli.common import JsonOpt, RootOpt, emit, store, workspace
+
+budget_app = typer.Typer(help="Spend against the caps; raise a cap.", no_args_is_help=False,
+                         invoke_without_command=True, rich_markup_mode=None)
+app.add_typer(budget_app, name="budget")
+
+
+def _team(root: Optional[Path]):
+    from cowork.config import load_settings
+    from cowork.roles import load_roles
+
+    ws = workspace(root)
+    settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
+    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
+    return ws, store(ws), settings, roles
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = max(0, time.time() - ts)
+    return f"{s:.0f}s" if s < 120 else (f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h")
+
+
+@app.command()
+def say(target: str = typer.Argument(..., help="@ROLE or @team"),
+        text: str = typer.Argument(..., help="the message"),
+        reply: Optional[int] = typer.Option(None, "--reply", help="answer this question (message id from `cowork inbox`)"),
+        no_run: bool = typer.Option(False, "--no-run", help="for an idle role: only post, do not start a task"),
+        root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Post a message to a role or the team. A busy role's live lane reads it between steps; an idle role gets a
+    one-lane task whose goal is the message."""
+    from cowork.team import channel
+    from cowork.team.messages import human_id
+
+    ws, st, settings, roles = _team(root)
+    said = channel.say(ws, st, settings, roles, target, text, by=human_id(), reply_to=reply, start=not no_run)
+    pid = None
+    if said.task:
+        from cowork.runner import launch
+
+        pid = launch.start_detached(ws, [said.task])
+    data = {"message": said.message_id, "to": said.to, "delivered_to": said.delivered_to, "task": said.task,
+            "runner_pid": pid}
+
+    def render(d: dict) -> None:
+        if reply is not None:
+            print(f"answered #{reply} (message #{d['message']})")
+        elif d["task"]:
+            print(f"{d['to']} was idle: started task {d['task']} (runner pid {d['runner_pid']}); "
+                  f"follow with `cowork lanes --task {d['task']}`")
+        elif d["delivered_to"]:
+            print(f"message #{d['message']} delivered to {', '.join(d['delivered_to'])}")
+        else:
+            print(f"message #{d['message']} posted to {d['to']} (no lane is running; it waits in their inbox)")
+
+    emit(data, as_json, render)
+
+
+@app.command()
+def inbox(role: Optional[str] = typer.Option(None, "--role", help="a role's inbox instead of the humans'"),
+          all_: bool = typer.Option(False, "--all", help="include messages already read"),
+          limit: int = typer.Option(50, "--limit", help="at most this many"),
+          root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Messages for humans (questions, notifications, escalations), or for one role with --role."""
+    from cowork.team import messages
+
+    ws = workspace(root)
+    st = store(ws)
+    rows = messages.inbox(st, role=role, unread_only=not all_, limit=limit)
+    if not role:
+        messages.mark(st, [r["id"] for r in rows if r["kind"] != "ask"], "read")
+
+    def render(items: list[dict]) -> None:
+        if not items:
+            print("no new messages" if not all_ else "no messages")
+            return
+        for m in items:
+            src = m["from_role"] + (f" ({m['from_lane']})" if m.get("from_lane") else "")
+            head = f"#{m['id']} {m['kind']:<8} {_ago(m['created_at']):>5} ago  {src} -> {m['to_lane'] or m['to_role']}"
+            print(head)
+            for line in m["body"].splitlines() or [""]:
+                print(f"    {line}")
+            if m["kind"] == "ask" and m["state"] != "answered":
+                print(f"    (reply: cowork say @{m['from_role']} --reply {m['id']} \"...\")")
+
+    emit(rows, as_json, render)
+
+
+@app.command()
+def approvals(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Actions waiting for a human yes or no: the exact command, diff or message, who asked and why."""
+    from cowork.team import approvals as ap
+
+    ws, st, settings, roles = _team(root)
+    ap.expire_overdue(st, settings, roles)
+    rows = ap.pending(st)
+
+    def render(items: list[dict]) -> None:
+        if not items:
+            print("no approvals waiting")
+            return
+        for a in items:
+            left = (a["expires_at"] or 0) - time.time()
+            print(f"#{a['id']}  {a['role']} wants {a['tool']}  (task {a['task_id']}, lane {a['lane_id']}, "
+                  f"asked {_ago(a['created_at'])} ago, expires in {max(0, left) / 60:.0f}m)")
+            if a.get("why"):
+                print("  why: " + a["why"].strip().replace("\n", "\n       "))
+            action = a["action"] if isinstance(a["action"], dict) else {}
+            if "command" in action:
+                print(f"  $ {action['command']}")
+            elif "diff" in action:
+                print("  " + action["diff"].rstrip().replace("\n", "\n  "))
+            elif "text" in action:
+                print(f"  to {action.get('to')}: " + str(action["text"]).replace("\n", "\n  "))
+            else:
+                print(f"  {action}")
+            print(f"  -> cowork approve {a['id']}   |   cowork reject {a['id']} --reason \"...\"")
+
+    emit(rows, as_json, render)
+
+
+@app.command()
+def approve(approval_id: int = typer.Argument(..., help="the approval's id (see `cowork approvals`)"),
+            note: Optional[str] = typer.Option(None, "--note", help="a note for the agent"),
+            root: Optional[Path] = RootOpt) -> None:
+    """Let a blocked action go ahead."""
+    from cowork.team import approvals as ap
+    from cowork.team.messages import human_id
+
+    row = ap.approve(store(workspace(root)), approval_id, by=human_id(), note=note)
+    print(f"approved #{approval_id} ({row['role']} {row['tool']})")
+
+
+@app.command()
+def reject(approval_id: int = typer.Argument(..., help="the approval's id (see `cowork approvals`)"),
+           reason: str = typer.Option(..., "--reason", help="why not (the agent reads it)"),
+           root: Optional[Path] = RootOpt) -> None:
+    """Refuse a blocked action; the reason goes back to the agent."""
+    from cowork.team import approvals as ap
+    from cowork.team.messages import human_id
+
+    row = ap.reject(store(workspace(root)), approval_id, by=human_id(), reason=reason)
+    print(f"rejected #{approval_id} ({row['role']} {row['tool']})")
+
+
+@budget_app.callback()
+def budget(ctx: typer.Context, root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Spend today, per role and per task, against the caps in cowork.toml and the role files."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from cowork.team import budgets
+
+    ws, st, settings, roles = _team(root)
+    data = budgets.overview(st, settings, roles)
+
+    def render(d: dict) -> None:
+        today = d["today"]
+        print(f"today ({today['day']}): ${today['usd']:.2f}, {today['tokens']:,} tokens")
+        for cap in d["day_caps"]:
+            print(f"  cap {cap['label']}" + ("  EXCEEDED" if cap["used"] >= cap["limit"] else ""))
+        for name, cs in d["role_caps"].items():
+            for cap in cs:
+                print(f"  {name}: {cap['label']}" + ("  EXCEEDED" if cap["used"] >= cap["limit"] else ""))
+        for role, spent in sorted(today["by_role"].items()):
+            print(f"  {role}: ${spent['usd']:.2f}, {spent['tokens']:,} tokens")
+        if d["tasks"]:
+            print("tasks:")
+        for t in d["tasks"]:
+            caps = "; ".join(c["label"] + (" EXCEEDED" if c["used"] >= c["limit"] else "") for c in t["caps"])
+            print(f"  {t['task']}: {caps or 'no cap'}")
+
+    emit(data, as_json, render)
+
+
+@budget_app.command("raise")
+def budget_raise(task: Optional[str] = typer.Option(None, "--task", help="raise this task's cap"),
+                 role: Optional[str] = typer.Option(None, "--role", help="raise this role's per-day cap"),
+                 day: bool = typer.Option(False, "--day", help="raise the team's per-day cap"),
+                 usd: Optional[float] = typer.Option(None, "--usd", help="add this many USD to the cap"),
+                 tokens: Optional[int] = typer.Option(None, "--tokens", help="add this many tokens to the cap"),
+                 root: Optional[Path] = RootOpt) -> None:
+    """Add to a cap; lanes that the cap had blocked are queued again."""
+    from cowork.team import budgets
+    from cowork.team.messages import human_id
+
+    st = store(workspace(root))
+    before = set(r["task_id"] + "/" + r["id"] for r in st.all("SELECT task_id, id FROM lanes WHERE state='blocked'"))
+    new = budgets.raise_cap(st, by=human_id(), task=task, role=role, today=day, usd=usd, tokens=tokens)
+    after = set(r["task_id"] + "/" + r["id"] for r in st.all("SELECT task_id, id FROM lanes WHERE state='blocked'"))
+    scope = f"task {task}" if task else (f"role {role} per day" if role else "the team per day")
+    print(f"raised {scope}: now +${new['usd']:.2f}, +{new['tokens']:,} tokens over cowork.toml")
+    requeued = sorted(before - after)
+    if requeued:
+        print("queued again: " + ", ".join(requeued) + " (a runner picks them up; `cowork resume` if none is running)")

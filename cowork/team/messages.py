@@ -47,6 +47,11 @@ def post(store: Store, *, kind: str, from_role: str, to_role: str, body: str, ta
     """Journal one message (redacted) and its `message.sent` event. Returns the message id."""
     assert kind in KINDS, kind
     text = redact(body)
+    # lane refs are "task/lane"; a bare lane id belongs to the message's task
+    if from_lane and "/" not in from_lane and task:
+        from_lane = qualified(task, from_lane)
+    if to_lane and "/" not in to_lane and task:
+        to_lane = qualified(task, to_lane)
     with store.tx():
         cur = store.execute(
             "INSERT INTO messages(task_id, kind, from_role, from_lane, to_role, to_lane, body, reply_to, thread, "

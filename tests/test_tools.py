@@ -1,0 +1,121 @@
+"""Built-in tools through the real gateway: a real team repo, a real lane worktree, a real store."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.support.lanectx import TeamEnv, git
+
+DEV = {"tools": ["read_file", "write_file", "list_files", "search", "run", "git_diff"],
+       "run_allow": ["echo *", "sleep *", "pwd", "env", "python3 -c *", "false"]}
+
+
+@pytest.fixture
+def env(tmp_path):
+    return TeamEnv(tmp_path, {"dev": DEV, "reader": {"tools": ["read_file"]}})
+
+
+def call(g, name, **args):
+    return asyncio.run(g.call(name, args))
+
+
+def test_tool_specs_list_the_roles_tools_plus_answer_and_finish(env):
+    g = env.gateway("dev")
+    names = [s["function"]["name"] for s in g.tool_specs()]
+    assert names == DEV["tools"] + ["answer", "finish"]
+    finish = next(s for s in g.tool_specs() if s["function"]["name"] == "finish")["function"]["parameters"]
+    assert finish["properties"]["status"]["enum"] == ["done", "blocked", "needs-review", "failed"]
+    assert finish["properties"]["checklist"]["items"]["required"] == ["item", "done"]
+    reader = env.gateway("reader", lane="l2")
+    assert [s["function"]["name"] for s in reader.tool_specs(extra=["submit_plan"])] == \
+        ["read_file", "answer", "finish", "submit_plan"]
+    for s in g.tool_specs():
+        assert s["type"] == "function" and s["function"]["parameters"]["type"] == "object"
+        json.dumps(s)
+
+
+def test_finish_and_submit_plan_are_validated_and_returned_as_data(env):
+    g = env.gateway("dev")
+    r = call(g, "finish", status="done", summary="all good", checklist=[{"item": "x", "done": True}])
+    assert r.ok and r.data["summary"] == "all good"
+    assert not call(g, "finish", status="great", summary="x").ok
+    assert not call(g, "finish", status="done", summary=" ").ok
+    assert call(g, "submit_plan", title="p", lanes=[{"id": "a", "role": "dev", "goal": "g"}]).data["title"] == "p"
+
+
+def test_read_file_pages_through_long_files(env):
+    g = env.gateway("dev")
+    (g.ctx.worktree / "long.txt").write_text("".join(f"line {i}\n" for i in range(1, 101)))
+    r = call(g, "read_file", path="long.txt", offset=10, limit=3)
+    assert r.ok and r.content.startswith("line 10\nline 11\nline 12\n")
+    assert "88 more lines" in r.content and "offset=13" in r.content
+    assert not call(g, "read_file", path="missing.txt").ok
+    (g.ctx.worktree / "bin.dat").write_bytes(b"\x00\x01\x02")
+    assert "binary" in call(g, "read_file", path="bin.dat").content
+
+
+def test_write_then_list_search_and_git_diff_see_new_files(env):
+    g = env.gateway("dev")
+    assert call(g, "write_file", path="src/app/main.py", content="def hello():\n    return 'hi'\n").ok
+    assert (g.ctx.worktree / "src/app/main.py").read_text().startswith("def hello")
+    listed = call(g, "list_files").content.splitlines()
+    assert "src/app/main.py" in listed and "README.md" in listed and not any(".cowork" in x for x in listed)
+    assert call(g, "list_files", pattern="*.py").content == "src/app/main.py"
+    assert call(g, "search", query=r"def \w+\(").content == "src/app/main.py:1: def hello():"
+    (g.ctx.worktree / "paren.txt").write_text("x = call(1\n")
+    assert call(g, "search", query="call(").content == "paren.txt:1: x = call(1"  # not a regex: plain text
+    assert call(g, "search", query="(unclosed").content.startswith("no matches")
+    (g.ctx.worktree / "README.md").write_text("# changed\n")
+    diff = call(g, "git_diff").content
+    assert "+# changed" in diff and "+def hello():" in diff and "b/src/app/main.py" in diff
+
+
+def test_search_output_is_bounded(env):
+    g = env.gateway("dev")
+    (g.ctx.worktree / "many.txt").write_text("needle\n" * 1000)
+    r = call(g, "search", query="needle")
+    assert r.data["matches"] == 1000 and "800 more matches" in r.content
+
+
+def test_run_executes_in_the_worktree_with_exit_code(env):
+    g = env.gateway("dev")
+    r = call(g, "run", command="pwd")
+    assert r.ok and str(g.ctx.worktree.resolve()) in r.content and "[exit code 0]" in r.content
+    r = call(g, "run", command="false")
+    assert not r.ok and r.data["exit_code"] == 1
+
+
+def test_run_times_out_and_kills_the_process(env):
+    g = env.gateway("dev")
+    g.run_timeout_s = 0.5
+    r = call(g, "run", command="sleep 30")
+    assert not r.ok and r.data["timeout"] and "timed out" in r.content
+
+
+def test_run_output_is_bounded(env):
+    g = env.gateway("dev")
+    r = call(g, "run", command="python3 -c \"print('x' * 100000)\"")
+    assert r.ok and len(r.content) < 21_000 and "characters cut" in r.content
+
+
+def test_run_never_sees_secret_environment_variables(env, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-abcdefghijklmnopqrstuvwxyz")
+    monkeypatch.setenv("PLAIN_SETTING", "visible")
+    r = call(env.gateway("dev"), "run", command="env")
+    assert "PLAIN_SETTING=visible" in r.content and "OPENAI_API_KEY" not in r.content
+
+
+def test_every_call_is_an_audit_event(env):
+    g = env.gateway("dev")
+    call(g, "read_file", path="README.md")
+    call(g, "read_file", path="nope.txt")
+    events = env.events("tool.call", lane="l1")
+    assert [(e["data"]["tool"], e["data"]["ok"]) for e in events] == [("read_file", True), ("read_file", False)]
+    assert events[0]["role"] == "dev" and events[0]["task_id"] == "t1"
+
+
+def test_lane_worktree_is_a_real_branch(env):
+    g = env.gateway("dev")
+    assert git(g.ctx.worktree, "rev-parse", "--abbrev-ref", "HEAD") == "cowork/t1/l1"
