@@ -151,9 +151,19 @@ async def _work(rt: "Runner", row: dict) -> None:
             end_lane(rt, fresh, outcome.status if outcome.status in ("failed", "blocked") else "failed",
                      outcome.error or "the lane ended without finish")
             return
-        packet = handoffs.from_finish(fresh, role.name, outcome.finish, to=handoffs.next_role(rt.store, fresh, role),
-                                      skills=[s.name for s in skills])
-        await asyncio.to_thread(handoffs.write, tree.path, packet)
+        packet = None
+        if role.engine == "command":  # a packet the command wrote itself wins when it is valid
+            packet = await asyncio.to_thread(handoffs.read_own, tree.path, task, lane)
+            if packet is not None:
+                outcome = LaneOutcome(packet.meta.status, {"status": packet.meta.status,
+                                                           "summary": packet.section("Summary")}, outcome.error)
+            else:
+                outcome.finish["artifacts"] = [*outcome.finish.get("artifacts", []),
+                                               *await _diff_stat(rt, tree, fresh, role.name)]
+        if packet is None:
+            packet = handoffs.from_finish(fresh, role.name, outcome.finish,
+                                          to=handoffs.next_role(rt.store, fresh, role), skills=[s.name for s in skills])
+            await asyncio.to_thread(handoffs.write, tree.path, packet)
         sha = await _commit(rt, tree.path, fresh, role.name, f"{lane}: {packet.title}\n\n{packet.section('Summary')}")
         lanes_db.update_lane(rt.store, task, lane, packet_path=handoffs.packet_rel(task, lane),
                              head_commit=sha or fresh["head_commit"])
@@ -184,6 +194,16 @@ async def _work(rt: "Runner", row: dict) -> None:
         end_lane(rt, fresh, "blocked", "the agent asked for review and its role has no review_by: a human decides")
     else:
         enqueue(rt, fresh)
+
+
+async def _diff_stat(rt: "Runner", tree, row: dict, role: str) -> list[str]:
+    """The lane's changes as `git diff --stat` lines (its work is committed first)."""
+    from cowork.gitops.worktrees import diff_stat
+
+    await _commit(rt, tree.path, row, role, f"{row['id']}: command output")
+    base = row["base_commit"] or tree.base_commit
+    stat = await asyncio.to_thread(diff_stat, rt.ws, tree.branch, base)
+    return [f"`{line.strip()}`" for line in stat.splitlines() if line.strip()]
 
 
 async def run_checks(rt: "Runner", row: dict, checks: list[str], cwd, journal: Journal) -> tuple[str, str] | None:

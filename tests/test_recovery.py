@@ -1,0 +1,107 @@
+"""Crash recovery: a runner killed with SIGKILL mid-task is resumed without repeating completed steps."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cowork.cli.app import main
+from cowork.runner.journal import Journal
+from cowork.store import Store
+from cowork.store import lanes as lanes_db
+from tests.support.scripted_server import ScriptedServer, delay, tool_call
+from tests.support.team import PLANNER, git, make_team
+
+DEV = """name: dev
+mandate: Implements code changes on its lane's branch.
+tools: [read_file, write_file, run]
+run_allow: ["python3 count.py *"]
+"""
+COUNT = "import sys\nopen(sys.argv[1], 'a').write('ran\\n')\n"
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as s:
+        yield s
+
+
+def _wait_for(cond, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_kill_9_mid_task_then_resume_repeats_nothing(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV})
+    (root / "count.py").write_text(COUNT)
+    git(root, "add", "count.py")
+    git(root, "commit", "-q", "-m", "count.py")
+    side = tmp_path / "side.log"
+    finishes = {"n": 0}
+
+    def slow_then_finish(body):
+        finishes["n"] += 1
+        done = tool_call("finish", status="done", summary="counted once and wrote a.txt",
+                         checklist=[{"item": "count", "done": True}])
+        return delay(60, done) if finishes["n"] == 1 else done  # the runner dies while the first is in flight
+
+    server.script("Goal: Count once", [tool_call("run", command=f"python3 count.py {side}"),
+                                       tool_call("write_file", path="a.txt", content="a\n"),
+                                       slow_then_finish])
+    assert main(["delegate", "Count once", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: finishes["n"] == 1, 30, "the third model call to be in flight")
+    pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)  # it is our child (spawned by start_detached): reap it
+
+    # what the dead runner left: one side effect, the write committed on the lane's branch, a call in flight
+    assert side.read_text() == "ran\n"
+    assert git(root, "show", f"cowork/{task}/work:a.txt") == "a"
+    steps = Journal(st, task, "work").steps
+    assert [(s.kind, s.state) for s in steps][-1] == ("model", "started")
+    assert lanes_db.get_lane(st, task, "work")["state"] == "running"
+
+    assert main(["resume", "-C", str(root)]) == 0
+    assert side.read_text() == "ran\n"  # the completed `run` was not run again
+    assert git(root, "show", "main:a.txt") == "a"
+    assert lanes_db.get_task(st, task)["state"] == "done"
+    steps = Journal(st, task, "work").steps
+    assert ("model", "interrupted") in [(s.kind, s.state) for s in steps]
+    by_index = {}
+    for r in server.requests:
+        if r.key == "Goal: Count once":
+            by_index[r.index] = by_index.get(r.index, 0) + 1
+    assert by_index == {0: 1, 1: 1, 2: 2}  # completed model calls were not re-sent; the interrupted one was
+    kinds = [e["kind"] for e in st.events(task=task)]
+    assert "runner.recovered" in kinds
+    assert sum(1 for e in st.events(task=task, kinds=["tool.call"]) if e["data"]["tool"] == "run") == 1
+
+
+def test_wait_adopts_a_task_whose_runner_died(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV})
+    calls = {"n": 0}
+
+    def first_slow(body):
+        calls["n"] += 1
+        done = tool_call("finish", status="done", summary="ok", checklist=[])
+        return delay(60, done) if calls["n"] == 1 else done
+
+    server.script("Goal: Slow", [first_slow])
+    assert main(["delegate", "Slow", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: calls["n"] == 1, 30, "the first model call")
+    pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert main(["wait", task, "--timeout", "40", "-C", str(root)]) == 0
+    assert calls["n"] == 2
