@@ -13,6 +13,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -196,10 +197,11 @@ def key_status(model: str, api_base: str | None, key_from: str | None, env: Mapp
     """
     if key_from:
         return True, f"key from ${key_from}"
+    if is_loopback(api_base):
+        return True, f"${key_env} is not set; a local server may not need one" if key_env else \
+            "no key needed (local server)"
     if key_env:
         return False, f"${key_env} is not set"
-    if is_loopback(api_base):
-        return True, "no key needed (local server)"
     prov = provider_of(model)
     if prov in _KEYLESS:
         return True, "no key needed"
@@ -247,6 +249,15 @@ def _embedded(source: str, timeout_s: float) -> ResolvedModel:
         raise NoModel(f"{source}, but the embedded model is not available: {reason}", hint=local_model.INSTALL_HINT)
     return ResolvedModel(local_model.MODEL, None, "local", [], source, True, local_model.DISPLAY_NAME,
                          True, "no key needed (embedded)", timeout_s)
+
+
+def local_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the shared embedded-model server is recorded: one per user, used by every team on the machine."""
+    env = os.environ if env is None else env
+    if env.get("COWORK_LOCAL_STATE_DIR"):
+        return Path(env["COWORK_LOCAL_STATE_DIR"]).expanduser()
+    cache = Path(env.get("XDG_CACHE_HOME") or Path(env.get("HOME") or Path.home()) / ".cache")
+    return cache / "cowork"
 
 
 def is_local_model(name: str | None, api_base: str | None = None) -> bool:

@@ -26,6 +26,9 @@ class ModelChoice:
     api_key: str | None = None
     fallbacks: list[str] = field(default_factory=list)
     timeout_s: float = 120.0
+    is_local: bool = False  # the embedded model: served through local_model.constrained_tool_call
+    label: str = ""  # how to show the model to people (the embedded one is labelled weak)
+    source: str = ""  # where the choice came from (role, COWORK_MODEL, cowork.toml, detected, embedded fallback)
 
 
 @dataclass
@@ -40,25 +43,24 @@ class Completion:
 
 
 def resolve(settings: TeamSettings, role: Any = None) -> ModelChoice:
-    """The role's model settings, falling back to cowork.toml's `[model]` for anything it leaves out.
+    """The model a role calls: its `model:`, COWORK_MODEL, cowork.toml `[model]`, a detected provider, or the
+    embedded model (see `cowork.engines.detect.resolve_model`, the one resolver).
 
     Raises:
-        ModelError: when neither names a model.
+        ModelError: when no model is configured or found, or the chosen one's API key is missing.
     """
-    team = settings.model
-    name = getattr(role, "model", None) or team.name
-    if not name:
-        raise ModelError("no model is configured", hint="set [model] name in cowork.toml, COWORK_MODEL, "
-                                                          "or `model:` in the role file")
-    key_env = getattr(role, "api_key_env", None) or team.api_key_env
-    key = api_key_for(ModelSettings(api_key_env=key_env))
-    return ModelChoice(
-        model=name,
-        api_base=getattr(role, "api_base", None) or team.api_base,
-        api_key=key,
-        fallbacks=list(getattr(role, "fallbacks", None) or team.fallbacks),
-        timeout_s=team.timeout_s,
-    )
+    from cowork.engines import detect
+
+    try:
+        r = detect.resolve_model(settings, role)
+    except detect.NoModel as exc:
+        raise ModelError(exc.message, hint=exc.hint or "see `cowork models`") from None
+    if not r.key_ok and not r.fallbacks:
+        raise ModelError(f"model {r.name} ({r.source}) needs an API key: {r.key_note}",
+                         hint="export the variable where cowork runs, or pick another model with COWORK_MODEL; "
+                              "`cowork models` shows what is available")
+    return ModelChoice(model=r.name, api_base=r.api_base, api_key=r.api_key, fallbacks=r.fallbacks,
+                       timeout_s=r.timeout_s, is_local=r.is_local, label=r.label, source=r.source)
 
 
 _litellm = None
@@ -116,6 +118,8 @@ async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] 
     Raises:
         ModelError: when every model failed; names each one and its error.
     """
+    if choice.is_local:
+        return await complete_local(choice, messages, tools)
     lm = litellm()
     models = [choice.model, *choice.fallbacks]
     errors: list[str] = []
@@ -142,3 +146,46 @@ async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] 
                           cost_of(resp, model, t_in, t_out, settings))
     raise ModelError("every model failed: " + "; ".join(errors),
                      hint="check the provider, the API key variable and [model] in cowork.toml")
+
+
+# ---------------------------------------------------------------- the embedded model (owner: detect/demo)
+
+
+async def complete_local(choice: ModelChoice, messages: list[dict], tools: list[dict] | None = None) -> Completion:
+    """One reply from the embedded model: a grammar-constrained call to one of `tools`, as a tool-call message.
+
+    The shared server is started on first use (`detect.local_state_dir()`). A reply the model garbles comes back
+    as text without a tool call, so the agent loop nudges and retries instead of failing the lane.
+    """
+    import asyncio
+    import json
+    import uuid
+
+    from cowork.engines import detect, local_model
+
+    try:
+        endpoint = await asyncio.to_thread(local_model.ensure_local_server, detect.local_state_dir())
+    except local_model.LocalModelError as exc:
+        raise ModelError(f"{local_model.DISPLAY_NAME}: {exc.message}", hint=exc.hint or local_model.INSTALL_HINT)
+    timeout = max(choice.timeout_s, 300.0)  # one request at a time: parallel lanes queue at the server
+    if not tools:
+        resp = await litellm().acompletion(model=endpoint.model, api_base=endpoint.api_base, api_key="local",
+                                           messages=local_model.local_messages(messages, []), max_tokens=512,
+                                           temperature=0.0, timeout=timeout, num_retries=0)
+        usage = getattr(resp, "usage", None)
+        return Completion(_message_dict(resp.choices[0].message), choice.model,
+                          int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
+    try:
+        name, args, usage = await asyncio.to_thread(local_model.constrained_tool_call, messages, tools,
+                                                    api_base=endpoint.api_base, model=endpoint.model,
+                                                    timeout=timeout)
+    except local_model.LocalModelError as exc:
+        return Completion({"role": "assistant", "content": f"(unusable reply from the embedded model: {exc.message})"},
+                          choice.model)
+    except Exception as exc:  # the server died or timed out: a provider error like any other
+        raise ModelError(f"{local_model.DISPLAY_NAME}: {type(exc).__name__}: {str(exc)[:300]}",
+                         hint=f"see {endpoint.log_path}") from None
+    call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args)}}
+    return Completion({"role": "assistant", "content": None, "tool_calls": [call]}, choice.model,
+                      int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
