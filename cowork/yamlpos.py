@@ -66,10 +66,15 @@ def load_yaml_text(text: str, file: str, line_offset: int = 0) -> Located:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        ctx = exc.context_mark
+        if exc.problem and exc.context and ctx is not None and (mark is None or ctx.line != mark.line):
+            # e.g. an unclosed bracket is detected lines later: say where the construct began
+            message += f" ({exc.context} that began at line {ctx.line + 1 + line_offset}, column {ctx.column + 1})"
         raise ValidationFailed(
             [
                 Problem(
-                    message=f"invalid YAML: {exc.problem or exc.context}",
+                    message=message,
                     file=file,
                     line=(mark.line + 1 + line_offset) if mark else None,
                     column=(mark.column + 1) if mark else None,
