@@ -1,0 +1,149 @@
+"""The llm and command engines through the runner: broken tool calls, fallbacks, the step cap, pause of a process."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cowork.cli.app import main
+from cowork.runner import control
+from cowork.runner.journal import Journal
+from cowork.store import Store
+from cowork.store import lanes as lanes_db
+from tests.support.scripted_server import ScriptedServer, raw_tool_call, text, tool_call
+from tests.support.team import DEV, PLANNER, git, make_team
+
+
+def finish(summary="done", status="done"):
+    return tool_call("finish", status=status, summary=summary, checklist=[{"item": summary, "done": True}])
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+
+
+def setup(tmp_path, server, dev=DEV, **kw):
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": dev}, **kw)
+    return root, Store(root / ".cowork" / "state.db")
+
+
+def delegate(root, goal) -> int:
+    return main(["delegate", goal, "--to", "dev", "--yes", "-C", str(root)])
+
+
+def test_broken_tool_calls_go_back_to_the_model(tmp_path, server):
+    root, st = setup(tmp_path, server)
+    server.script("Goal: Survive", [raw_tool_call("write_file", '{"path": "x.txt", "content": '),
+                                    tool_call("teleport", where="mars"),
+                                    tool_call("write_file", path="x.txt"),
+                                    tool_call("write_file", path="x.txt", content=7),
+                                    tool_call("write_file", path="x.txt", content="x\n"),
+                                    text("thinking out loud"),
+                                    finish("survived")])
+    assert delegate(root, "Survive") == 0
+    assert git(root, "show", "main:x.txt") == "x"
+    reqs = [r for r in server.requests if r.key == "Goal: Survive"]
+    assert "not valid JSON" in reqs[1].text
+    assert "unknown tool 'teleport'" in reqs[2].text
+    assert "missing required argument(s): content" in reqs[3].text
+    assert "argument 'content' should be string" in reqs[4].text
+    assert "Reply with a tool call" in reqs[6].text
+    # every message sent back keeps the protocol valid: each tool call has its result
+    last = reqs[-1].body["messages"]
+    ids = [c["id"] for m in last if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    answered = [m["tool_call_id"] for m in last if m["role"] == "tool"]
+    assert ids == answered
+
+
+def test_five_broken_calls_in_a_row_fail_the_lane(tmp_path, server):
+    root, st = setup(tmp_path, server)
+    server.script("Goal: Flail", [raw_tool_call("write_file", "{nope")])
+    assert delegate(root, "Flail") == 1
+    task = st.scalar("SELECT id FROM tasks")
+    row = lanes_db.get_lane(st, task, "work")
+    assert row["state"] == "failed"
+    assert f"lane {task}/work: 5 broken tool calls in a row" in row["error"]
+    assert len([r for r in server.requests if r.key == "Goal: Flail"]) == 5
+
+
+def test_fallback_model_after_provider_error(tmp_path, server):
+    dev = DEV + "fallbacks: [openai/backup]\n"
+    root, st = setup(tmp_path, server, dev=dev)
+    server.script("Goal: Fall back", [tool_call("write_file", path="f.txt", content="f\n"), finish("ok")])
+    server.fail_model("scripted", 503)
+    assert delegate(root, "Fall back") == 0
+    models = [r.model for r in server.requests if r.key == "Goal: Fall back"]
+    assert models == ["scripted", "backup", "scripted", "backup"]
+    task = st.scalar("SELECT id FROM tasks")
+    falls = st.events(task=task, kinds=["model.fallback"])
+    assert len(falls) == 2 and "openai/scripted failed" in falls[0]["summary"]
+    steps = [s for s in Journal(st, task, "work").steps if s.kind == "model"]
+    assert {s.output["model"] for s in steps} == {"openai/backup"}
+
+
+def test_every_model_failing_fails_the_lane_clearly(tmp_path, server):
+    root, st = setup(tmp_path, server)
+    server.script("Goal: Doomed", [finish()])
+    server.fail_model("scripted", 500)
+    assert delegate(root, "Doomed") == 1
+    task = st.scalar("SELECT id FROM tasks")
+    err = lanes_db.get_lane(st, task, "work")["error"]
+    assert "every model failed" in err and "openai/scripted" in err
+
+
+def test_step_cap_warns_then_stops(tmp_path, server):
+    dev = DEV + "budget: {max_steps: 4}\n"
+    root, st = setup(tmp_path, server, dev=dev)
+    server.script("Goal: Loop", [tool_call("list_files"), tool_call("read_file", path="README.md")])
+    assert delegate(root, "Loop") == 1
+    task = st.scalar("SELECT id FROM tasks")
+    reqs = [r for r in server.requests if r.key == "Goal: Loop"]
+    assert len(reqs) == 4
+    assert "step(s) left" in reqs[-1].text and "step(s) left" not in reqs[0].text
+    row = lanes_db.get_lane(st, task, "work")
+    assert row["state"] == "blocked" and "step cap of 4" in row["error"]
+
+
+def test_command_engine_pauses_its_process_and_uses_its_own_packet(tmp_path, server):
+    script = ("import os, sys, time\n"
+              "time.sleep(1.0)\n"
+              "open('out.txt', 'w').write(sys.argv[1] + '\\n')\n"
+              "t, l = os.environ['COWORK_TASK'], os.environ['COWORK_LANE']\n"
+              "os.makedirs(f'handoffs/{t}', exist_ok=True)\n"
+              "open(f'handoffs/{t}/{l}.md', 'w').write(f'''---\\ncowork: handoff/v1\\ntask: {t}\\nlane: {l}\\n"
+              "from: dev\\nstatus: done\\n---\\n# Own packet\\n\\n## Summary\\nwritten by the tool\\n\\n## Checklist\\n\\n"
+              "## Artifacts\\n\\n## Decisions\\n\\n## Open risks\\n\\n## Next\\n''')\n")
+    dev = ("name: dev\nmandate: Implements code changes on its lane's branch.\nengine: command\n"
+           f"command: [python3, {tmp_path / 'agent.py'}, '{{goal}}']\n")
+    (tmp_path / "agent.py").write_text(script)
+    root, st = setup(tmp_path, server, dev=dev)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(rc=delegate(root, "Say hello")), daemon=True)
+    t.start()
+    deadline = time.time() + 20
+    while not st.one("SELECT 1 FROM steps WHERE name='command'") and time.time() < deadline:
+        time.sleep(0.05)
+    task = st.scalar("SELECT id FROM tasks")
+    control.pause(st, by="human:test")
+    deadline = time.time() + 5
+    while lanes_db.get_lane(st, task, "work")["state"] != "paused" and time.time() < deadline:
+        time.sleep(0.05)
+    assert lanes_db.get_lane(st, task, "work")["state"] == "paused"
+    time.sleep(1.5)  # longer than the script's sleep: it only finishes if it was not stopped
+    assert not (root / ".cowork" / "worktrees" / task / "work" / "out.txt").exists()
+    control.unpause(st, by="human:test")
+    t.join(20)
+    assert result == {"rc": 0}
+    assert git(root, "show", "main:out.txt") == "Say hello"
+    packet = git(root, "show", f"main:handoffs/{task}/work.md")
+    assert "written by the tool" in packet
+    log = root / ".cowork" / "logs" / task / "work.log"
+    assert "python3" in log.read_text()
