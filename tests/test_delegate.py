@@ -1,0 +1,127 @@
+"""`cowork delegate` / `cowork run`: briefs, the planner's plan, approval at the prompt (approve, edit, reject)."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+
+from cowork.cli.app import main
+from cowork.store import Store
+from cowork.store import lanes as lanes_db
+from tests.support.scripted_server import ScriptedServer, text, tool_call
+from tests.support.team import DEV, PLANNER, WRITER, git, make_team
+
+
+def finish(summary="done"):
+    return tool_call("finish", status="done", summary=summary, checklist=[])
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as s:
+        yield s
+
+
+@pytest.fixture
+def team(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
+    return root, Store(root / ".cowork" / "state.db")
+
+
+PLAN = [{"id": "one", "role": "dev", "goal": "Write one.txt"}]
+
+
+def test_brief_inlines_attachments_and_task_ids_count_up(team, server, tmp_path):
+    root, st = team
+    note = tmp_path / "notes.txt"
+    note.write_text("remember the edge case\n")
+    server.script("Goal: Write one.txt", [tool_call("write_file", path="one.txt", content="1\n"), finish()])
+    server.script("Goal: Write two.txt", [tool_call("write_file", path="two.txt", content="2\n"), finish()])
+    assert main(["delegate", "Write one.txt", "--to", "dev", "--attach", str(note), "--yes", "-C", str(root)]) == 0
+    assert main(["delegate", "Write two.txt", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    ids = [r["id"] for r in st.all("SELECT id FROM tasks ORDER BY created_at")]
+    assert ids == ["t1-write-one-txt", "t2-write-two-txt"]
+    brief = git(root, "show", "main:handoffs/t1-write-one-txt/brief.md")
+    assert "to: dev" in brief and "remember the edge case" in brief and "## Attachments" in brief
+    # the planner was never asked: --to makes a one-lane plan
+    assert not any(r.key == "You are planner" for r in server.requests)
+
+
+def test_planner_that_never_gets_it_right_fails_after_three_tries(team, server):
+    root, st = team
+    server.script("You are planner", [tool_call("submit_plan", title="t", lanes=[{"id": "Bad Id", "role": "dev",
+                                                                                   "goal": "g"}])])
+    assert main(["delegate", "Do a thing", "--yes", "-C", str(root)]) == 2
+    assert len([r for r in server.requests if r.key == "You are planner"]) == 3
+    task = st.scalar("SELECT id FROM tasks")
+    assert lanes_db.get_task(st, task)["state"] == "failed"
+    assert lanes_db.list_lanes(st, task) == []
+
+
+def test_reject_at_the_prompt(team, server, monkeypatch):
+    root, st = team
+    server.script("You are planner", [tool_call("submit_plan", title="One file", lanes=PLAN)])
+    monkeypatch.setattr(sys, "stdin", io.StringIO("r\nnot now\n"))
+    assert main(["delegate", "Write one file", "-C", str(root)]) == 1
+    task = st.scalar("SELECT id FROM tasks")
+    row = lanes_db.get_task(st, task)
+    assert row["state"] == "rejected" and row["error"] == "not now"
+    assert lanes_db.list_lanes(st, task) == []
+    assert "plan.md" in git(root, "ls-tree", "--name-only", "main", f"handoffs/{task}/")
+
+
+def test_edit_at_the_prompt_then_approve(team, server, monkeypatch):
+    root, st = team
+    server.script("You are planner", [tool_call("submit_plan", title="One file", lanes=PLAN)])
+    server.script("Goal: Write edited.txt", [tool_call("write_file", path="edited.txt", content="e\n"), finish()])
+    monkeypatch.setenv("EDITOR", "sed -i s/one.txt/edited.txt/")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("e\na\n"))
+    assert main(["delegate", "Write a file", "-C", str(root)]) == 0
+    task = st.scalar("SELECT id FROM tasks")
+    assert git(root, "show", "main:edited.txt") == "e"
+    assert "Write edited.txt" in git(root, "show", f"main:handoffs/{task}/plan.md")
+    assert not any(r.key == "Goal: Write one.txt" for r in server.requests)
+
+
+def test_no_answer_at_the_prompt_is_bad_input(team, server, monkeypatch):
+    root, st = team
+    server.script("You are planner", [tool_call("submit_plan", title="One file", lanes=PLAN)])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["delegate", "Write one file", "-C", str(root)]) == 2
+
+
+def test_auto_approve_policy_and_lanes_json(tmp_path, server, monkeypatch, capsys):
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV},
+                     extra_toml="[policy]\nauto_approve_plans = true\n")
+    server.script("You are planner", [text("let me think"), tool_call("submit_plan", title="One", lanes=PLAN)])
+    server.script("Goal: Write one.txt", [tool_call("write_file", path="one.txt", content="1\n"), finish()])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no prompt may be read
+    assert main(["delegate", "Write one", "-C", str(root)]) == 0
+    capsys.readouterr()
+    assert main(["lanes", "--json", "-C", str(root)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["lane"], r["state"], r["step"]) for r in rows] == [("one", "merged", 2)]
+    assert rows[0]["tokens_in"] > 0 and rows[0]["merge_commit"]
+
+
+def test_run_rejects_an_invalid_plan_file(team, tmp_path):
+    root, st = team
+    bad = tmp_path / "bad.md"
+    bad.write_text("---\ntitle: Bad\n---\n```yaml\nlanes:\n  - {id: a, role: ghost, goal: x}\n```\n")
+    assert main(["run", str(bad), "--yes", "-C", str(root)]) == 2
+    assert st.scalar("SELECT count(*) FROM tasks") == 0
+
+
+def test_detach_prints_the_task_id_and_wait_reports_it(team, server, capsys):
+    root, st = team
+    server.script("Goal: Write one.txt", [tool_call("write_file", path="one.txt", content="1\n"), finish()])
+    assert main(["delegate", "Write one.txt", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    task = out[-1]
+    assert task == "t1-write-one-txt"
+    assert main(["wait", task, "--timeout", "30", "--json", "-C", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "done"
