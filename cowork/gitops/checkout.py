@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cowork.gitops.git import run_git
+from cowork.gitops.git import git_dir, run_git
 from cowork.gitops.worktrees import list_worktrees
 
 
@@ -29,12 +29,13 @@ class CheckoutPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _clean_at(path: Path, commit: str) -> bool:
-    run_git("update-index", "-q", "--refresh", cwd=path)
-    if run_git("diff-index", "--quiet", commit, "--", cwd=path).returncode != 0:
+def _clean(path: Path) -> bool:
+    """No staged or unstaged change to a tracked file and no operation in progress (untracked files are fine:
+    the fast-forward refuses to overwrite them)."""
+    proc = run_git("status", "--porcelain", "--untracked-files=no", cwd=path)
+    if proc.returncode != 0 or proc.stdout.strip():
         return False
-    gitdir = run_git("rev-parse", "--git-dir", cwd=path).stdout.strip()
-    state = Path(path, gitdir)
+    state = git_dir(path)
     return not any((state / name).exists() for name in ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD",
                                                        "rebase-merge", "rebase-apply"))
 
@@ -52,7 +53,7 @@ def before_move(ws, target: str, old: str) -> CheckoutPlan:
     for tree in list_worktrees(ws.root):
         if tree.branch != ref or tree.prunable or tree.path.resolve().is_relative_to(own):
             continue
-        if _clean_at(tree.path, old):
+        if _clean(tree.path):
             plan.clean.append(tree.path)
         else:
             _detach(tree.path, old, target)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,25 @@ def ref_exists(cwd: Path | str, ref: str) -> bool:
     return run_git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=cwd).returncode == 0
 
 
+def tips(cwd: Path | str, *refs: str) -> dict[str, str | None]:
+    """The commits full refs (refs/heads/...) point at, in one call; None for a ref that does not exist."""
+    out = git("for-each-ref", "--format=%(refname) %(objectname)", *refs, cwd=cwd)
+    found = dict(line.split(" ", 1) for line in out.splitlines())
+    return {ref: found.get(ref) for ref in refs}
+
+
+def git_dir(worktree: Path | str) -> Path:
+    """The administrative directory of a worktree (`.git` itself for the main one), read without running git."""
+    dot = Path(worktree, ".git")
+    if dot.is_dir():
+        return dot
+    text = dot.read_text(encoding="utf-8").strip()
+    if not text.startswith("gitdir:"):
+        raise GitError(["read", str(dot)], 1, f"{dot} is not a git worktree link")
+    target = Path(text.split(":", 1)[1].strip())
+    return target if target.is_absolute() else (Path(worktree) / target).resolve()
+
+
 def branch_exists(cwd: Path | str, branch: str) -> bool:
     return ref_exists(cwd, f"refs/heads/{branch}")
 
@@ -121,13 +141,21 @@ def agent_identity(role: str) -> Identity:
     return Identity(f"{role} (cowork)", f"{role}@cowork.local")
 
 
+_config_cache: dict[str, tuple[float, dict[str, str]]] = {}
+_CONFIG_TTL_S = 5.0  # a merge burst asks once; a changed user.name is seen within seconds
+
+
 def human_identity(cwd: Path | str) -> Identity | None:
     """The person running cowork, as git would record them (environment, then config), or None if unset."""
     name, email = os.environ.get("GIT_COMMITTER_NAME"), os.environ.get("GIT_COMMITTER_EMAIL")
     if not (name and email):
-        out = run_git("config", "--get-regexp", r"^user\.(name|email)$", cwd=cwd).stdout
-        conf = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
-        name, email = name or conf.get("user.name"), email or conf.get("user.email")
+        key = str(cwd)
+        hit = _config_cache.get(key)
+        if hit is None or time.monotonic() - hit[0] > _CONFIG_TTL_S:
+            out = run_git("config", "--get-regexp", r"^user\.(name|email)$", cwd=cwd).stdout
+            hit = (time.monotonic(), dict(line.split(" ", 1) for line in out.splitlines() if " " in line))
+            _config_cache[key] = hit
+        name, email = name or hit[1].get("user.name"), email or hit[1].get("user.email")
     return Identity(name, email) if name and email else None
 
 
@@ -152,6 +180,12 @@ def with_trailers(message: str, trailers: dict[str, str] | list[tuple[str, str]]
         # a trailer is one line; a newline in a value would end the block early
         args += ["--trailer", f"{key}: {' '.join(str(value).split())}"]
     return git(*args, cwd=cwd, input=message.rstrip("\n") + "\n") + "\n"
+
+
+def trailer_block(message: str, trailers: list[tuple[str, str]]) -> str:
+    """`message` (one cowork wrote itself, with no trailers of its own) followed by a trailer paragraph."""
+    lines = "\n".join(f"{k}: {' '.join(str(v).split())}" for k, v in trailers)
+    return f"{message.rstrip()}\n\n{lines}\n"
 
 
 def read_trailers(message: str, *, cwd: Path | str) -> list[tuple[str, str]]:

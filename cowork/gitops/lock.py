@@ -74,7 +74,7 @@ class MergeLock:
                 return False
             wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)
-            pause = min(pause * 2, 0.25)
+            pause = min(pause * 2, 0.1)
 
     def heartbeat(self) -> float:
         """Extend the lease from now. Returns the new lease end.

@@ -16,15 +16,14 @@ from typing import Any
 
 from cowork.errors import BadInput, CoworkError
 from cowork.gitops import checkout
-from cowork.gitops.git import MERGER, branch_exists, git, head, identity_env, is_ancestor, run_git, with_trailers
+from cowork.gitops.git import MERGER, head, identity_env, run_git, tips, trailer_block
 from cowork.gitops.lock import LockLost, LockTimeout, MergeLock, lock_row
 from cowork.gitops.mergetree import (
-    MAX_ATTEMPTS, TargetRaced, cas_move, find_merges, merge_tree, reset_tree, run_checks, target_tip,
-    unmerged_files,
+    MAX_ATTEMPTS, TargetRaced, cas_move, find_merges, merge_tree, reset_tree, run_checks, unmerged_files,
 )
 from cowork.gitops.worktrees import changed_files, lane_branch
 from cowork.store import Store, now
-from cowork.store.lanes import get_lane, set_lane_state, update_lane
+from cowork.store.lanes import get_lane, set_lane_state
 
 WAITING, MERGING = "waiting", "merging"
 
@@ -145,33 +144,42 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
     target = settings.merge.target
     row = get_lane(store, task, lane)
     branch = (row or {}).get("branch") or lane_branch(task, lane)
-    if not branch_exists(ws.root, branch):
-        raise BadInput(f"lane {task}/{lane} has no branch {branch}", hint="was the lane started? see `cowork status`")
+    lane_ref, target_ref = f"refs/heads/{branch}", f"refs/heads/{target}"
     res = MergeResult("nothing", task=task, lane=lane, role=role, target=target)
-    if row is not None:
-        set_lane_state(store, task, lane, "merging", actor="merger")
-    tree = merge_tree(ws)
     ev = {"actor": "merger", "task": task, "lane": lane, "role": role}
+    goal = ((row or {}).get("goal") or "").strip()
+    message = trailer_block(f"Merge {task}/{lane} ({role})\n\n{goal}", [
+        ("Cowork-Task", task), ("Cowork-Lane", lane), ("Cowork-Role", role),
+        ("Cowork-Handoff", f"handoffs/{task}/{lane}.md")])
+    env = identity_env(MERGER, ws.root)
+    tree = None
     for attempt in range(1, MAX_ATTEMPTS + 1):
         res.attempts = attempt
-        old = target_tip(ws, target)
-        if is_ancestor(ws.root, f"refs/heads/{branch}", old):
-            return _already(ws, store, res, row, old, ev)
+        found = tips(ws.root, target_ref, lane_ref)
+        old = found[target_ref]
+        if found[lane_ref] is None or old is None:
+            missing = branch if found[lane_ref] is None else target
+            raise BadInput(f"cannot merge {task}/{lane}: there is no branch {missing}",
+                           hint="was the lane started? see `cowork status`" if missing == branch
+                           else "check [merge] target in cowork.toml")
+        if tree is None:
+            if row is not None:
+                set_lane_state(store, task, lane, "merging", actor="merger")
+            tree = merge_tree(ws)
         reset_tree(tree, old)
-        proc = run_git("merge", "--no-ff", "--no-commit", f"refs/heads/{branch}", cwd=tree)
+        # --no-verify: the lane's commits already passed the hooks; the merge is judged by the merge checks.
+        # --cleanup=whitespace: the message is exactly ours (no "#" line is a comment).
+        proc = run_git("merge", "--no-ff", "--no-edit", "--no-verify", "--cleanup=whitespace", "-m", message,
+                       lane_ref, cwd=tree, env=env)
         if proc.returncode != 0:
             res.conflicts = unmerged_files(tree)
             reset_tree(tree, old)  # aborts the merge: no conflict marker survives anywhere
             if not res.conflicts:
                 raise CoworkError(f"git merge of {branch} failed: {(proc.stderr or proc.stdout).strip()}")
             return _conflict(store, res, row, old, branch, ev)
-        message = f"Merge {task}/{lane} ({role})\n\n" + (((row or {}).get("goal") or "").strip() + "\n")
-        message = with_trailers(message, [("Cowork-Task", task), ("Cowork-Lane", lane), ("Cowork-Role", role),
-                                          ("Cowork-Handoff", f"handoffs/{task}/{lane}.md")], cwd=tree)
-        # --no-verify: the lane's commits already passed the hooks; the merge is judged by the merge checks
-        git("commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-F", "-", cwd=tree,
-            env=identity_env(MERGER, ws.root), input=message)
         new = head(tree)
+        if new == old:  # "Already up to date": the target contains the branch
+            return _already(ws, store, res, row, old, ev)
         checks = run_checks(tree, list(settings.merge.checks), timeout_s=settings.merge.checks_timeout_s,
                             env={"COWORK_TASK": task, "COWORK_LANE": lane, "COWORK_MERGE_TARGET": target})
         if not checks.ok:
@@ -192,7 +200,7 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
                               "holder": lock.holder}, **ev)
             return res
         res.notes += plan.notes
-    raise TargetRaced(["git", "update-ref", f"refs/heads/{target}"], 1,
+    raise TargetRaced(["git", "update-ref", target_ref], 1,
                       f"{target} moved under the merger {MAX_ATTEMPTS} times while merging {task}/{lane}")
 
 

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cowork.gitops.git import GitError, git, git_env, head, run_git
+from cowork.gitops.git import GitError, git, git_dir, git_env, head, run_git
 from cowork.gitops.worktrees import MERGE_TREE, ensure_state_ignored, worktree_mutex
 
 MAX_ATTEMPTS = 3          # merges redone on a new tip when the target moved under us
@@ -26,8 +26,9 @@ class TargetRaced(GitError):
 def merge_tree(ws) -> Path:
     """The merger's worktree `.cowork/worktrees/_merge` (detached), created on first use."""
     path = ws.worktrees_dir / MERGE_TREE
-    if (path / ".git").is_file() and run_git("rev-parse", "--git-dir", cwd=path).returncode == 0:
-        return path
+    with contextlib.suppress(OSError, GitError):
+        if (git_dir(path) / "HEAD").is_file():
+            return path
     ensure_state_ignored(ws)
     with worktree_mutex(ws):
         git("worktree", "prune", cwd=ws.root)
@@ -40,7 +41,7 @@ def merge_tree(ws) -> Path:
 
 def reset_tree(path: Path, commit: str) -> None:
     """Put the merge worktree at `commit`, detached, with no leftover merge, revert, change or stray file."""
-    gitdir = Path(path, git("rev-parse", "--git-dir", cwd=path))
+    gitdir = git_dir(path)
     if (gitdir / "MERGE_HEAD").exists():
         run_git("merge", "--abort", cwd=path)
     if (gitdir / "REVERT_HEAD").exists() or (gitdir / "sequencer").exists():

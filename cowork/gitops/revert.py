@@ -11,7 +11,7 @@ from typing import Any
 
 from cowork.errors import BadInput
 from cowork.gitops import checkout
-from cowork.gitops.git import MERGER, git, head, identity_env, run_git, with_trailers
+from cowork.gitops.git import MERGER, git, head, identity_env, run_git, trailer_block
 from cowork.gitops.lock import MergeLock
 from cowork.gitops.mergetree import (
     MAX_ATTEMPTS, TargetRaced, cas_move, find_merges, merge_tree, reset_tree, reverted_commits, run_checks,
@@ -89,10 +89,10 @@ def revert(ws, store: Store, settings, target: str, *, by: str, lock: MergeLock 
             res.output = f"{branch} no longer has the changes of {target}; nothing to revert"
             return res
         lines = "\n".join(f"- {m.sha[:12]} {m.subject}" for m in todo)
-        message = with_trailers(
-            f"Revert {target} ({len(todo)} merge{'s' if len(todo) != 1 else ''})\n\n{lines}\n",
+        message = trailer_block(
+            f"Revert {target} ({len(todo)} merge{'s' if len(todo) != 1 else ''})\n\n{lines}",
             [("Cowork-Task", task), *([("Cowork-Lane", lane)] if lane else []),
-             *[("Cowork-Revert-Of", m.sha) for m in todo], ("Cowork-By", by)], cwd=tree)
+             *[("Cowork-Revert-Of", m.sha) for m in todo], ("Cowork-By", by)])
         git("commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-F", "-", cwd=tree,
             env=identity_env(MERGER, ws.root), input=message)
         new = head(tree)

@@ -1,0 +1,338 @@
+"""The merge queue, merging, conflicts, merge checks, the target moving under the merger, revert, the user's
+checkout, concurrent mergers (threads and processes) and the merge commands, on real repositories and stores."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cowork.config import TeamSettings, load_settings
+from cowork.errors import BadInput
+from cowork.gitops.git import current_branch, git, head, is_clean, read_trailers
+from cowork.gitops.lock import lock_row
+from cowork.gitops.merge import enqueue, lock_status, merge_lane, merge_next, process_queue, queue, revert
+from cowork.gitops.worktrees import commit_all, create_lane_worktree
+from cowork.store import Store
+from cowork.workspace import Workspace
+from tests.test_gitops import make_team
+
+ROOT = Path(__file__).resolve().parents[1]
+LINES = 40
+MARKERS = ("<<<<<<<", ">>>>>>>", "=======")
+
+
+def numbered(edits: dict[int, str] | None = None) -> str:
+    edits = edits or {}
+    return "".join(edits.get(i, f"line {i}") + "\n" for i in range(LINES))
+
+
+@dataclass
+class Team:
+    ws: Workspace
+    store: Store
+    settings: TeamSettings
+
+    def lane(self, task: str, lane: str, files: dict[str, str], role: str = "dev") -> str:
+        """A lane row and branch whose one commit writes `files`. Returns the branch tip."""
+        self.store.execute("INSERT OR IGNORE INTO tasks(id, title, state, created_at, updated_at) "
+                           "VALUES (?,?,'running',0,0)", (task, task))
+        self.store.execute("INSERT INTO lanes(task_id, id, role, goal, state, branch, created_at, updated_at) "
+                           "VALUES (?,?,?,?,'in-review',?,0,0)", (task, lane, role, f"goal of {lane}",
+                                                                 f"cowork/{task}/{lane}"))
+        lt = create_lane_worktree(self.ws, task, lane, base=self.settings.merge.target)
+        for name, text in files.items():
+            (lt.path / name).write_text(text)
+        return commit_all(lt.path, f"{lane}: edit", role=role) or head(lt.path)
+
+    def main(self) -> str:
+        return head(self.ws.root, "refs/heads/main")
+
+    def show(self, path: str, rev: str = "main") -> str:
+        return git("show", f"{rev}:{path}", cwd=self.ws.root)
+
+    def row(self, task: str, lane: str) -> dict:
+        return self.store.one("SELECT * FROM lanes WHERE task_id=? AND id=?", (task, lane))
+
+    def commit_on_main(self, name: str, text: str) -> str:
+        (self.ws.root / name).write_text(text)
+        git("add", name, cwd=self.ws.root)
+        git("commit", "-q", "-m", f"human edits {name}", cwd=self.ws.root)
+        return self.main()
+
+
+@pytest.fixture
+def team(tmp_path) -> Team:
+    ws = make_team(tmp_path / "repo", files={"README.md": "# test\n", "shared.txt": numbered()})
+    store = Store(ws.db_path)
+    yield Team(ws, store, load_settings(ws.config_path))
+    store.close()
+
+
+def no_markers(team: Team) -> None:
+    tracked = git("ls-tree", "-r", "--name-only", "main", cwd=team.ws.root).splitlines()
+    for name in tracked:
+        text = team.show(name)
+        assert not any(line.startswith(MARKERS) for line in text.splitlines()), name
+
+
+# -- merging ------------------------------------------------------------------------------------------------------
+
+
+def test_clean_merge_records_trailers_lane_queue_and_events(team):
+    old = team.main()
+    tip = team.lane("t1", "impl", {"feature.py": "print('hi')\n"})
+    qid = enqueue(team.store, "t1", "impl")
+    assert enqueue(team.store, "t1", "impl") == qid  # idempotent while waiting
+    assert [(e["task"], e["lane"], e["role"], e["state"]) for e in queue(team.store)] == [("t1", "impl", "dev", "waiting")]
+    assert team.row("t1", "impl")["state"] == "merge-queue"
+
+    res = merge_next(team.ws, team.store, team.settings, None, holder="runner-1")
+    assert res.status == "merged" and res.ok and res.commit == team.main() and res.attempts == 1
+    assert git("rev-parse", f"{res.commit}^1", f"{res.commit}^2", cwd=team.ws.root).splitlines() == [old, tip]
+    body = git("log", "-1", "--format=%B", "main", cwd=team.ws.root)
+    assert body.startswith("Merge t1/impl (dev)\n\ngoal of impl")
+    assert read_trailers(body, cwd=team.ws.root) == [
+        ("Cowork-Task", "t1"), ("Cowork-Lane", "impl"), ("Cowork-Role", "dev"),
+        ("Cowork-Handoff", "handoffs/t1/impl.md")]
+    who = git("log", "-1", "--format=%an <%ae>|%cn", "main", cwd=team.ws.root)
+    assert who == "merger (cowork) <merger@cowork.local>|Ada Human"
+    # `git log` answers who did what
+    found = git("log", "--format=%H", "--grep=Cowork-Lane: impl", "main", cwd=team.ws.root)
+    assert found == res.commit
+
+    row = team.row("t1", "impl")
+    assert row["state"] == "merged" and row["merge_commit"] == res.commit
+    assert team.store.one("SELECT state, merge_commit FROM merge_queue WHERE id=?", (qid,)) == {
+        "state": "merged", "merge_commit": res.commit}
+    done = team.store.events(kinds=["merge.done"])[-1]
+    assert done["data"]["commit"] == res.commit and done["data"]["files"] == ["feature.py"]
+    assert done["lane_id"] == "impl" and done["role"] == "dev"
+    assert queue(team.store) == [] and lock_status(team.store)["holder"] is None
+    assert merge_next(team.ws, team.store, team.settings, None, holder="runner-1") is None
+
+    # the user's clean checkout of main was fast-forwarded with it
+    assert (team.ws.root / "feature.py").read_text() == "print('hi')\n"
+    assert is_clean(team.ws.root) and current_branch(team.ws.root) == "main"
+    assert res.notes and "fast-forwarded" in res.notes[0]
+
+
+def test_conflict_returns_files_and_leaves_main_untouched(team):
+    team.lane("t1", "impl", {"shared.txt": numbered({7: "lane's line 7"})})
+    before = team.commit_on_main("shared.txt", numbered({7: "human's line 7"}))
+    enqueue(team.store, "t1", "impl")
+    res = merge_next(team.ws, team.store, team.settings, None, holder="r")
+    assert res.status == "conflict" and res.conflicts == ["shared.txt"] and res.commit is None
+    assert team.main() == before and team.show("shared.txt") == numbered({7: "human's line 7"}).rstrip("\n")
+    merge_wt = team.ws.worktrees_dir / "_merge"
+    assert is_clean(merge_wt) and "<<<<<<<" not in (merge_wt / "shared.txt").read_text()
+    assert is_clean(team.ws.root)
+    row = team.row("t1", "impl")
+    assert row["state"] == "blocked" and row["conflict_returns"] == 1 and "shared.txt" in row["feedback"]
+    ev = team.store.events(kinds=["merge.conflict"])[-1]
+    assert ev["data"]["files"] == ["shared.txt"] and ev["data"]["tip"] == before
+    assert team.store.scalar("SELECT state FROM merge_queue") == "conflict"
+
+
+def test_failing_merge_checks_leave_main_untouched(team):
+    old = team.main()
+    team.lane("t1", "impl", {"feature.py": "x = 1\n"})
+    team.settings.merge.checks = ["test -f feature.py", "echo checking $COWORK_TASK/$COWORK_LANE; exit 3"]
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")
+    assert res.status == "checks_failed" and team.main() == old
+    assert "checking t1/impl" in res.output and "$ echo checking" in res.output
+    assert team.row("t1", "impl")["state"] == "blocked" and "exit 3" in team.row("t1", "impl")["feedback"]
+    assert team.store.events(kinds=["check.failed"])[-1]["data"]["exit"] == 3
+
+    team.settings.merge.checks, team.settings.merge.checks_timeout_s = ["sleep 30"], 0.3
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")
+    assert res.status == "checks_failed" and "timed out" in res.output and team.main() == old
+
+    team.settings.merge.checks = ["test -f feature.py", 'test "$COWORK_MERGE_TARGET" = main']
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")
+    assert res.status == "merged" and team.show("feature.py") == "x = 1"
+
+
+def test_main_moving_under_the_merger_is_retried_on_the_new_tip(team, tmp_path):
+    team.lane("t1", "impl", {"feature.py": "x = 1\n"})
+    marker = tmp_path / "moved-once"
+    # the merge check plays a person committing to main while the merge is being checked (once)
+    team.settings.merge.checks = [
+        f"[ -f {marker} ] || (touch {marker} && git -C {team.ws.root} commit -q --allow-empty -m concurrent)"]
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")
+    assert res.status == "merged" and res.attempts == 2
+    first_parent = git("log", "-1", "--format=%s", f"{res.commit}^1", cwd=team.ws.root)
+    assert first_parent == "concurrent" and team.show("feature.py") == "x = 1"
+    assert team.store.events(kinds=["merge.done"])[-1]["data"]["attempts"] == 2
+
+
+def test_already_contained_and_empty_lanes_merge_as_nothing(team):
+    team.lane("t1", "impl", {"feature.py": "x = 1\n"})
+    enqueue(team.store, "t1", "impl")
+    first = merge_next(team.ws, team.store, team.settings, holder="r")
+    enqueue(team.store, "t1", "impl")
+    again = merge_next(team.ws, team.store, team.settings, holder="r")
+    assert again.status == "nothing" and again.commit == first.commit and team.main() == first.commit
+
+    git("branch", "cowork/t1/idle", "main", cwd=team.ws.root)  # a lane that committed nothing
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "idle", role="dev", holder="r")
+    assert res.status == "nothing" and res.commit is None and team.main() == first.commit
+
+
+def test_queue_drain_survives_a_missing_branch_and_a_dead_merger(team):
+    team.lane("t1", "a", {"a.txt": "a\n"})
+    team.lane("t1", "b", {"b.txt": "b\n"})
+    enqueue(team.store, "t1", "ghost")  # no branch
+    enqueue(team.store, "t1", "a")
+    enqueue(team.store, "t1", "b")
+    # a merger died half-way through "a": its entry says merging, its lock lease is long gone
+    team.store.execute("UPDATE merge_queue SET state='merging' WHERE lane_id='a'")
+    results = process_queue(team.ws, team.store, team.settings, holder="r")
+    assert [(r.lane, r.status) for r in results] == [("ghost", "failed"), ("a", "merged"), ("b", "merged")]
+    assert "no branch" in results[0].output
+    assert team.show("a.txt") == "a" and team.show("b.txt") == "b" and queue(team.store) == []
+
+
+# -- the user's checkout -------------------------------------------------------------------------------------------
+
+
+def test_dirty_user_checkout_is_left_alone_and_told_how_to_update(team):
+    old = team.main()
+    team.lane("t1", "impl", {"feature.py": "x = 1\n"})
+    (team.ws.root / "README.md").write_text("# my unsaved thoughts\n")
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")
+    assert res.status == "merged" and team.main() == res.commit != old
+    # files untouched, HEAD detached where it was so `git status` still tells the truth
+    assert (team.ws.root / "README.md").read_text() == "# my unsaved thoughts\n"
+    assert not (team.ws.root / "feature.py").exists()
+    assert current_branch(team.ws.root) is None and head(team.ws.root) == old
+    assert git("status", "--porcelain", cwd=team.ws.root) == "M README.md"
+    assert len(res.notes) == 1 and "git checkout main" in res.notes[0]
+    assert team.store.events(kinds=["merge.done"])[-1]["data"]["notes"] == res.notes
+    # following the advice brings the merge in and keeps the edit
+    git("checkout", "-q", "main", cwd=team.ws.root)
+    assert (team.ws.root / "feature.py").exists() and "unsaved" in (team.ws.root / "README.md").read_text()
+
+
+def test_checkout_that_would_lose_an_untracked_file_or_is_elsewhere_is_not_touched(team):
+    team.lane("t1", "a", {"notes.txt": "from the lane\n"})
+    (team.ws.root / "notes.txt").write_text("my untracked notes\n")
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "a", role="dev", holder="r")
+    assert res.status == "merged" and (team.ws.root / "notes.txt").read_text() == "my untracked notes\n"
+    assert current_branch(team.ws.root) is None and "git checkout main" in res.notes[0]
+
+    (team.ws.root / "notes.txt").unlink()
+    git("checkout", "-q", "-b", "mine", "main", cwd=team.ws.root)
+    team.lane("t1", "b", {"b.txt": "b\n"})
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "b", role="dev", holder="r")
+    assert res.status == "merged" and res.notes == [] and current_branch(team.ws.root) == "mine"
+    assert not (team.ws.root / "b.txt").exists()
+
+
+# -- revert ---------------------------------------------------------------------------------------------------------
+
+
+def test_revert_a_lane_then_the_rest_of_its_task(team):
+    for name in ("a", "b", "c"):
+        team.lane("t1", name, {f"{name}.txt": f"{name}\n"})
+        enqueue(team.store, "t1", name)
+    merged = {r.lane: r.commit for r in process_queue(team.ws, team.store, team.settings, holder="r")}
+    assert len(merged) == 3
+
+    res = revert(team.ws, team.store, team.settings, "t1/b", by="human:ada")
+    assert res.status == "reverted" and res.reverted == [merged["b"]] and team.main() == res.commit
+    files = git("ls-tree", "--name-only", "main", cwd=team.ws.root).splitlines()
+    assert "b.txt" not in files and {"a.txt", "c.txt"} <= set(files)
+    trailers = read_trailers(git("log", "-1", "--format=%B", "main", cwd=team.ws.root), cwd=team.ws.root)
+    assert ("Cowork-Revert-Of", merged["b"]) in trailers and ("Cowork-By", "human:ada") in trailers
+    assert not (team.ws.root / "b.txt").exists()  # the clean checkout followed
+    with pytest.raises(BadInput, match="already reverted"):
+        revert(team.ws, team.store, team.settings, "t1/b", by="human:ada")
+
+    res = revert(team.ws, team.store, team.settings, "t1", by="human:ada")
+    assert res.reverted == [merged["c"], merged["a"]]  # newest first, b already done
+    assert set(git("ls-tree", "--name-only", "main", cwd=team.ws.root).splitlines()).isdisjoint({"a.txt", "c.txt"})
+    ev = team.store.events(kinds=["merge.reverted"])
+    assert [e["data"]["lanes"] for e in ev] == [["b"], ["c", "a"]] and ev[-1]["actor"] == "human:ada"
+    for bad in ("t9", "t1/zzz", "a/b/c"):
+        with pytest.raises(BadInput):
+            revert(team.ws, team.store, team.settings, bad, by="human:ada")
+    assert lock_row(team.store) is None
+
+
+def test_revert_that_conflicts_with_later_work_changes_nothing(team):
+    team.lane("t1", "a", {"shared.txt": numbered({3: "lane a"})})
+    merge_lane(team.ws, team.store, team.settings, "t1", "a", role="dev", holder="r")
+    before = team.commit_on_main("shared.txt", numbered({3: "human fixed lane a"}))
+    res = revert(team.ws, team.store, team.settings, "t1/a", by="human:ada")
+    assert res.status == "conflict" and res.conflicts == ["shared.txt"] and team.main() == before
+    assert is_clean(team.ws.worktrees_dir / "_merge")
+    no_markers(team)
+
+
+# -- many mergers at once (chaos) ------------------------------------------------------------------------------------
+
+# lanes 0-3 edit lines far apart (all merge); lanes 4-7 edit the same line (exactly one can merge)
+CHAOS_LINES = {0: 2, 1: 10, 2: 30, 3: 37, 4: 20, 5: 20, 6: 20, 7: 20}
+
+_MERGER = textwrap.dedent("""
+    import json, sys
+    from cowork.config import load_settings
+    from cowork.gitops.merge import merge_next
+    from cowork.store import Store
+    from cowork.workspace import Workspace
+    ws = Workspace(__import__("pathlib").Path(sys.argv[1]))
+    store = Store(ws.db_path)
+    res = merge_next(ws, store, load_settings(ws.config_path), holder=sys.argv[2], wait_s=120)
+    print(json.dumps(res.as_dict() if res else None))
+""")
+
+
+@pytest.mark.parametrize("how", ["threads", "processes"])
+def test_chaos_eight_concurrent_mergers(team, how):
+    for i, line in CHAOS_LINES.items():
+        team.lane("t1", f"l{i}", {"shared.txt": numbered({line: f"edited by l{i}"}), f"own{i}.txt": f"{i}\n"})
+    for i in CHAOS_LINES:
+        enqueue(team.store, "t1", f"l{i}")
+
+    results: list[dict] = []
+    if how == "threads":
+        def work(i: int) -> None:
+            res = merge_next(team.ws, team.store, team.settings, holder=f"thread-{i}", wait_s=120)
+            results.append(res.as_dict() if res else None)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        [t.start() for t in threads]
+        [t.join(180) for t in threads]
+    else:
+        procs = [subprocess.Popen([sys.executable, "-c", _MERGER, str(team.ws.root), f"proc-{i}"], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+        for p in procs:
+            out, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+
+    assert len(results) == 8 and all(results)
+    merged = [r for r in results if r["status"] == "merged"]
+    conflicts = [r for r in results if r["status"] == "conflict"]
+    assert len(merged) == 5 and len(conflicts) == 3
+    assert {r["lane"] for r in merged} >= {"l0", "l1", "l2", "l3"}
+    assert all(r["conflicts"] == ["shared.txt"] and r["lane"] in {"l4", "l5", "l6", "l7"} for r in conflicts)
+    no_markers(team)
+    shared = team.show("shared.txt").splitlines()
+    for r in merged:  # every successful merge's edits are on main
+        i = int(r["lane"][1:])
+        assert shared[CHAOS_LINES[i]] == f"edited by l{i}" and team.show(f"own{i}.txt") == str(i)
+    for r in conflicts:
+        assert f"own{r['lane'][1:]}.txt" not in git("ls-tree", "--name-only", "main", cwd=team.ws.root)
+    merges = git("log", "--first-parent", "--merges", "--format=%H", "main", cwd=team.ws.root).splitlines()
+    assert sorted(merges) == sorted(r["commit"] for r in merged)
+    assert queue(team.store) == [] and lock_row(team.store) is None
+    locked = team.store.events(kinds=["merge.locked"])
+    assert len(locked) == 8 and len(team.store.events(kinds=["merge.unlocked"])) == 8
+    assert is_clean(team.ws.root) and current_branch(team.ws.root) == "main" and head(team.ws.root) == team.main()
