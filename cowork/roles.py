@@ -252,3 +252,43 @@ def role_schema() -> dict:
         "anyOf": [{"enum": sorted(BUILTIN_TOOLS)}, {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$"}]
     }
     return schema
+
+
+def check_skills(skills_dir: Path, roles: RoleSet, root: Path | None = None) -> list[Problem]:
+    """Problems with roles/skills/*.md (front matter `roles: [...]`, `triggers: [...]`) and with roles' `skills:`."""
+    from cowork import frontmatter
+
+    problems: list[Problem] = []
+    names: set[str] = set()
+    for path in sorted(skills_dir.glob("*.md")) if skills_dir.is_dir() else []:
+        display = str(path.relative_to(root)) if root else str(path)
+        text = path.read_text(encoding="utf-8")
+        if not text.lstrip().startswith("---"):
+            names.add(path.stem)  # no front matter: applies to every role
+            continue
+        try:
+            doc, _, _ = frontmatter.split(text, display)
+        except ValidationFailed as exc:
+            problems.extend(exc.problems)
+            continue
+        data = doc.data
+        names.add(str(data.get("name") or path.stem))
+        for key in data:
+            if key not in {"name", "roles", "triggers", "description"}:
+                problems.append(doc.problem((key,), f"unknown key '{key}'", "a skill has roles, triggers, name, description"))
+        for key in ("roles", "triggers"):
+            value = data.get(key)
+            if value is not None and not isinstance(value, (str, list)):
+                problems.append(doc.problem((key,), f"`{key}` must be a list of strings"))
+        listed = data.get("roles", [])
+        for i, role in enumerate([listed] if isinstance(listed, str) else listed if isinstance(listed, list) else []):
+            if role != "all" and role not in roles:
+                problems.append(doc.problem(("roles", i), f"unknown role '{role}'",
+                                            "known roles: " + ", ".join(["all", *roles.names()])))
+    for name, role in roles.roles.items():
+        for skill in role.skills:
+            if skill not in names:
+                doc = load_yaml_file(roles.files[name], str(roles.files[name].relative_to(root)) if root else None)
+                problems.append(doc.problem(("skills", role.skills.index(skill)), f"no skill named '{skill}'",
+                                            f"add {skills_dir.name}/{skill}.md or remove it"))
+    return problems

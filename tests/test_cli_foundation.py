@@ -50,6 +50,12 @@ def test_every_problem_is_listed_with_a_fix(team, cli):
     assert r.err.count("fix:") >= 2 and "roles/writer.yaml" in r.err and "roles/dev.yaml" in r.err
 
 
+def test_skill_files_are_validated_with_the_roles(team, cli):
+    (team.skills_dir / "deploy.md").write_text("---\nroles: [dev, sre]\ntriggers: deploy\n---\nSteps.\n")
+    r = cli("roles", "validate")
+    assert r.code == 2 and "roles/skills/deploy.md:2:14: roles.1: unknown role 'sre'" in r.err
+
+
 def test_overlapping_mandates_warn_and_exit_0(team, cli):
     (team.roles_dir / "dev2.yaml").write_text(
         "mandate: Implements code changes on its lane's branch, with tests, and keeps the build green always.\n")

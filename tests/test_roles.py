@@ -152,3 +152,18 @@ def test_role_load_dump_load(tmp_path, role):
     loaded, _ = load_role_file(path)
     assert loaded == role
     assert loaded.to_yaml() == role.to_yaml()
+
+
+def test_skill_files_and_role_skills_are_checked(tmp_path):
+    from cowork.roles import check_skills
+
+    d = roles_dir(tmp_path, dev=DEV.replace("review_by: reviewer\n", "skills: [testing, missing]\n"), reviewer=REVIEWER)
+    skills = d / "skills"
+    skills.mkdir()
+    (skills / "testing.md").write_text("---\nroles: [dev, ghost]\ntriggers: [test]\ncolour: red\n---\nWrite tests.\n")
+    (skills / "plain.md").write_text("No front matter: for everyone.\n")
+    rs = load_roles(d, tmp_path)
+    found = {p.message: p for p in check_skills(skills, rs, tmp_path)}
+    assert set(found) == {"unknown role 'ghost'", "unknown key 'colour'", "no skill named 'missing'"}
+    assert (found["unknown role 'ghost'"].file, found["unknown role 'ghost'"].line) == ("roles/skills/testing.md", 2)
+    assert (found["no skill named 'missing'"].file, found["no skill named 'missing'"].field) == ("roles/dev.yaml", "skills.1")

@@ -129,7 +129,7 @@ def roles_show(name: str = typer.Argument(..., help="role name"), root: Optional
 @roles_app.command("validate")
 def roles_validate(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Check every role file (and cowork.toml); exit 2 listing every problem. Overlapping mandates only warn."""
-    from cowork.roles import load_roles
+    from cowork.roles import check_skills, load_roles
 
     ws, settings, problems = _team(root)
     warnings: list[Problem] = []
@@ -137,6 +137,7 @@ def roles_validate(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> N
     try:
         rs = load_roles(ws.roles_dir, ws.root, set(settings.mcp) if settings else set())
         warnings, names = rs.warnings, rs.names()
+        problems = problems + check_skills(ws.skills_dir, rs, ws.root)
     except ValidationFailed as exc:
         problems = problems + exc.problems
     if not names and not problems:
