@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -262,15 +263,17 @@ def log(task: Optional[str] = typer.Option(None, "--task", help="only this task"
         sys.stdout.write((json.dumps(e, default=str, ensure_ascii=False) if as_json else _event_line(e)) + "\n")
 
     rows = recent_events(st, n, task=task, lane=lane)
-    for e in rows:
-        put(e)
-    sys.stdout.flush()
-    if not follow:
-        return
-    after = rows[-1]["id"] if rows else st.scalar("SELECT MAX(id) FROM events", default=0)
     try:
+        for e in rows:
+            put(e)
+        sys.stdout.flush()
+        if not follow:
+            return
+        after = rows[-1]["id"] if rows else st.scalar("SELECT MAX(id) FROM events", default=0)
         for e in follow_events(st, after, task=task, lane=lane):
             put(e)
             sys.stdout.flush()
     except KeyboardInterrupt:
         return
+    except BrokenPipeError:  # `cowork log | head`: the reader left; stop quietly
+        sys.stdout = open(os.devnull, "w")
