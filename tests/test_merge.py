@@ -336,3 +336,47 @@ def test_chaos_eight_concurrent_mergers(team, how):
     locked = team.store.events(kinds=["merge.locked"])
     assert len(locked) == 8 and len(team.store.events(kinds=["merge.unlocked"])) == 8
     assert is_clean(team.ws.root) and current_branch(team.ws.root) == "main" and head(team.ws.root) == team.main()
+
+
+# -- the commands ------------------------------------------------------------------------------------------------------
+
+
+def test_merge_queue_and_revert_commands(team, cli, monkeypatch):
+    monkeypatch.chdir(team.ws.root)
+    team.lane("t1", "a", {"a.txt": "a\n"})
+    team.lane("t1", "b", {"shared.txt": numbered({5: "lane b"})})
+    team.lane("t1", "c", {"c.txt": "c\n"})
+    team.store.execute("UPDATE lanes SET state='running' WHERE id='c'")
+    for name in ("a", "b"):
+        enqueue(team.store, "t1", name)
+    team.commit_on_main("shared.txt", numbered({5: "human"}))
+
+    q = cli("queue", "--json")
+    assert q.code == 0 and q.json()["holder"] is None
+    assert [(e["lane"], e["state"]) for e in q.json()["queue"]] == [("a", "waiting"), ("b", "waiting")]
+    text = cli("queue")
+    assert "merge lock: free" in text.out and "t1/a" in text.out
+
+    one = cli("merge", "--json")  # the oldest queued lane
+    assert one.code == 0 and [(r["lane"], r["status"]) for r in one.json()] == [("a", "merged")]
+    rest = cli("merge", "--all")
+    assert rest.code == 1 and "conflict: t1/b was not merged" in rest.out and "shared.txt" in rest.out
+    assert cli("merge").out.strip() == "the merge queue is empty"
+
+    busy = cli("merge", "t1/c")
+    assert busy.code == 2 and "running" in busy.err
+    team.store.execute("UPDATE lanes SET state='in-review' WHERE id='c'")
+    direct = cli("merge", "t1/c")
+    assert direct.code == 0 and "merged t1/c (dev) into main" in direct.out
+    assert cli("merge", "t1/c", "--all").code == 2 and cli("merge", "nolane").code == 2
+
+    rv = cli("revert", "t1/a", "--json")
+    assert rv.code == 0 and rv.json()["status"] == "reverted"
+    assert "a.txt" not in git("ls-tree", "--name-only", "main", cwd=team.ws.root)
+    who = team.store.events(kinds=["merge.reverted"])[-1]["actor"]
+    assert who.startswith("human:")
+    again = cli("revert", "t1/a")
+    assert again.code == 2 and "already reverted" in again.err
+    assert cli("revert", "t1/zzz").code == 2
+    assert cli("revert", "t1").code == 0  # what is left of the task: c
+    assert "c.txt" not in git("ls-tree", "--name-only", "main", cwd=team.ws.root)

@@ -1,2 +1,149 @@
-"""Commands: merge_cmds (filled in by its owner)."""
-from cowork.cli.app import app  # noqa: F401
+"""Commands for the merge queue: `cowork merge`, `cowork revert`, `cowork queue`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cowork.cli.app import app
+from cowork.cli.common import JsonOpt, RootOpt, console, emit, store, workspace
+from cowork.errors import EXIT_FAILURE, BadInput
+
+# a lane still at work has nothing final to merge
+_BUSY = {"queued", "running", "waiting-approval", "paused", "checking"}
+
+
+def _settings(ws):
+    from cowork.config import load_settings
+
+    return load_settings(ws.config_path, display=ws.rel(ws.config_path))
+
+
+def _by(ws) -> str:
+    from cowork.team.messages import human_id
+
+    return human_id(ws.root)
+
+
+def _say(text: str) -> None:
+    console(markup=False).print(text)
+
+
+def _show_result(r: dict) -> None:
+    name = f"{r['task']}/{r['lane']}" if r.get("task") else "?"
+    if r["status"] == "merged":
+        _say(f"merged {name} ({r['role']}) into {r['target']} as {r['commit'][:9]}"
+             + (f" after {r['attempts']} attempts" if r["attempts"] > 1 else ""))
+    elif r["status"] == "nothing":
+        _say(f"nothing to merge for {name}: {r['output']}")
+    elif r["status"] == "conflict":
+        _say(f"conflict: {name} was not merged; {r['target']} is unchanged. Conflicting files:")
+        for f in r["conflicts"]:
+            _say(f"  {f}")
+    elif r["status"] == "checks_failed":
+        _say(f"merge checks failed for {name}; {r['target']} is unchanged:\n{r['output'][-3000:]}")
+    else:
+        _say(f"could not merge {name}: {r['output']}")
+    for note in r.get("notes") or []:
+        _say(f"  note: {note}")
+
+
+@app.command()
+def merge(lane: Optional[str] = typer.Argument(None, metavar="TASK/LANE",
+                                               help="merge this lane now (default: the oldest queued lane)"),
+          all_: bool = typer.Option(False, "--all", help="merge every queued lane, oldest first"),
+          root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Merge queued lanes into the merge target by hand, under the merge lock (for teams with merge.auto off)."""
+    from cowork.gitops.merge import merge_lane, merge_next, process_queue
+    from cowork.store.lanes import get_lane
+
+    if lane and all_:
+        raise BadInput("give either TASK/LANE or --all, not both")
+    ws = workspace(root)
+    st, settings, by = store(ws), _settings(ws), _by(ws)
+    if all_:
+        results = process_queue(ws, st, settings, holder=by)
+    elif lane:
+        task, _, lane_id = lane.strip("/").partition("/")
+        if not task or not lane_id or "/" in lane_id:
+            raise BadInput(f"'{lane}' is not TASK/LANE", hint="e.g. `cowork merge t7-login/implement`")
+        row = get_lane(st, task, lane_id)
+        if row is not None and row["state"] in _BUSY:
+            raise BadInput(f"lane {task}/{lane_id} is {row['state']}; it has nothing final to merge yet",
+                           hint="wait for it to finish (`cowork lanes`), or cancel it")
+        results = [merge_lane(ws, st, settings, task, lane_id, role=(row or {}).get("role") or "unknown", holder=by)]
+    else:
+        one = merge_next(ws, st, settings, holder=by)
+        results = [one] if one is not None else []
+    data = [r.as_dict() for r in results]
+
+    def show(rows: list[dict]) -> None:
+        if not rows:
+            _say("the merge queue is empty")
+        for r in rows:
+            _show_result(r)
+
+    emit(data, as_json, show)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def revert(target: str = typer.Argument(..., metavar="TASK/LANE|TASK", help="a merged lane, or every lane of a task"),
+           root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Revert a merged lane (or a whole task) on the merge target, through the merge lock and checks."""
+    from cowork.gitops.merge import revert as do_revert
+
+    ws = workspace(root)
+    res = do_revert(ws, store(ws), _settings(ws), target, by=_by(ws))
+
+    def show(r: dict) -> None:
+        if r["status"] == "reverted":
+            _say(f"reverted {target} on {r['target']} as {r['commit'][:9]} "
+                 f"({len(r['reverted'])} merge{'s' if len(r['reverted']) != 1 else ''}: "
+                 + ", ".join(c[:9] for c in r["reverted"]) + ")")
+        elif r["status"] == "conflict":
+            _say(f"cannot revert {target}: later work conflicts with it; {r['target']} is unchanged. Files:")
+            for f in r["conflicts"]:
+                _say(f"  {f}")
+        elif r["status"] == "checks_failed":
+            _say(f"merge checks failed on the revert of {target}; {r['target']} is unchanged:\n{r['output'][-3000:]}")
+        else:
+            _say(r["output"])
+        for note in r["notes"]:
+            _say(f"  note: {note}")
+
+    emit(res.as_dict(), as_json, show)
+    if not res.ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def queue(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
+    """Who holds the merge lock, and the lanes waiting to merge (oldest first)."""
+    from cowork.gitops.merge import lock_status
+
+    ws = workspace(root)
+    status = lock_status(store(ws))
+
+    def show(s: dict) -> None:
+        if s["holder"] is None:
+            _say("merge lock: free")
+        else:
+            since = time.strftime("%H:%M:%S", time.localtime(s["since"]))
+            left = s["lease_until"] - time.time()
+            lease = f"lease expired {-left:.0f}s ago (the next merger reclaims it)" if s["expired"] \
+                else f"lease {left:.0f}s left"
+            _say(f"merge lock: held by {s['holder']} since {since}; {lease}")
+        if not s["queue"]:
+            _say("merge queue: empty")
+            return
+        _say(f"merge queue: {len(s['queue'])} lane(s)")
+        now = time.time()
+        for q in s["queue"]:
+            _say(f"  #{q['id']:<4} {q['task']}/{q['lane']:<24} {q['role'] or '?':<12} {q['state']:<8} "
+                 f"waiting {now - q['enqueued_at']:.0f}s")
+
+    emit(status, as_json, show)
