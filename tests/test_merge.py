@@ -197,6 +197,13 @@ def test_queue_drain_survives_a_missing_branch_and_a_dead_merger(team):
     assert "no branch" in results[0].output
     assert team.show("a.txt") == "a" and team.show("b.txt") == "b" and queue(team.store) == []
 
+    # the only entry is one a dead merger left half-done: merge_next still picks it up
+    team.lane("t1", "d", {"d.txt": "d\n"})
+    enqueue(team.store, "t1", "d")
+    team.store.execute("UPDATE merge_queue SET state='merging' WHERE lane_id='d'")
+    assert merge_next(team.ws, team.store, team.settings, holder="r").status == "merged"
+    assert team.show("d.txt") == "d" and queue(team.store) == []
+
 
 # -- the user's checkout -------------------------------------------------------------------------------------------
 

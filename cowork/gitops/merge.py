@@ -250,6 +250,11 @@ def _recover(store: Store) -> None:
     store.execute("UPDATE merge_queue SET state=? WHERE state=?", (WAITING, MERGING))
 
 
+def _pending(store: Store) -> bool:
+    """Whether anything waits, or was left `merging` (by a live merger, or a dead one whose entry needs recovery)."""
+    return store.scalar("SELECT 1 FROM merge_queue WHERE state IN (?,?) LIMIT 1", (WAITING, MERGING)) is not None
+
+
 def _next_entry(store: Store) -> dict | None:
     return store.one("SELECT q.id, q.task_id, q.lane_id, l.role FROM merge_queue q LEFT JOIN lanes l "
                      "ON l.task_id=q.task_id AND l.id=q.lane_id WHERE q.state=? ORDER BY q.id LIMIT 1", (WAITING,))
@@ -265,7 +270,7 @@ def merge_next(ws, store: Store, settings, roles=None, *, holder: str, lock: Mer
         LockTimeout: the lock stayed busy for `wait_s`. Others as merge_lane.
     """
     if lock is None:
-        if _next_entry(store) is None:
+        if not _pending(store):
             return None
         held = MergeLock(store, holder, lease_s=settings.merge.lease_s)
         if not held.acquire(wait_s):
@@ -290,7 +295,7 @@ def process_queue(ws, store: Store, settings, roles=None, *, holder: str, limit:
     status `failed`, and the drain goes on.
     """
     results: list[MergeResult] = []
-    if _next_entry(store) is None:
+    if not _pending(store):
         return results
     with MergeLock(store, holder, lease_s=settings.merge.lease_s, wait_s=wait_s) as lock:
         while limit is None or len(results) < limit:
