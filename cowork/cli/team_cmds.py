@@ -44,7 +44,8 @@ def say(target: str = typer.Argument(..., help="@ROLE or @team"),
     from cowork.team.messages import human_id
 
     ws, st, settings, roles = _team(root)
-    said = channel.say(ws, st, settings, roles, target, text, by=human_id(), reply_to=reply, start=not no_run)
+    said = channel.say(ws, st, settings, roles, target, text, by=human_id(ws.root), reply_to=reply,
+                       start=not no_run)
     pid = None
     if said.task:
         from cowork.runner import launch
@@ -138,7 +139,8 @@ def approve(approval_id: int = typer.Argument(..., help="the approval's id (see 
     from cowork.team import approvals as ap
     from cowork.team.messages import human_id
 
-    row = ap.approve(store(workspace(root)), approval_id, by=human_id(), note=note)
+    ws = workspace(root)
+    row = ap.approve(store(ws), approval_id, by=human_id(ws.root), note=note)
     print(f"approved #{approval_id} ({row['role']} {row['tool']})")
 
 
@@ -150,7 +152,8 @@ def reject(approval_id: int = typer.Argument(..., help="the approval's id (see `
     from cowork.team import approvals as ap
     from cowork.team.messages import human_id
 
-    row = ap.reject(store(workspace(root)), approval_id, by=human_id(), reason=reason)
+    ws = workspace(root)
+    row = ap.reject(store(ws), approval_id, by=human_id(ws.root), reason=reason)
     print(f"rejected #{approval_id} ({row['role']} {row['tool']})")
 
 
@@ -194,9 +197,10 @@ def budget_raise(task: Optional[str] = typer.Option(None, "--task", help="raise 
     from cowork.team import budgets
     from cowork.team.messages import human_id
 
-    st = store(workspace(root))
+    ws = workspace(root)
+    st = store(ws)
     before = set(r["task_id"] + "/" + r["id"] for r in st.all("SELECT task_id, id FROM lanes WHERE state='blocked'"))
-    new = budgets.raise_cap(st, by=human_id(), task=task, role=role, today=day, usd=usd, tokens=tokens)
+    new = budgets.raise_cap(st, by=human_id(ws.root), task=task, role=role, today=day, usd=usd, tokens=tokens)
     after = set(r["task_id"] + "/" + r["id"] for r in st.all("SELECT task_id, id FROM lanes WHERE state='blocked'"))
     scope = f"task {task}" if task else (f"role {role} per day" if role else "the team per day")
     print(f"raised {scope}: now +${new['usd']:.2f}, +{new['tokens']:,} tokens over cowork.toml")

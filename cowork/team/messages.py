@@ -25,11 +25,12 @@ def qualified(task: str, lane: str) -> str:
     return f"{task}/{lane}"
 
 
-def human_id() -> str:
-    """`human:<git user.name or $USER>`: who a human is on the channel and in events."""
+def human_id(root=None) -> str:
+    """`human:<git user.name or $USER>`: who a human is on the channel and in events (git config of `root`)."""
     name = None
     try:
-        out = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=5,
+                             cwd=str(root) if root else None)
         name = out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass

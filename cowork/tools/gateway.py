@@ -252,6 +252,8 @@ class Gateway:
         c = self.ctx
         notes = []
         state, message = self.budget_state()
+        if state == "exceeded":  # the lane stops now: leave the messages for when it resumes
+            return []
         if state == "wrap_up" and not self._wrap_told:
             self._wrap_told = True
             c.store.event("budget.warning", f"{self.lane_q}: {message[:200]}", actor="cowork", task=c.task_id,

@@ -1,0 +1,223 @@
+"""Approvals through the real gateway and store: approve, reject with a reason, time out, survive a restart."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from cowork.errors import BadInput
+from cowork.runner import control
+from cowork.store import lanes as lanes_db
+from cowork.team import approvals
+from cowork.team import messages as msgs
+from tests.support.lanectx import TeamEnv
+
+ROLES = {
+    "dev": {"tools": ["read_file", "write_file", "run", "tell", "list_files"], "run_allow": ["echo *"],
+            "approvals": {"block": ["run", "write_file", "tell"]}, "escalate_to": "lead"},
+    "ops": {"tools": ["run", "write_file"], "run_allow": ["echo *"], "approvals": {"notify": ["write_file"]}},
+    "lead": {"tools": ["read_file"]},
+}
+TOML = """
+[policy]
+approval_timeout_s = 60
+[policy.approvals]
+list_files = "block"
+"""
+
+
+@pytest.fixture
+def env(tmp_path):
+    return TeamEnv(tmp_path, ROLES, TOML)
+
+
+def decide_in_thread(env, fn, *, after: float = 0.0):
+    """Decide the first pending approval from another connection (as `cowork approve` in another process would)."""
+    result = {}
+
+    def work():
+        st = env.new_store()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = approvals.pending(st)
+            if rows:
+                time.sleep(after)
+                result["lane_state"] = lanes_db.get_lane(st, rows[0]["task_id"], rows[0]["lane_id"])["state"]
+                result["row"] = rows[0]
+                fn(st, rows[0]["id"])
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=work)
+    t.start()
+    return t, result
+
+
+def call(g, name, **args):
+    return asyncio.run(g.call(name, args))
+
+
+def test_a_blocked_command_waits_for_approval_then_runs(env):
+    g = env.gateway("dev")
+    t, seen = decide_in_thread(env, lambda st, i: approvals.approve(st, i, by="human:ann", note="go"))
+    r = call(g, "run", command="echo approved-run")
+    t.join()
+    assert r.ok and "approved-run" in r.content
+    assert seen["lane_state"] == "waiting-approval" and seen["row"]["action"] == {"command": "echo approved-run"}
+    assert seen["row"]["role"] == "dev" and seen["row"]["task_id"] == "t1" and seen["row"]["lane_id"] == "l1"
+    assert lanes_db.get_lane(env.store, "t1", "l1")["state"] == "running"
+    kinds = [e["kind"] for e in env.events(lane="l1")]
+    assert kinds.index("approval.requested") < kinds.index("approval.decided") < kinds.index("tool.call")
+    assert approvals.get(env.store, seen["row"]["id"])["decided_by"] == "human:ann"
+
+
+def test_a_rejection_reason_reaches_the_agent(env):
+    g = env.gateway("dev")
+    t, _ = decide_in_thread(env, lambda st, i: approvals.reject(st, i, by="human:ann", reason="use the staging box"))
+    r = call(g, "run", command="echo deploy")
+    t.join()
+    assert not r.ok and "rejected by human:ann: use the staging box" in r.content
+    assert lanes_db.get_lane(env.store, "t1", "l1")["state"] == "running"
+
+
+def test_the_action_shows_the_diff_the_message_and_why(env):
+    g = env.gateway("dev")
+    (g.ctx.worktree / "app.py").write_text("x = 1\ny = 2\n")
+    t, seen = decide_in_thread(env, lambda st, i: approvals.approve(st, i, by="human:ann"))
+    assert call(g, "write_file", path="app.py", content="x = 1\ny = 3\n", why="fix y").ok
+    t.join()
+    diff = seen["row"]["action"]["diff"]
+    assert "--- a/app.py" in diff and "-y = 2" in diff and "+y = 3" in diff and seen["row"]["why"] == "fix y"
+    # no `why` argument: the agent's last words before the call are shown
+    env.store.execute("INSERT INTO steps(task_id, lane_id, seq, kind, name, output, state, started_at) VALUES "
+                      "('t1','l1',1,'model','m','{\"message\": {\"content\": \"I will tell the lead.\"}}','done',0)")
+    t, seen = decide_in_thread(env, lambda st, i: approvals.approve(st, i, by="human:ann"))
+    assert call(g, "tell", role="lead", note="the full text of the note").ok
+    t.join()
+    assert seen["row"]["action"] == {"to": "lead", "text": "the full text of the note"}
+    assert seen["row"]["why"] == "I will tell the lead."
+
+
+def test_team_policy_tier_applies_when_the_role_says_nothing(env):
+    g = env.gateway("dev")
+    t, seen = decide_in_thread(env, lambda st, i: approvals.approve(st, i, by="human:ann"))
+    assert call(g, "list_files").ok
+    t.join()
+    assert seen["row"]["tool"] == "list_files"
+
+
+def test_notify_runs_then_tells_humans(env):
+    g = env.gateway("ops", lane="o1")
+    assert call(g, "write_file", path="notes.txt", content="hello\n").ok
+    assert approvals.pending(env.store) == []
+    note = msgs.inbox(env.store)[-1]
+    assert note["kind"] == "notify" and note["to_role"] == "human" and "+hello" in note["body"]
+
+
+def test_timeout_escalates_and_pauses_the_lane(env):
+    env.settings.policy.approval_timeout_s = 0.2
+    g = env.gateway("dev")
+    r = call(g, "run", command="echo never")
+    assert not r.ok and "expired" in r.content and "lead" in r.content
+    row = env.store.one("SELECT * FROM approvals")
+    assert row["state"] == "expired"
+    assert control.paused(env.store, "t1", "l1")["key"] == "pause:t1/l1"
+    assert lanes_db.get_lane(env.store, "t1", "l1")["state"] == "paused"
+    esc = msgs.inbox(env.store, role="lead")
+    assert esc and esc[-1]["kind"] == "escalate" and "expired" in esc[-1]["body"]
+    assert env.events("approval.expired")
+
+
+def test_expire_overdue_without_a_waiting_lane(env):
+    env.add_lane("dev")
+    aid = approvals.request(env.store, task="t1", lane="l1", role="dev", tool="run", action={"command": "echo x"},
+                            why="because", timeout_s=60)
+    assert approvals.expire_overdue(env.store, env.settings, env.roles) == []
+    assert approvals.expire_overdue(env.store, env.settings, env.roles, at=time.time() + 61) == [aid]
+    assert approvals.get(env.store, aid)["state"] == "expired"
+    assert msgs.inbox(env.store, role="lead")[-1]["kind"] == "escalate"
+
+
+def test_an_approval_survives_a_restart(env):
+    """The runner dies while waiting; a new one (new Store, new Gateway) re-issues the call and gets the decision."""
+    g1 = env.gateway("dev")
+
+    async def killed():
+        task = asyncio.ensure_future(g1.call("run", {"command": "echo after-restart"}))
+        while not approvals.pending(env.store):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(killed())
+    assert lanes_db.get_lane(env.store, "t1", "l1")["state"] == "waiting-approval"
+    (aid,) = [a["id"] for a in approvals.pending(env.store)]
+    approvals.approve(env.new_store(), aid, by="human:ann")
+    env.store.close()
+    st2 = env.new_store()
+    g2 = env.gateway("dev", store=st2)
+    r = asyncio.run(g2.call("run", {"command": "echo after-restart"}))
+    assert r.ok and "after-restart" in r.content
+    assert st2.scalar("SELECT count(*) FROM approvals") == 1
+    assert lanes_db.get_lane(st2, "t1", "l1")["state"] == "running"
+    # the decision was used: the same call again asks again
+    t, seen = decide_in_thread(env, lambda st, i: approvals.reject(st, i, by="human:ann", reason="once is enough"))
+    assert "once is enough" in asyncio.run(g2.call("run", {"command": "echo after-restart"})).content
+    t.join()
+    assert seen["row"]["id"] != aid
+
+
+@pytest.mark.parametrize("corrupt", ["UPDATE approvals SET action='{not json' WHERE id=?",
+                                     "UPDATE approvals SET state='maybe' WHERE id=?",
+                                     "UPDATE approvals SET action='[1,2]' WHERE id=?"])
+def test_malformed_approvals_fail_closed(env, corrupt):
+    g = env.gateway("dev")
+
+    async def go():
+        task = asyncio.ensure_future(g.call("run", {"command": "echo danger"}))
+        while not approvals.pending(env.store):
+            await asyncio.sleep(0.01)
+        aid = approvals.pending(env.store)[0]["id"]
+        env.store.execute(corrupt, (aid,))
+        if "state=" not in corrupt:
+            env.store.execute("UPDATE approvals SET state='approved' WHERE id=?", (aid,))
+        return await task
+
+    r = asyncio.run(go())
+    assert not r.ok and "rejected by cowork: the approval record was malformed" in r.content
+    assert "[exit code" not in r.content
+
+
+def test_deciding_twice_or_without_reason_is_bad_input(env):
+    env.add_lane("dev")
+    aid = approvals.request(env.store, task="t1", lane="l1", role="dev", tool="run", action={"command": "echo x"},
+                            why=None, timeout_s=60)
+    with pytest.raises(BadInput):
+        approvals.reject(env.store, aid, by="human:ann", reason="  ")
+    approvals.approve(env.store, aid, by="human:ann")
+    with pytest.raises(BadInput, match="already approved"):
+        approvals.reject(env.store, aid, by="human:bob", reason="too late")
+    with pytest.raises(BadInput, match="no approval #999"):
+        approvals.approve(env.store, 999, by="human:ann")
+
+
+def test_cli_lists_approves_and_rejects(env, cli):
+    env.add_lane("dev")
+    a1 = approvals.request(env.store, task="t1", lane="l1", role="dev", tool="run", action={"command": "echo one"},
+                           why="needed", timeout_s=3600)
+    a2 = approvals.request(env.store, task="t1", lane="l1", role="dev", tool="tell",
+                           action={"to": "lead", "text": "hello lead"}, why=None, timeout_s=3600)
+    root = str(env.root)
+    listed = cli("approvals", "--json", "-C", root)
+    assert listed.code == 0 and [a["id"] for a in listed.json()] == [a1, a2]
+    text = cli("approvals", "-C", root).out
+    assert "$ echo one" in text and "why: needed" in text and "to lead: hello lead" in text
+    assert cli("reject", str(a1), "-C", root).code == 2          # --reason is required
+    assert cli("reject", str(a1), "--reason", "no", "-C", root).code == 0
+    assert cli("approve", str(a2), "--note", "ok", "-C", root).code == 0
+    again = cli("approve", str(a2), "-C", root)
+    assert again.code == 2 and "already approved" in again.err
+    assert cli("approvals", "--json", "-C", root).json() == []

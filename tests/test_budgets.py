@@ -1,0 +1,150 @@
+"""Budgets on a real store: caps per task, role and day; wrap-up; the stop at the cap; raises; plan estimates."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cowork.errors import BadInput
+from cowork.plan import LaneSpec, Plan, PlanMeta
+from cowork.store import lanes as lanes_db
+from cowork.team import budgets
+from tests.support.lanectx import TeamEnv
+from tests.support.scripted_server import ScriptedServer, tool_call
+
+ROLES = {"dev": {"tools": ["read_file"], "budget": {"usd_per_task": 1.0}},
+         "writer": {"tools": ["read_file"], "budget": {"tokens_per_day": 1000}, "model": "my/model"}}
+TOML = """
+[budget]
+usd_per_task = 2.0
+usd_per_day = 10.0
+wrap_up_at = 0.8
+
+[prices."my/model"]
+input_per_mtok = 1000.0
+output_per_mtok = 2000.0
+
+[prices."openai/scripted"]
+input_per_mtok = 1000.0
+output_per_mtok = 1000.0
+"""
+
+
+@pytest.fixture
+def env(tmp_path):
+    return TeamEnv(tmp_path, ROLES, TOML)
+
+
+def spend(env, usd, *, task="t1", role="dev", tokens=(0, 0)):
+    budgets.record_usage(env.store, task=task, lane="l1", role=role, model="m", tokens_in=tokens[0],
+                         tokens_out=tokens[1], usd=usd)
+
+
+def test_states_follow_the_tightest_cap(env):
+    dev = env.roles["dev"]
+    assert budgets.check(env.store, env.settings, dev, "t1").state == "ok"
+    spend(env, 0.79)
+    assert budgets.check(env.store, env.settings, dev, "t1").state == "ok"
+    spend(env, 0.02)                                           # 0.81 of the role's $1 per task
+    st = budgets.check(env.store, env.settings, dev, "t1")
+    assert st.state == "wrap_up" and "task/role $0.81 of $1.00" in st.message and "wrap up" in st.message
+    spend(env, 0.2)
+    st = budgets.check(env.store, env.settings, dev, "t1")
+    assert st.state == "exceeded" and "task/role" in st.message
+    # another task of the same role is not affected; the team's day cap still counts everything
+    assert budgets.check(env.store, env.settings, dev, "t2").state == "ok"
+    spend(env, 8.0, task="t3", role="writer")
+    assert budgets.check(env.store, env.settings, dev, "t2").state == "wrap_up"   # $9.01 of $10 today
+    spend(env, 1.0, task="t3", role="writer")
+    assert "day $10.01 of $10.00" in budgets.check(env.store, env.settings, dev, "t2").message
+
+
+def test_token_caps_and_prices(env):
+    writer = env.roles["writer"]
+    assert budgets.price(env.settings, "my/model", 1000, 500) == pytest.approx(1.0 + 1.0)
+    assert budgets.price(env.settings, "gpt-4o-mini", 1_000_000, 0) > 0          # litellm knows it
+    assert budgets.price(env.settings, "nobody/knows", 1000, 1000) == 0.0
+    usd = budgets.record_usage(env.store, task="t1", lane="w", role="writer", model="my/model", tokens_in=600,
+                               tokens_out=400, settings=env.settings)
+    assert usd == pytest.approx(0.6 + 0.8)
+    assert budgets.check(env.store, env.settings, writer, "t1").state == "exceeded"    # 1000 tokens today
+
+
+def test_the_gateway_warns_once_then_stops_at_the_cap(env):
+    g = env.gateway("dev")
+    spend(env, 0.85)
+    notes = g.between_steps()
+    assert len(notes) == 1 and "wrap up" in notes[0]
+    assert g.between_steps() == []
+    assert len(env.events("budget.warning")) == 1
+    spend(env, 0.2)
+    assert g.before_model_call() and "budget exceeded" in g.stop
+    assert g.budget_state()[0] == "exceeded"
+    assert len(env.events("budget.exceeded")) == 1
+    row = lanes_db.get_lane(env.store, "t1", "l1")
+    assert row["state"] == "blocked" and "budget exceeded" in row["error"]
+
+
+def test_a_raise_requeues_the_blocked_lane(env, cli):
+    g = env.gateway("dev")
+    spend(env, 1.5)
+    assert g.before_model_call()
+    out = cli("budget", "raise", "--task", "t1", "--usd", "1", "-C", str(env.root))
+    assert out.code == 0 and "queued again: t1/l1" in out.out
+    assert lanes_db.get_lane(env.store, "t1", "l1")["state"] == "queued"
+    # role cap $1 + $1 raised = $2 > $1.50 spent; the team's task cap $2 + $1 = $3
+    assert budgets.check(env.store, env.settings, env.roles["dev"], "t1").state == "ok"
+    assert env.events("budget.raised")
+    with pytest.raises(BadInput):
+        budgets.raise_cap(env.store, by="human:x", usd=1)
+    with pytest.raises(BadInput):
+        budgets.raise_cap(env.store, by="human:x", task="t1")
+    assert cli("budget", "raise", "--usd", "1", "-C", str(env.root)).code == 2
+
+
+def test_budget_cli_shows_spend_against_caps(env, cli):
+    spend(env, 0.5)
+    out = cli("budget", "--json", "-C", str(env.root))
+    assert out.code == 0
+    data = out.json()
+    assert data["today"]["usd"] == pytest.approx(0.5) and data["today"]["by_role"]["dev"]["usd"] == pytest.approx(0.5)
+    assert data["tasks"][0]["task"] == "t1" and data["tasks"][0]["caps"][0]["limit"] == 2.0
+    text = cli("budget", "-C", str(env.root)).out
+    assert "today" in text and "t1: task $0.50 of $2.00" in text
+
+
+def test_estimate_plan(env):
+    plan = Plan(meta=PlanMeta(title="p"), lanes=[LaneSpec(id="a", role="writer", goal="g"),
+                                                  LaneSpec(id="b", role="dev", goal="g")])
+    est = budgets.estimate_plan(plan, env.roles, env.settings)
+    a = est["lanes"][0]
+    assert a["model"] == "my/model" and a["steps"] == budgets.TYPICAL_STEPS
+    assert a["usd"] == pytest.approx(budgets.price(env.settings, "my/model", a["steps"] * budgets.TYPICAL_TOKENS_IN,
+                                                   a["steps"] * budgets.TYPICAL_TOKENS_OUT))
+    assert est["usd"] >= a["usd"] and est["over_cap"] is True
+
+
+def test_a_budget_is_never_exceeded_by_more_than_one_model_call(env, monkeypatch):
+    """The real engine against the scripted server, priced at $0.001 per token: it stops at the cap."""
+    from cowork.engines.llm import run_llm_lane
+    from cowork.runner.journal import Journal
+
+    monkeypatch.setenv("SCRIPTED_KEY", "x")
+    g = env.gateway("dev")
+    (g.ctx.worktree / "README.md").write_text("x" * 2000 + "\n")
+    with ScriptedServer() as server:
+        # a different offset each time, so the repeated-call breaker stays out of it
+        server.script("You are dev", [lambda req: tool_call("read_file", path="README.md",
+                                                            offset=len(req["messages"]))])
+        g.ctx.settings = env.settings.model_copy(update={"model": env.settings.model.model_copy(
+            update={"name": "openai/scripted", "api_base": server.url, "api_key_env": "SCRIPTED_KEY"})})
+        g.ctx.settings.policy.max_steps_per_lane = 200
+        out = asyncio.run(run_llm_lane(g.ctx, g, Journal(env.store, "t1", "l1"), system="You are dev.",
+                                       kickoff="read forever"))
+    assert out.status == "blocked" and "budget exceeded" in out.error
+    costs = [r["usd"] for r in env.store.all("SELECT usd FROM costs WHERE task_id='t1' ORDER BY id")]
+    total, cap = sum(costs), 1.0
+    assert len(costs) >= 3 and total >= cap
+    assert total - cap < costs[-1], "overshoot is at most the last call"
+    assert sum(costs[:-1]) < cap, "every call but the last started under the cap"
+    assert len(env.events("budget.exceeded")) == 1

@@ -1,0 +1,97 @@
+"""Secrets never reach the store, packets or the model: masked by cowork.redact wherever the team layer writes."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cowork.redact import MASK, redact, redact_obj
+from cowork.store import Store
+from cowork.team import approvals
+from cowork.team import messages as msgs
+from tests.support.lanectx import TeamEnv
+from tests.support.scripted_server import ScriptedServer, tool_call
+
+ENV_SECRET = "sk-proj-" + "Zx9" * 12                       # an API key in the environment
+FILE_SECRET = "ghp_" + "A1b2C3d4E5" * 4                    # a GitHub token in a file the agent reads
+PLAIN_ENV_SECRET = "correct-horse-battery-staple-42"       # no known shape: masked because its variable says TOKEN
+
+
+@pytest.fixture(autouse=True)
+def _secrets(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_SECRET)
+    monkeypatch.setenv("DEPLOY_TOKEN", PLAIN_ENV_SECRET)
+
+
+def leaks(text: str) -> list[str]:
+    return [s for s in (ENV_SECRET, FILE_SECRET, PLAIN_ENV_SECRET) if s in text]
+
+
+def test_redact_masks_known_shapes_and_secret_env_values():
+    text = (f"key={ENV_SECRET} token: {FILE_SECRET} pw {PLAIN_ENV_SECRET} "
+            "Authorization: Bearer abcdefghijklmnop1234 https://bob:hunter2hunter2@example.com/x")
+    out = redact(text)
+    assert leaks(out) == [] and "hunter2" not in out and "abcdefghijklmnop1234" not in out
+    assert out.count(MASK) >= 5 and "https://bob:" in out
+    assert redact_obj({"a": [FILE_SECRET, 3], "b": {"c": ENV_SECRET}}) == {"a": [MASK, 3], "b": {"c": MASK}}
+    assert redact("nothing secret here") == "nothing secret here"
+
+
+def test_messages_approvals_and_events_are_redacted(tmp_path):
+    env = TeamEnv(tmp_path, {"dev": {"tools": ["tell", "run"], "run_allow": ["echo *"],
+                                     "approvals": {"block": ["run"]}}})
+    env.add_lane("dev")
+    msgs.post(env.store, kind="tell", from_role="dev", to_role="team", body=f"use {FILE_SECRET}", task="t1")
+    approvals.request(env.store, task="t1", lane="l1", role="dev", tool="run",
+                      action={"command": f"echo {ENV_SECRET}"}, why=f"because {PLAIN_ENV_SECRET}", timeout_s=60)
+    approvals.reject(env.store, 1, by="human:ann", reason=f"never echo {FILE_SECRET}")
+    g = env.gateway("dev")
+    asyncio.run(g.call("tell", {"role": "team", "note": f"token is {FILE_SECRET}"}))
+    dump = env.dump_text()
+    assert leaks(dump) == [] and MASK in dump
+
+
+def test_a_planted_secret_appears_nowhere(tmp_path, monkeypatch):
+    """A lane reads a file holding a token, cats it, dumps its environment and repeats everything it saw in a
+    message and its packet. Neither secret reaches the model, the store (every text column of every table) or
+    the packet on main."""
+    from cowork.cli.app import main
+    from tests.support.team import git, make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    dev = """\
+        name: dev
+        mandate: Implements code changes on its lane's branch.
+        tools: [read_file, run, tell]
+        run_allow: ["cat *", "env"]
+        """
+
+    def last_tool_output(req: dict) -> str:
+        return next(m["content"] for m in reversed(req["messages"]) if m["role"] == "tool")
+
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "repo", server.url, {"dev": dev})
+        (root / "config.env").write_text(f"GITHUB_TOKEN={FILE_SECRET}\nraw {FILE_SECRET}\n")
+        git(root, "add", "config.env")
+        git(root, "commit", "-q", "-m", "config")
+        server.script("You are dev", [
+            tool_call("read_file", path="config.env"),
+            tool_call("run", command="cat config.env"),
+            tool_call("run", command="env"),
+            lambda req: tool_call("tell", role="human", note="I saw: " + last_tool_output(req)[-3000:]),
+            lambda req: tool_call("finish", status="done", summary="Everything I saw: " + "\n".join(
+                m["content"] for m in req["messages"] if m["role"] == "tool")[-6000:],
+                checklist=[{"item": "looked", "done": True}]),
+        ])
+        assert main(["delegate", "Look at the config", "--to", "dev", "--yes", "-C", str(root)]) == 0
+        seen_by_model = "\n".join(r.text for r in server.requests)
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    packet = git(root, "show", f"main:handoffs/{task}/work.md")
+    assert "Everything I saw" in packet and MASK in packet
+    assert leaks(packet) == []
+    assert leaks(seen_by_model) == [] and MASK in seen_by_model
+    dump = "\n".join(str(v) for (t,) in st.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+                     for row in st.all(f"SELECT * FROM {t}") for v in row.values() if isinstance(v, str))
+    assert "I saw:" in dump and leaks(dump) == []
