@@ -148,6 +148,7 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
     res = MergeResult("nothing", task=task, lane=lane, role=role, target=target)
     ev = {"actor": "merger", "task": task, "lane": lane, "role": role}
     goal = ((row or {}).get("goal") or "").strip()
+    goal = goal if len(goal) <= 4000 else goal[:4000] + " [...]"  # the message travels as one argv string
     message = trailer_block(f"Merge {task}/{lane} ({role})\n\n{goal}", [
         ("Cowork-Task", task), ("Cowork-Lane", lane), ("Cowork-Role", role),
         ("Cowork-Handoff", f"handoffs/{task}/{lane}.md")])
