@@ -247,7 +247,7 @@ def _embedded(source: str, timeout_s: float) -> ResolvedModel:
     ok, reason = local_model.local_available()
     if not ok:
         raise NoModel(f"{source}, but the embedded model is not available: {reason}", hint=local_model.INSTALL_HINT)
-    return ResolvedModel(local_model.MODEL, None, "local", [], source, True, local_model.DISPLAY_NAME,
+    return ResolvedModel(local_model.MODEL, None, NO_KEY, [], source, True, local_model.DISPLAY_NAME,
                          True, "no key needed (embedded)", timeout_s)
 
 
@@ -363,3 +363,29 @@ def nothing_configured(*, embedded: bool = True, reason: str = "") -> str:
     else:
         lines.append(f"The embedded offline model cannot stand in either: {reason}.")
     return "\n".join(lines) + "\n\n" + CONFIGURE_HELP
+
+
+# ---------------------------------------------------------------- the report behind `cowork models`
+
+
+def models_report(settings: TeamSettings, roles: dict[str, Any], env: Mapping[str, str] | None = None, *,
+                  ports: tuple[int, ...] = PORTS, team_root: str | None = None) -> dict:
+    """Providers found here and the model of the team default and of each role, with sources and key status.
+
+    `ok` is false when some role's model cannot be used (its key is missing, or nothing can stand in).
+    """
+    env = os.environ if env is None else env
+    bases = tuple(b for b in [settings.model.api_base, *(getattr(r, "api_base", None) for r in roles.values())] if b)
+    found = detect(env, api_bases=bases, ports=ports)
+    rows = []
+    for name, role in [("(team default)", None), *sorted(roles.items())]:
+        try:
+            row = {"role": name, **resolve_model(settings, role, env, scan=True).as_dict()}
+        except NoModel as exc:
+            row = {"role": name, "error": exc.message, "key_ok": False}
+        rows.append(row)
+    fallback = any(r.get("is_local") and r.get("source", "").startswith("embedded fallback") or "error" in r
+                   for r in rows)
+    message = nothing_configured(embedded=found.embedded, reason=found.embedded_reason) if fallback else None
+    return {"team": team_root, "providers": found.as_dict(), "models": rows,
+            "ok": all(r.get("key_ok") for r in rows), "nothing_configured": fallback, "message": message}
