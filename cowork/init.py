@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from cowork.errors import BadInput, CoworkError
-from cowork.gitcli import GitFailed, current_branch, git, toplevel
+from cowork.gitcli import GitFailed, current_branch, git, rev, toplevel
 from cowork.workspace import Workspace
 
 COMMIT_MESSAGE = "cowork init: add team settings, starter roles and handoffs/README.md"
@@ -169,12 +169,17 @@ def _commit(root: Path, actions: list[FileAction]) -> str | None:
     candidates = [a.path for a in actions if not a.path.startswith(".cowork/") and (root / a.path).exists()]
     if not candidates:
         return None
-    untracked = set(git(root, "ls-files", "--others", "--exclude-standard", "--", *candidates).splitlines())
+    has_head = rev(root, "HEAD") is not None
+    in_head = set(git(root, "ls-tree", "-r", "--name-only", "HEAD", "--", *candidates).splitlines()) if has_head else set()
     changed = {a.path for a in actions if a.action in {"wrote", "overwrote", "updated"}}
-    paths = [p for p in candidates if p in changed or p in untracked]
+    paths = [p for p in candidates if p in changed or p not in in_head]
     if not paths:
         return None
     git(root, "add", "--", *paths)
+    if has_head:  # only what differs from HEAD (a file rewritten with the same text is no change)
+        paths = git(root, "diff", "--cached", "--name-only", "HEAD", "--", *paths).splitlines()
+        if not paths:
+            return None
     try:
         # `--only` semantics (pathspec after --): whatever else the user has staged stays out of this commit
         git(root, "commit", "--quiet", "--no-verify", "-m", COMMIT_MESSAGE, "--", *paths)

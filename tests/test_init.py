@@ -171,3 +171,16 @@ def test_init_cli_text_and_json(tmp_path, cli):
     assert second.code == 0 and data["root"] == str(plain.resolve())
     assert [f["path"] for f in data["files"]] == TEAM_FILES + [".gitignore", ".cowork/role.schema.json"]
     assert {f["action"] for f in data["files"]} == {"unchanged"}
+
+
+def test_commit_without_a_git_identity_is_explained(tmp_path, cli):
+    plain = tmp_path / "fresh"
+    assert cli("init", plain, "--git-init").code == 0  # no commits yet, no identity (HOME is empty)
+    r = cli("init", plain, "--commit")
+    assert r.code == 1 and "could not commit" in r.err and "git config user.email" in r.err and "Traceback" not in r.err
+    git(plain, "config", "user.name", "Ann")
+    git(plain, "config", "user.email", "ann@example.com")
+    ok = cli("init", plain, "--commit")
+    assert ok.code == 0 and "committed as" in ok.out
+    assert git(plain, "log", "--format=%an", "-1") == "Ann"
+    assert git(plain, "status", "--porcelain") == ""
