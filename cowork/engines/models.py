@@ -64,6 +64,7 @@ def resolve(settings: TeamSettings, role: Any = None) -> ModelChoice:
 
 
 _litellm = None
+_unpriced: set[str] = set()  # models litellm has no price for (asked once per process)
 
 
 def litellm():
@@ -95,12 +96,16 @@ def _message_dict(msg: Any) -> dict:
 
 def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: TeamSettings | None) -> float:
     """USD for one reply: litellm's price when it knows the model, else `[prices]` in cowork.toml, else 0."""
-    try:
-        usd = float(litellm().completion_cost(completion_response=resp, model=model) or 0.0)
-        if usd > 0:
-            return usd
-    except Exception:  # unknown model: litellm raises rather than returning 0
-        pass
+    # litellm prices the reply itself while handling it; asking again costs milliseconds per call
+    hidden = getattr(resp, "_hidden_params", None) or {}
+    usd = hidden.get("response_cost")
+    if usd is None and model not in _unpriced:
+        try:
+            usd = litellm().completion_cost(completion_response=resp, model=model)
+        except Exception:  # an unknown model: litellm raises rather than returning 0
+            _unpriced.add(model)
+    if usd:
+        return float(usd)
     price = (settings.prices.get(model) or settings.prices.get(model.split("/", 1)[-1])) if settings else None
     if price is None:
         return 0.0

@@ -1,0 +1,130 @@
+"""Per-step overhead of cowork's agent loop (journal writes, events, gateway, pause checks) over a plain litellm
+loop, both against the same local scripted server in the same run, with the same number of steps.
+
+A step is one model call answered with one `read_file` tool call and its result. Prints the median time per step
+of each loop over several trials, and the difference (goal: <= 1.0 ms).
+
+    uv run python bench/bench_step_overhead.py [--steps 40] [--trials 7]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.scripted_server import ScriptedServer, tool_call  # noqa: E402
+from tests.support.team import PLANNER, make_team  # noqa: E402
+
+DEV = """name: dev
+mandate: Implements code changes on its lane's branch.
+tools: [read_file]
+"""
+
+
+def script(steps: int) -> list:
+    return [tool_call("read_file", path="README.md")] * steps + [
+        tool_call("finish", status="done", summary="read it", checklist=[])]
+
+
+async def plain_loop(server: ScriptedServer, steps: int, root: Path) -> tuple[float, float]:
+    """The baseline: litellm calls and the same tool done inline, nothing recorded. The request carries the same
+    tool schemas cowork sends (read_file, answer, finish), so both loops pay the same client-side encoding."""
+    import litellm
+
+    from cowork.tools.specs import spec
+
+    tools = [spec("read_file"), spec("answer"), spec("finish")]
+    messages = [{"role": "system", "content": "PLAIN bench loop"}, {"role": "user", "content": "go"}]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps + 1):
+        r = await litellm.acompletion(model="openai/scripted", api_base=server.url, api_key="k", messages=messages,
+                                      tools=tools, num_retries=0, timeout=30)
+        msg = r.choices[0].message
+        call = msg.tool_calls[0]
+        if call.function.name == "finish":
+            break
+        messages.append({"role": "assistant", "content": msg.content, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                             "arguments": call.function.arguments}}]})
+        content = (root / "README.md").read_text()
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+    return (time.perf_counter() - t0) / (steps + 1), (time.process_time() - c0) / (steps + 1)
+
+
+async def cowork_loop(server: ScriptedServer, steps: int, root: Path, trial: int) -> tuple[float, float]:
+    """cowork's loop: run_llm_lane with the real gateway, journal and store, as the runner calls it."""
+    from cowork.config import load_settings
+    from cowork.engines.llm import Hooks, run_llm_lane
+    from cowork.roles import load_roles
+    from cowork.runner import control
+    from cowork.runner.journal import Journal
+    from cowork.store import Store
+    from cowork.store import lanes as lanes_db
+    from cowork.tools.gateway import Gateway, LaneCtx
+    from cowork.workspace import Workspace
+
+    ws = Workspace(root)
+    st = Store(ws.db_path)
+    settings = load_settings(ws.config_path)
+    roles = load_roles(ws.roles_dir, root)
+    task = f"t{trial}-bench"
+    lanes_db.create_task(st, task, "bench", state="running")
+    lanes_db.add_lane(st, task, "work", "dev", "bench")
+    ctx = LaneCtx(ws=ws, store=st, settings=settings, roles=roles, role=roles["dev"], task_id=task, lane_id="work",
+                  worktree=root)
+
+    async def hold() -> None:
+        while control.paused(st, task, "work"):
+            await asyncio.sleep(0.1)
+
+    journal = Journal(st, task, "work")
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = await run_llm_lane(ctx, Gateway(ctx), journal, system="COWORK bench loop", kickoff="go",
+                             hooks=Hooks(hold=hold))
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert out.status == "done", out
+    return elapsed / (steps + 1), cpu / (steps + 1)  # steps + 1 model calls, the last one answered by finish
+
+
+async def main_async(steps: int, trials: int) -> None:
+    with ScriptedServer() as server:
+        server.script("PLAIN bench loop", script(steps))
+        server.script("COWORK bench loop", script(steps))
+        tmp = Path(tempfile.mkdtemp(prefix="cowork-bench-"))
+        root = make_team(tmp / "repo", server.url, {"planner": PLANNER, "dev": DEV},
+                         extra_toml="[policy]\nmax_steps_per_lane = 10000\nmax_repeated_calls = 100000\n")
+        os.environ["SCRIPTED_KEY"] = "k"
+        import litellm  # noqa: F401  (warm: import time is not a step)
+
+        await plain_loop(server, 3, root)
+        await cowork_loop(server, 3, root, 0)
+        plain, cow = [], []
+        for i in range(trials):  # interleaved, so load from other processes hits both alike
+            plain.append(await plain_loop(server, steps, root))
+            cow.append(await cowork_loop(server, steps, root, i + 1))
+        print(f"steps per trial: {steps + 1} model calls, trials: {trials}, load average {os.getloadavg()[0]:.1f}")
+        for label, k in (("wall", 0), ("cpu ", 1)):
+            p = statistics.median(x[k] for x in plain) * 1000
+            c = statistics.median(x[k] for x in cow) * 1000
+            print(f"{label}: plain litellm loop median {p:7.3f} ms/step | cowork loop median {c:7.3f} ms/step | "
+                  f"overhead {c - p:+7.3f} ms/step (goal <= 1.0 ms)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--trials", type=int, default=7)
+    args = ap.parse_args()
+    asyncio.run(main_async(args.steps, args.trials))
+
+
+if __name__ == "__main__":
+    main()
