@@ -285,3 +285,111 @@ def test_skills_match_role_and_triggers(env):
     got = skills.for_lane(env.ws, dev.model_copy(update={"skills": ["release"]}), "Fix it")
     assert [s.name for s in got] == ["release", "style"] and got[0].text == "Tag it." and got[0].path.name == "release.md"
     assert [s.name for s in skills.for_lane(env.ws, lead, "Prepare the releases")] == ["release", "style"]
+
+
+# -- end to end through the runner and the scripted server -------------------------------------------------------------
+
+E2E_DEV = """\
+    name: dev
+    mandate: Implements code changes on its lane's branch.
+    tools: [read_file, write_file, ask, tell, delegate, inbox]
+    """
+E2E_REVIEWER = """\
+    name: reviewer
+    mandate: Reviews designs and answers questions about security.
+    tools: [read_file]
+    """
+E2E_WRITER = """\
+    name: writer
+    mandate: Writes documentation pages for users.
+    tools: [read_file, write_file]
+    """
+
+
+def _last_tool(req: dict) -> str:
+    return next(m["content"] for m in reversed(req["messages"]) if m["role"] == "tool")
+
+
+def test_e2e_ask_a_consult_lane_delegate_and_tell(tmp_path, monkeypatch):
+    """One task: dev asks reviewer (idle, so a consult lane answers), delegates docs to writer and tells the team.
+    The answer comes back as the ask's result, the writer's packet comes back as a handoff, and everything merges."""
+    from cowork.cli.app import main
+    from cowork.store import Store
+    from tests.support.scripted_server import ScriptedServer, text, tool_call
+    from tests.support.team import git, make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "k")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    fin = dict(checklist=[{"item": "done", "done": True}])
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "repo", server.url,
+                         {"dev": E2E_DEV, "reviewer": E2E_REVIEWER, "writer": E2E_WRITER})
+        server.script("Goal: Pick a password hash", [
+            tool_call("ask", role="reviewer", question="Which password hash should we use?"),
+            lambda req: tool_call("write_file", path="hash.txt", content=_last_tool(req).splitlines()[-1] + "\n"),
+            tool_call("delegate", role="writer", goal="Write docs/hash.md saying we hash passwords with argon2id"),
+            tool_call("tell", role="team", note="we use argon2id from now on"),
+            tool_call("finish", status="done", summary="hash picked", **fin),
+        ])
+        server.script("Answer this question from dev", [
+            tool_call("finish", status="done", summary="Use argon2id.", **fin)])
+        server.script("Goal: Write docs/hash.md", [
+            tool_call("write_file", path="docs/hash.md", content="Passwords: argon2id.\n"),
+            tool_call("finish", status="done", summary="docs/hash.md written", **fin)])
+        assert main(["delegate", "Pick a password hash", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    lanes = {r["id"]: r for r in lanes_db.list_lanes(st, task)}
+    consult = next(r for r in lanes.values() if r["kind"] == "consult")
+    delegated = next(r for r in lanes.values() if r["kind"] == "delegated")
+    assert consult["state"] == "done" and consult["role"] == "reviewer" and consult["parent_lane"] == "work"
+    assert delegated["state"] == "merged" and delegated["role"] == "writer" and delegated["depth"] == 1
+    assert git(root, "show", "main:hash.txt") == "Use argon2id."
+    assert git(root, "show", "main:docs/hash.md") == "Passwords: argon2id."
+    kinds = [m["kind"] for m in st.all("SELECT kind FROM messages ORDER BY id")]
+    assert kinds[:2] == ["ask", "answer"] and "delegate" in kinds and "tell" in kinds and "handoff" in kinds
+    handoff = st.one("SELECT * FROM messages WHERE kind='handoff'")
+    assert handoff["to_lane"] == f"{task}/work" and "docs/hash.md written" in handoff["body"]
+    assert lanes_db.get_task(st, task)["state"] == "done"
+
+
+def test_e2e_a_live_lane_answers_between_its_steps(tmp_path, monkeypatch):
+    """Two parallel lanes: dev asks reviewer while reviewer's lane is running; reviewer sees the question before
+    its next model call and answers it with `answer`; no consult lane is started."""
+    import re
+
+    from cowork.cli.app import main
+    from cowork.store import Store
+    from tests.support.scripted_server import ScriptedServer, delay, tool_call
+    from tests.support.team import PLANNER, git, make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "k")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    fin = dict(checklist=[{"item": "done", "done": True}])
+
+    def reviewer_answers(req: dict):
+        if any(c["function"]["name"] == "answer" for m in req["messages"] for c in m.get("tool_calls") or []):
+            return tool_call("finish", status="done", summary="audited", **fin)
+        for m in req["messages"]:
+            found = re.search(r"QUESTION #(\d+)", m.get("content") or "") if m["role"] == "user" else None
+            if found:
+                return tool_call("answer", message_id=int(found.group(1)), text="Rate-limit per IP, 5/min.")
+        return delay(0.2, tool_call("read_file", path="README.md", offset=len(req["messages"])))
+
+    lanes = [{"id": "impl", "role": "dev", "goal": "Build the login endpoint"},
+             {"id": "audit", "role": "reviewer", "goal": "Audit the auth design"}]
+    with ScriptedServer() as server:
+        reviewer = E2E_REVIEWER.replace("[read_file]", "[read_file, inbox]")
+        root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": E2E_DEV, "reviewer": reviewer})
+        server.script("You are planner", [tool_call("submit_plan", title="Login", lanes=lanes)])
+        server.script("Goal: Build the login endpoint", [
+            delay(0.5, tool_call("ask", role="reviewer", question="How should login be rate-limited?")),
+            lambda req: tool_call("write_file", path="limits.txt", content=_last_tool(req).splitlines()[-1] + "\n"),
+            tool_call("finish", status="done", summary="login built", **fin)])
+        server.script("Goal: Audit the auth design", [reviewer_answers])   # the last reply repeats
+        assert main(["delegate", "Login with rate limits", "--yes", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    assert git(root, "show", "main:limits.txt") == "Rate-limit per IP, 5/min."
+    ask = st.one("SELECT * FROM messages WHERE kind='ask'")
+    assert ask["to_lane"].endswith("/audit") and ask["state"] == "answered"
+    assert st.scalar("SELECT count(*) FROM lanes WHERE kind='consult'") == 0
