@@ -283,9 +283,9 @@ def seed(store: Store) -> None:
     now = time.time()
     store.execute("INSERT INTO tasks(id, title, state, created_at, updated_at) VALUES ('t1','Login limit','running',?,?)",
                   (now, now))
-    for lane, state in (("impl", "running"), ("docs", "queued"), ("tests", "running")):
+    for i, (lane, state) in enumerate((("impl", "running"), ("docs", "queued"), ("tests", "running"))):
         store.execute("INSERT INTO lanes(task_id, id, role, goal, state, created_at, updated_at) VALUES "
-                      "('t1',?,?,?,?,?,?)", (lane, "dev", f"do {lane}", state, now, now))
+                      "('t1',?,?,?,?,?,?)", (lane, "dev", f"do {lane}", state, now + i, now + i))
     store.execute("INSERT INTO approvals(task_id, lane_id, role, tool, action, why, created_at) VALUES "
                   "('t1','impl','dev','run','{\"command\": \"make deploy\"}','ship it',?)", (now,))
     store.execute("INSERT INTO locks(name, holder, token, acquired_at, lease_until) VALUES ('merge','merger:1','x',?,?)",
@@ -340,3 +340,16 @@ def test_log_follow_prints_new_events_until_interrupted(team):
             proc.kill()
             proc.wait(timeout=10)
     assert proc.returncode in (0, 130) and "Traceback" not in err
+
+
+def test_lane_rows_for_the_tui(team):
+    from cowork.views import lane_rows
+
+    store = Store(team.db_path)
+    assert lane_rows(store) == []
+    seed(store)
+    rows = lane_rows(store)
+    assert [(r["task_id"], r["lane_id"], r["state"]) for r in rows] == [
+        ("t1", "impl", "running"), ("t1", "docs", "queued"), ("t1", "tests", "running")]
+    assert rows[0]["task_title"] == "Login limit" and rows[0]["depends_on"] == []
+    assert lane_rows(store, task="t2") == []
