@@ -1,0 +1,74 @@
+"""Formatting shared by mission control's widgets: ages, money, tokens, state colours, and the clock they use."""
+from __future__ import annotations
+
+import time
+
+STATE_STYLES = {
+    "queued": "dim",
+    "running": "bold green",
+    "waiting-approval": "bold yellow",
+    "paused": "bold magenta",
+    "checking": "cyan",
+    "in-review": "cyan",
+    "merge-queue": "blue",
+    "merging": "bold blue",
+    "merged": "green",
+    "done": "green",
+    "failed": "bold red",
+    "blocked": "bold red",
+    "cancelled": "dim",
+}
+
+KIND_STYLES = {
+    "model": "cyan", "tool": "white", "approval": "yellow", "message": "magenta", "merge": "blue",
+    "pause": "bold red", "budget": "yellow", "breaker": "bold red", "check": "green", "lane": "green",
+    "task": "bold", "runner": "dim",
+}
+
+
+def clock() -> float:
+    """The wall clock mission control formats ages against (tests freeze it)."""
+    return time.time()
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    """A compact age: 42s, 12m, 3h, 2d."""
+    if not ts:
+        return "-"
+    secs = max(0, int((clock() if now is None else now) - ts))
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m"
+    if secs < 86400:
+        return f"{secs // 3600}h{(secs % 3600) // 60:02d}"
+    return f"{secs // 86400}d"
+
+
+def hms(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def usd(value: float | None) -> str:
+    return f"${value or 0:.2f}" if (value or 0) >= 0.01 or not value else f"${value:.4f}"
+
+
+def tokens(n: int | None) -> str:
+    n = n or 0
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def kind_style(kind: str) -> str:
+    """The colour of an event kind, by its family (`tool.denied` is red whatever the family)."""
+    if kind.endswith((".denied", ".failed", ".conflict", ".exceeded", ".rejected", ".expired")):
+        return "bold red"
+    return KIND_STYLES.get(kind.split(".", 1)[0], "white")
+
+
+def clip(text: str | None, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"

@@ -1,0 +1,1 @@
+"""Mission control's screens: lane detail, confirmations and help."""

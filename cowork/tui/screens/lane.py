@@ -1,0 +1,120 @@
+"""One lane in full: its handoff packet as Markdown, its messages, its diff stat and its own timeline."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Markdown, RichLog, Static, TabbedContent, TabPane
+
+from cowork.handoff import parse as parse_packet
+from cowork.tui import data, fmt, gitinfo
+from cowork.tui.data import LaneRow
+from cowork.tui.widgets.channel import message_line
+from cowork.tui.widgets.timeline import Timeline
+
+
+def lane_info(row: LaneRow) -> Text:
+    return Text.assemble(
+        (row.key, "bold"), "  ", (row.role, "bold cyan"), "  ", (row.state, fmt.STATE_STYLES.get(row.state, "")),
+        f"  step {row.step or '-'}  tokens {fmt.tokens(row.tokens)}  cost {fmt.usd(row.usd)}  age {fmt.age(row.created_at)}",
+        f"  branch {row.branch or '-'}\n", ("goal: ", "dim"), row.goal,
+        *((("\nerror: ", "bold red"), row.error) if row.error else ()),
+    )
+
+
+def packet_markdown(text: str | None, source: str) -> str:
+    """The packet as Markdown to show; front matter becomes a small table (invalid packets are shown raw)."""
+    if text is None:
+        return f"*No handoff packet yet* (`{source}` is written when the lane finishes)."
+    try:
+        packet = parse_packet(text, source)
+    except Exception:  # a half-written or invalid packet is still worth reading
+        return text
+    meta = packet.meta
+    rows = [(k, getattr(meta, k, None)) for k in ("status", "from_", "to", "branch", "base")]
+    table = "| | |\n|---|---|\n" + "\n".join(f"| {k.rstrip('_')} | {v} |" for k, v in rows if v)
+    body = "\n\n".join(f"## {name}\n\n{content.strip()}" for name, content in packet.sections.items())
+    return f"# {packet.title}\n\n{table}\n\n{body}"
+
+
+class LaneDetailScreen(Screen):
+    """Escape goes back to the lanes. The app forwards this lane's new events and row changes while it is open."""
+
+    DEFAULT_CSS = """
+    LaneDetailScreen #lane-info { height: auto; padding: 0 1; background: $panel; }
+    LaneDetailScreen TabbedContent { height: 1fr; }
+    LaneDetailScreen #packet-source { color: $text-muted; padding: 0 1; }
+    """
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back"), Binding("ctrl+r", "reload", "Reload")]
+
+    def __init__(self, row: LaneRow) -> None:
+        super().__init__()
+        self.row = row
+        self.last_event = 0
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(lane_info(self.row), id="lane-info")
+        with TabbedContent(id="lane-tabs"):
+            with TabPane("Packet", id="tab-packet"):
+                with VerticalScroll():
+                    yield Static("", id="packet-source")
+                    yield Markdown("*loading…*", id="packet")
+            with TabPane("Timeline", id="tab-lane-timeline"):
+                yield Timeline(scope={"task_id": self.row.task, "lane_id": self.row.lane}, id="lane-timeline")
+            with TabPane("Messages", id="tab-lane-messages"):
+                yield RichLog(id="lane-messages", wrap=True)
+            with TabPane("Diff stat", id="tab-diff"):
+                with VerticalScroll():
+                    yield Static("loading…", id="diff-stat")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    def action_reload(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="lane-detail")
+    def load(self) -> None:
+        app = self.app
+        row = data.lane(app.store, self.row.task, self.row.lane) or self.row
+        text, source = gitinfo.packet(app.ws.root, task=row.task, lane=row.lane, branch=row.branch,
+                                      worktree=row.worktree, target=app.target)
+        stat = gitinfo.diff_stat(app.ws.root, branch=row.branch, base=row.base_commit,
+                                 merge_commit=row.merge_commit, target=app.target)
+        messages = data.lane_messages(app.store, row.task, row.lane)
+        events = data.lane_events(app.store, row.task, row.lane)
+        app.call_from_thread(self._loaded, row, text, source, stat, messages, events)
+
+    def _loaded(self, row, text, source, stat, messages, events) -> None:
+        self.apply_lane(row)
+        self.query_one("#packet-source", Static).update(Text(f"from {source}" if text else "", "dim"))
+        self.query_one("#packet", Markdown).update(packet_markdown(text, source))
+        self.query_one("#diff-stat", Static).update(Text(stat))
+        log = self.query_one("#lane-messages", RichLog)
+        log.clear()
+        for m in messages:
+            log.write(message_line(m))
+        if not messages:
+            log.write(Text("no messages to or from this lane", "dim"))
+        timeline = self.query_one(Timeline)
+        timeline.clear()
+        timeline.add([e for e in events if e["id"] > 0])
+        self.last_event = max([self.last_event, *(e["id"] for e in events)])
+        self.loaded = True
+
+    def apply_lane(self, row: LaneRow) -> None:
+        self.row = row
+        self.query_one("#lane-info", Static).update(lane_info(row))
+
+    def add_events(self, events: list[dict]) -> None:
+        if not self.loaded:
+            return
+        new = [e for e in events if e["id"] > self.last_event]
+        if new:
+            self.query_one(Timeline).add(new)
+            self.last_event = new[-1]["id"]

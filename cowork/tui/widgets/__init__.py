@@ -1,0 +1,1 @@
+"""Mission control's widgets."""

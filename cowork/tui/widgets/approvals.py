@@ -1,0 +1,108 @@
+"""The approvals queue: pending blocked actions, and the exact action of the selected one."""
+from __future__ import annotations
+
+import json
+
+from rich.console import Group
+from rich.syntax import Syntax
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from cowork.tui import fmt
+
+
+def render_action(row: dict) -> Group:
+    """The exact action a role asked for: its command, diff, message, then any other arguments."""
+    action = row.get("action")
+    parts: list = [Text.assemble(("#" + str(row["id"]), "bold"), f"  {row.get('role')} wants ",
+                                 (str(row.get("tool")), "bold yellow"),
+                                 f"  in {row.get('task_id') or '-'}/{row.get('lane_id') or '-'}")]
+    if row.get("why"):
+        parts.append(Text(f"why: {row['why']}", "italic"))
+    if not isinstance(action, dict):
+        parts.append(Text(str(action)))
+        return Group(*parts)
+    rest = dict(action)
+    for key in ("command", "cmd"):
+        if key in rest:
+            cmd = rest.pop(key)
+            parts.append(Text("$ " + (" ".join(cmd) if isinstance(cmd, list) else str(cmd)), "bold"))
+    if "path" in rest:
+        parts.append(Text(f"path: {rest.pop('path')}"))
+    if "diff" in rest:
+        parts.append(Syntax(str(rest.pop("diff")), "diff", theme="ansi_dark", word_wrap=True))
+    for key in ("message", "body", "content", "text"):
+        if key in rest:
+            parts.append(Text(f"{key}:", "bold"))
+            parts.append(Text(str(rest.pop(key))))
+    if rest:
+        parts.append(Syntax(json.dumps(rest, indent=2, ensure_ascii=False, default=str), "json",
+                            theme="ansi_dark", word_wrap=True))
+    return Group(*parts)
+
+
+class ApprovalsView(Vertical):
+    """`a` approves the selected request, `r` rejects it with a reason (bound on the app)."""
+
+    DEFAULT_CSS = """
+    ApprovalsView #approvals-table { height: 1fr; min-height: 4; }
+    ApprovalsView #approval-scroll { height: 2fr; border-top: solid $primary; }
+    ApprovalsView #approval-empty { padding: 1 2; color: $text-muted; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rows: dict[int, dict] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("No approvals waiting.", id="approval-empty")
+        yield DataTable(id="approvals-table", cursor_type="row")
+        with VerticalScroll(id="approval-scroll"):
+            yield Static("", id="approval-action")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in (("id", "#"), ("lane", "Lane"), ("role", "Role"), ("tool", "Tool"), ("why", "Why"),
+                           ("age", "Waiting")):
+            table.add_column(label, key=key)
+        self._toggle()
+
+    def show(self, rows: list[dict]) -> None:
+        table = self.query_one(DataTable)
+        new = {r["id"]: r for r in rows}
+        for gone in set(self.rows) - set(new):
+            table.remove_row(str(gone))
+        for id_, r in new.items():
+            if id_ not in self.rows:
+                table.add_row(str(id_), f"{r.get('task_id') or '-'}/{r.get('lane_id') or '-'}", r.get("role"),
+                              r.get("tool"), fmt.clip(r.get("why"), 50), fmt.age(r.get("created_at")), key=str(id_))
+        self.rows = new
+        self._toggle()
+        self.show_selected()
+
+    def tick(self) -> None:
+        table = self.query_one(DataTable)
+        for id_, r in self.rows.items():
+            table.update_cell(str(id_), "age", fmt.age(r.get("created_at")))
+
+    def selected(self) -> dict | None:
+        table = self.query_one(DataTable)
+        if not self.rows or table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return self.rows.get(int(key))
+
+    def show_selected(self) -> None:
+        row = self.selected()
+        self.query_one("#approval-action", Static).update(render_action(row) if row else "")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_selected()
+
+    def _toggle(self) -> None:
+        has = bool(self.rows)
+        self.query_one("#approval-empty").display = not has
+        self.query_one("#approvals-table").display = has
+        self.query_one("#approval-scroll").display = has

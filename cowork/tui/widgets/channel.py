@@ -1,0 +1,83 @@
+"""The team channel: messages between roles and humans; a human posts with `@role text` or `@team text`."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Input, RichLog
+
+from cowork.errors import BadInput
+from cowork.tui import fmt
+
+
+def parse_post(text: str) -> tuple[str, str]:
+    """`@dev please look at the flaky test` -> ("dev", "please look at the flaky test").
+
+    Raises:
+        BadInput: without a leading @role (or @team) and a body.
+    """
+    text = text.strip()
+    head, _, body = text.partition(" ")
+    if not head.startswith("@") or len(head) < 2 or not body.strip():
+        raise BadInput("write `@role text` or `@team text`")
+    return head[1:], body.strip()
+
+
+def message_line(m: dict) -> Text:
+    text = Text(no_wrap=False)
+    text.append(fmt.hms(m["created_at"]) + " ", "dim")
+    text.append(str(m.get("from_role")), "bold cyan" if str(m.get("from_role", "")).startswith("human") else "bold")
+    if m.get("from_lane"):
+        text.append(f"({m['from_lane']})", "dim")
+    text.append(" → ")
+    text.append(str(m.get("to_role")), "bold")
+    if m.get("to_lane"):
+        text.append(f"({m['to_lane']})", "dim")
+    text.append(f" [{m.get('kind')}] ", "magenta")
+    if m.get("task_id"):
+        text.append(f"{m['task_id']} ", "dim")
+    text.append(str(m.get("body", "")))
+    return text
+
+
+class ChannelView(Vertical):
+    """Messages, newest at the bottom, and an input for posting."""
+
+    DEFAULT_CSS = """
+    ChannelView #channel-log { height: 1fr; }
+    ChannelView #channel-input { dock: bottom; }
+    """
+
+    class Post(Message):
+        """A human typed a message to post."""
+
+        def __init__(self, to_role: str, body: str) -> None:
+            super().__init__()
+            self.to_role, self.body = to_role, body
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.count = 0
+
+    def compose(self) -> ComposeResult:
+        yield RichLog(id="channel-log", wrap=True, max_lines=2000)
+        yield Input(placeholder="@role text  or  @team text   (Enter posts)", id="channel-input")
+
+    def add(self, messages: list[dict]) -> None:
+        log = self.query_one(RichLog)
+        for m in messages:
+            log.write(message_line(m))
+        self.count += len(messages)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "channel-input":
+            return
+        event.stop()
+        try:
+            to_role, body = parse_post(event.value)
+        except BadInput as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        event.input.value = ""
+        self.post_message(self.Post(to_role, body))

@@ -1,0 +1,134 @@
+"""The lanes table: one row per lane, updated cell by cell as the poller reports changes."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from cowork.store.lanes import LANE_STATES
+from cowork.tui import fmt
+from cowork.tui.data import LaneRow
+from cowork.tui.filters import LANE_KEYS, Filter, lane_fields
+
+# fixed widths (each column also pads one cell either side): the table fits 132 columns
+COLUMNS = (("lane", "Lane", 26), ("role", "Role", 10), ("goal", "Goal", 34), ("state", "State", 16),
+           ("step", "Step", 14), ("tokens", "Tokens", 6), ("cost", "Cost", 6), ("age", "Age", 5))
+STATE_ORDER = {s: i for i, s in enumerate(LANE_STATES)}
+SORT_KEYS = {
+    "lane": lambda r: (r.task, r.lane), "role": lambda r: r.role, "goal": lambda r: r.goal.lower(),
+    "state": lambda r: STATE_ORDER.get(r.state, 99), "step": lambda r: r.step, "tokens": lambda r: r.tokens,
+    "cost": lambda r: r.usd, "age": lambda r: -r.created_at,
+}
+
+
+def cells(row: LaneRow) -> dict[str, object]:
+    """The rendered cells of a lane; the `lane` cell is its plain key, which sorting relies on."""
+    return {
+        "lane": row.key,
+        "role": row.role,
+        "goal": fmt.clip(row.goal, 60),
+        "state": Text(row.state, fmt.STATE_STYLES.get(row.state, "")),
+        "step": fmt.clip(row.step, 24),
+        "tokens": Text(fmt.tokens(row.tokens), justify="right"),
+        "cost": Text(fmt.usd(row.usd), justify="right"),
+        "age": Text(fmt.age(row.created_at), justify="right"),
+    }
+
+
+class LanesTable(DataTable):
+    """Lanes that pass the filter, in created order unless sorted (`s` cycles the column, `S` reverses)."""
+
+    BINDINGS = [("s", "cycle_sort", "Sort"), ("S", "reverse_sort", "Reverse")]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.lane_rows: dict[str, LaneRow] = {}
+        self.rendered: dict[str, dict[str, object]] = {}
+        self.filter = Filter()
+        self.sort_column: str | None = None
+        self.sort_reverse = False
+
+    def on_mount(self) -> None:
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    # -- data -----------------------------------------------------------------------------------------------
+
+    def apply(self, rows: dict[str, LaneRow]) -> None:
+        """Show changed lanes: update their cells in place, add new ones, drop those the filter now hides."""
+        resort = False
+        for key, row in rows.items():
+            old = self.lane_rows.get(key)
+            self.lane_rows[key] = row
+            if not self.filter.matches(lane_fields(row)):
+                self._hide(key)
+                continue
+            if key not in self.rendered:
+                self._show(key)
+                resort = True
+                continue
+            new = cells(row)
+            for col, value in new.items():
+                if col != "age" and self.rendered[key][col] != value:
+                    self.update_cell(key, col, value)
+            self.rendered[key] = {**new, "age": self.rendered[key]["age"]}
+            if self.sort_column and old is not None and SORT_KEYS[self.sort_column](old) != SORT_KEYS[self.sort_column](row):
+                resort = True
+        if resort:
+            self._resort()
+
+    def tick(self) -> None:
+        """Refresh the ages (only cells whose text changed)."""
+        for key, shown in self.rendered.items():
+            value = Text(fmt.age(self.lane_rows[key].created_at), justify="right")
+            if shown["age"] != value:
+                self.update_cell(key, "age", value)
+                shown["age"] = value
+
+    def set_filter(self, text: str) -> None:
+        self.filter = Filter.parse(text, LANE_KEYS)
+        for key, row in self.lane_rows.items():
+            if self.filter.matches(lane_fields(row)):
+                self._show(key)
+            else:
+                self._hide(key)
+        self._resort()
+
+    def visible_keys(self) -> list[str]:
+        """Row keys in display order."""
+        return [str(self.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(self.row_count)]
+
+    def _show(self, key: str) -> None:
+        if key in self.rendered:
+            return
+        values = cells(self.lane_rows[key])
+        self.add_row(*values.values(), key=key)
+        self.rendered[key] = values
+
+    def _hide(self, key: str) -> None:
+        if self.rendered.pop(key, None) is not None:
+            self.remove_row(key)
+
+    # -- sorting --------------------------------------------------------------------------------------------
+
+    def sort_by(self, column: str | None, reverse: bool = False) -> None:
+        self.sort_column, self.sort_reverse = column, reverse
+        self._resort()
+
+    def _resort(self) -> None:
+        column = self.sort_column
+        if column is None:
+            self.sort("lane", key=lambda k: (self.lane_rows[str(k)].created_at, str(k)), reverse=self.sort_reverse)
+        else:
+            self.sort("lane", key=lambda k: (SORT_KEYS[column](self.lane_rows[str(k)]), str(k)), reverse=self.sort_reverse)
+
+    def action_cycle_sort(self) -> None:
+        keys = [None, *SORT_KEYS]
+        self.sort_by(keys[(keys.index(self.sort_column) + 1) % len(keys)], self.sort_reverse)
+        self.notify(f"sorted by {self.sort_column or 'created'}", timeout=1.5)
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_column, not self.sort_reverse)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        column = str(event.column_key.value)
+        self.sort_by(column, not self.sort_reverse if column == self.sort_column else False)

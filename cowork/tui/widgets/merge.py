@@ -1,0 +1,58 @@
+"""The merge queue view: who holds the merge lock, and the lanes waiting to merge, in order."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from cowork.tui import fmt
+from cowork.tui.data import HeaderInfo
+
+
+class MergeView(Vertical):
+    DEFAULT_CSS = """
+    MergeView #merge-lock { height: auto; padding: 0 1; }
+    MergeView DataTable { height: 1fr; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.info: HeaderInfo | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("merge lock: free", id="merge-lock")
+        yield DataTable(id="merge-table", cursor_type="row")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in (("pos", "#"), ("lane", "Lane"), ("state", "State"), ("waiting", "Waiting")):
+            table.add_column(label, key=key)
+
+    def show(self, info: HeaderInfo) -> None:
+        queue_changed = self.info is None or self.info.queue != info.queue
+        self.info = info
+        self.tick()
+        if queue_changed:
+            table = self.query_one(DataTable)
+            table.clear()  # the queue is short and re-ordered as a whole
+            for i, q in enumerate(info.queue, 1):
+                q = q if isinstance(q, dict) else {}
+                table.add_row(str(i), f"{q.get('task_id', q.get('task', '?'))}/{q.get('lane_id', q.get('lane', '?'))}",
+                              str(q.get("state", "waiting")), fmt.age(q.get("enqueued_at")))
+
+    def tick(self) -> None:
+        h = self.info
+        if h is None:
+            return
+        lock = h.lock or {}
+        if lock.get("holder"):
+            text = Text.assemble("merge lock held by ", (str(lock["holder"]), "bold blue"),
+                                 f" for {fmt.age(lock.get('since'))}")
+            if lock.get("lease_until"):
+                left = int(lock["lease_until"] - fmt.clock())
+                text.append(f", lease {'expired' if left < 0 else f'{left}s left'}")
+        else:
+            text = Text.assemble("merge lock ", ("free", "green"))
+        text.append(f"   queue {len(h.queue)}   {h.target} at {h.head or '-'}")
+        self.query_one("#merge-lock", Static).update(text)

@@ -1,0 +1,327 @@
+"""Mission control (`cowork mc`) driven through Textual's Pilot, against a real team repo and a real store.
+
+Every control is checked twice: on screen, and in the store row the core API wrote.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import pytest
+from rich.console import Console
+
+from cowork import handoff
+from cowork.gitops import merge
+from cowork.runner import control
+from cowork.store import Store
+from cowork.store import lanes as L
+from cowork.team import approvals
+from cowork.tui.app import MissionControl, make_app
+from cowork.tui.data import Poller
+from cowork.tui.screens.help import HelpScreen
+from cowork.tui.screens.lane import LaneDetailScreen
+from cowork.tui.screens.modals import AskScreen
+from cowork.tui.widgets.approvals import ApprovalsView
+from cowork.tui.widgets.channel import ChannelView, parse_post
+from cowork.tui.widgets.header import StatusHeader
+from tests.conftest import git
+
+pytestmark = pytest.mark.anyio
+SIZE = (160, 50)
+TASK = "t1-login"
+
+
+def seed(store: Store) -> int:
+    """A running task with four lanes in different states, a few events, and one pending approval (its id)."""
+    L.create_task(store, TASK, "Rate-limit login", state="running")
+    for lane, role, state in (("plan", "planner", "merged"), ("impl", "dev", "running"),
+                              ("review", "reviewer", "queued"), ("docs", "writer", "waiting-approval")):
+        L.add_lane(store, TASK, lane, role, f"{lane}: rate-limit /api/login with a token bucket")
+        if state != "queued":
+            L.set_lane_state(store, TASK, lane, state)
+    store.event("tool.call", "run uv run pytest -q", actor="dev", task=TASK, lane="impl", role="dev")
+    store.event("tool.denied", "write_file outside the worktree", actor="dev", task=TASK, lane="impl", role="dev")
+    return approvals.request(store, task=TASK, lane="docs", role="writer", tool="run",
+                             action={"command": "rm -rf build/"}, why="clean stale docs build", timeout_s=3600)
+
+
+@pytest.fixture
+def store(team):
+    s = Store.for_workspace(team)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def app(team) -> MissionControl:
+    return make_app(team, poll_interval=0.05)
+
+
+def plain(renderable) -> str:
+    console = Console(width=150, file=io.StringIO(), record=True)
+    console.print(renderable)
+    return console.export_text()
+
+
+async def until(pilot, cond, what: str, timeout: float = 8.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.03)
+
+
+async def synced(pilot, app: MissionControl, store: Store) -> None:
+    """Wait until the app has shown every event in the store."""
+    top = store.scalar("SELECT max(id) FROM events", default=0)
+    await until(pilot, lambda: app.header_info is not None and app.last_event >= top, "the app to catch up")
+
+
+async def test_pause_asks_then_sets_and_clears_the_flag(app, store):
+    seed(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        header = app.query_one(StatusHeader)
+        assert not header.has_class("-paused")
+
+        await pilot.press("p")
+        assert isinstance(app.screen, AskScreen)
+        await pilot.press("escape")  # cancelled: nothing changes
+        await pilot.pause(0.2)
+        assert store.flag("pause") is None
+
+        await pilot.press("p")
+        await pilot.press(*"lunch break", "enter")
+        await until(pilot, lambda: store.flag("pause") is not None, "the pause flag")
+        flag = store.flag("pause")
+        assert flag["value"] == {"reason": "lunch break"}
+        assert flag["set_by"].startswith("human:")
+        await until(pilot, lambda: header.has_class("-paused"), "the PAUSED banner")
+        banner = str(header.query_one("#paused-banner").content)
+        assert "PAUSED" in banner and "lunch break" in banner
+
+        await pilot.press("p")
+        assert "Resume" in str(app.screen.query_one("#ask-title").content)
+        await pilot.press("enter")
+        await until(pilot, lambda: store.flag("pause") is None, "the flag to clear")
+        await until(pilot, lambda: not header.has_class("-paused"), "the banner to go")
+    kinds = [e["kind"] for e in store.events(kinds=["pause.set", "pause.cleared"])]
+    assert kinds == ["pause.set", "pause.cleared"]
+
+
+async def test_reject_needs_a_reason_and_approve_takes_a_note(app, store):
+    first = seed(store)
+    second = approvals.request(store, task=TASK, lane="impl", role="dev", tool="github.create_pull_request",
+                               action={"title": "Rate-limit login", "diff": "--- a/x\n+++ b/x\n+limit = 5\n"},
+                               why="open the PR", timeout_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        view = app.query_one(ApprovalsView)
+        await pilot.press("r")  # not on the approvals view: nothing happens
+        assert not isinstance(app.screen, AskScreen)
+
+        await pilot.press("2")
+        await until(pilot, lambda: len(view.rows) == 2, "two pending approvals")
+        assert view.selected()["id"] == first
+        assert "$ rm -rf build/" in plain(app.query_one("#approval-action").content)
+
+        await pilot.press("r")
+        assert isinstance(app.screen, AskScreen)
+        await pilot.press("enter")  # empty reason: refused, the modal stays
+        assert isinstance(app.screen, AskScreen)
+        await pilot.press(*"use make clean", "enter")
+        await until(pilot, lambda: approvals.get(store, first)["state"] == "rejected", "the rejection")
+        row = approvals.get(store, first)
+        assert row["note"] == "use make clean" and row["decided_by"].startswith("human:")
+
+        await until(pilot, lambda: list(view.rows) == [second], "the list to drop the decided one")
+        await pilot.press("a", *"ship it", "enter")
+        await until(pilot, lambda: approvals.get(store, second)["state"] == "approved", "the approval")
+        assert approvals.get(store, second)["note"] == "ship it"
+        await until(pilot, lambda: not view.rows, "an empty queue")
+
+
+async def test_channel_posts_a_human_message(app, store):
+    seed(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        await pilot.press("3")
+        await until(pilot, lambda: app.focused is not None and app.focused.id == "channel-input", "the input")
+        await pilot.press(*"no at sign", "enter")  # refused: no message
+        await pilot.press("ctrl+u", *"@dev please rebase on main", "enter")
+        await until(pilot, lambda: store.scalar("SELECT count(*) FROM messages") == 1, "the message")
+        m = store.one("SELECT * FROM messages")
+        assert (m["kind"], m["to_role"], m["body"]) == ("human", "dev", "please rebase on main")
+        assert m["from_role"].startswith("human:")
+        channel = app.query_one(ChannelView)
+        await until(pilot, lambda: channel.count == 1, "the channel to show it")
+    assert parse_post("@team  all hands ") == ("team", "all hands")
+
+
+async def test_lane_filter_narrows_the_table(app, store):
+    seed(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        table = app.lanes_table
+        assert table.row_count == 4
+        await pilot.press("slash", *"role:dev")
+        assert table.visible_keys() == [f"{TASK}/impl"]
+        await pilot.press(*["backspace"] * 8, *"state:wait")
+        assert table.visible_keys() == [f"{TASK}/docs"]
+        await pilot.press(*["backspace"] * 10, *"review")
+        assert set(table.visible_keys()) == {f"{TASK}/review"}
+        # a lane that starts matching while filtered shows up; one that stops matching goes
+        other = Store(store.path)
+        L.set_lane_state(other, TASK, "review", "running")
+        await pilot.press(*["backspace"] * 6, *"state:running")
+        await synced(pilot, app, store)
+        assert set(table.visible_keys()) == {f"{TASK}/impl", f"{TASK}/review"}
+        await pilot.press("escape")
+        assert app.focused is table
+        other.close()
+
+
+async def test_enter_opens_the_lane_with_its_packet(app, store, team):
+    seed(store)
+    root = team.root
+    branch = f"cowork/{TASK}/impl"
+    git(root, "checkout", "-q", "-b", branch)
+    (root / "src").mkdir()
+    (root / "src" / "limits.py").write_text("BUCKET = 5\n")
+    packet = handoff.Packet(
+        meta=handoff.Meta(task=TASK, lane="impl", **{"from": "dev"}, to="reviewer", status="done", branch=branch),
+        title="Token bucket for /api/login",
+        sections={s: "- see src/limits.py" for s in handoff.SECTIONS},
+    )
+    (root / "handoffs" / TASK).mkdir(parents=True)
+    (root / "handoffs" / TASK / "impl.md").write_text(handoff.render(packet))
+    git(root, "add", "src", "handoffs")
+    git(root, "commit", "-q", "-m", "impl")
+    git(root, "checkout", "-q", "main")
+    assert not (root / "handoffs" / TASK / "impl.md").exists()  # only on the branch
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        app.lanes_table.move_cursor(row=app.lanes_table.visible_keys().index(f"{TASK}/impl"))
+        await pilot.press("enter")
+        assert isinstance(app.screen, LaneDetailScreen)
+        screen = app.screen
+        await until(pilot, lambda: screen.loaded, "the lane to load")
+        markdown = screen.query_one("#packet").source
+        assert "Token bucket for /api/login" in markdown and "## Open risks" in markdown
+        assert branch in str(screen.query_one("#packet-source").content)
+        assert "src/limits.py" in str(screen.query_one("#diff-stat").content)
+        lines = screen.query_one("#lane-timeline").text_lines()
+        assert any("uv run pytest" in line for line in lines)
+        assert all("docs" not in line.split()[3] for line in lines)
+
+        # the open lane follows the store live
+        other = Store(store.path)
+        other.event("model.call", "dev thinks", actor="dev", task=TASK, lane="impl", role="dev")
+        L.set_lane_state(other, TASK, "impl", "checking")
+        await until(pilot, lambda: screen.row.state == "checking", "the lane state")
+        await until(pilot, lambda: any("dev thinks" in x for x in screen.query_one("#lane-timeline").text_lines()),
+                    "the lane's new event")
+        other.close()
+        await pilot.press("escape")
+        assert not isinstance(app.screen, LaneDetailScreen)
+
+
+async def test_live_updates_go_cell_by_cell(app, store):
+    seed(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        table = app.lanes_table
+        other = Store(store.path)  # another writer, as a runner would be
+        L.update_lane(other, TASK, "impl", tokens_in=1500, tokens_out=500, usd=0.25)
+        L.add_lane(other, TASK, "extra", "dev", "a delegated lane", kind="delegated")
+        control.pause(other, by="human:ops", reason="deploy freeze")
+        await synced(pilot, app, store)
+        await until(pilot, lambda: f"{TASK}/extra" in table.visible_keys(), "the new lane")
+        assert str(table.get_cell(f"{TASK}/impl", "tokens")) == "2.0k"
+        assert str(table.get_cell(f"{TASK}/impl", "cost")) == "$0.25"
+        assert app.timeline.text_lines()[-1].split()[2] == "pause.set"
+        await until(pilot, lambda: app.query_one(StatusHeader).has_class("-paused"), "the banner")
+        other.close()
+
+
+def test_poller_reads_only_what_changed(team, store):
+    seed(store)
+    poller = Poller(team, store, team="t", target="main", budget_day=None)
+    first = poller.poll()
+    assert first.first and len(first.lanes) == 4 and first.header.tasks == 1
+    top = first.events[-1]["id"]
+    assert not poller.poll(now=poller.slow_at + 0.1)  # nothing new, and the store was not read past data_version
+
+    other = Store(store.path)
+    L.set_lane_state(other, TASK, "review", "running")
+    delta = poller.poll(now=poller.slow_at + 0.1)
+    assert list(delta.lanes) == [f"{TASK}/review"]
+    assert [e["id"] > top for e in delta.events] == [True]
+    assert delta.approvals is None  # no approval news: not re-read
+    other.execute("INSERT INTO steps(task_id, lane_id, seq, kind, name, started_at) VALUES (?,?,?,?,?,?)",
+                  (TASK, "impl", 3, "tool", "run", time.time()))
+    delta = poller.poll(now=poller.slow_at + 0.1)
+    assert delta.lanes[f"{TASK}/impl"].step == "#3 run" and not delta.events
+    other.close()
+
+
+async def test_empty_team_shows_what_to_run_first(app, store):
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.header_info is not None, "the first poll")
+        empty = app.query_one("#empty")
+        assert empty.display and not app.lanes_table.display
+        assert 'cowork delegate' in str(empty.content)
+        L.create_task(store, "t2", "first task", state="running")
+        L.add_lane(store, "t2", "a", "dev", "first lane")
+        await synced(pilot, app, store)
+        assert not empty.display and app.lanes_table.row_count == 1
+
+
+async def test_palette_help_merge_queue_and_timeline_filter(app, store):
+    seed(store)
+    merge.enqueue(store, TASK, "review")
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+
+        await pilot.press("m")
+        await until(pilot, lambda: app.query_one("#merge-table").row_count == 1, "the merge queue")
+        assert app.query_one("#main").active == "tab-merge"
+
+        await pilot.press("ctrl+p")
+        await pilot.press(*"open lane t1-login/plan")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, LaneDetailScreen), "the lane from the palette")
+        assert app.screen.row.lane == "plan"
+        await pilot.press("escape")
+
+        await pilot.press("ctrl+p")
+        await pilot.press(*"pause all lanes")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, AskScreen), "the pause question from the palette")
+        await pilot.press("escape")
+
+        await pilot.press("f", *"kind:tool")
+        lines = app.timeline.text_lines()
+        assert [line.split()[2] for line in lines] == ["tool.call", "tool.denied"]
+        await pilot.press("ctrl+u")
+        assert len(app.timeline.text_lines()) > 2
+
+
+async def test_closing_mission_control_leaves_the_store_alone(app, store):
+    seed(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        await pilot.press("q")
+    await asyncio.sleep(0.1)
+    assert [r["state"] for r in L.list_lanes(store, TASK)] == ["merged", "running", "queued", "waiting-approval"]
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
