@@ -119,3 +119,60 @@ def test_every_call_is_an_audit_event(env):
 def test_lane_worktree_is_a_real_branch(env):
     g = env.gateway("dev")
     assert git(g.ctx.worktree, "rev-parse", "--abbrev-ref", "HEAD") == "cowork/t1/l1"
+
+
+# -- MCP servers from cowork.toml, through the same gateway ------------------------------------------------------------
+
+MCP_SERVER = '''
+import os
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("demo")
+
+
+@server.tool()
+def shout(text: str) -> str:
+    """Upper-case the text."""
+    return text.upper() + " from " + os.getcwd()
+
+
+@server.tool()
+def die() -> str:
+    """Exit abruptly, as a crashing server would."""
+    os._exit(3)
+
+
+server.run("stdio")
+'''
+
+
+def test_mcp_tools_go_through_the_gateway(tmp_path):
+    import sys
+
+    script = tmp_path / "demo_server.py"
+    script.write_text(MCP_SERVER)
+    toml = (f'[mcp.demo]\ncommand = ["{sys.executable}", "{script}"]\n'
+            '[mcp.broken]\ncommand = ["/nonexistent/mcp-server"]\n')
+    env = TeamEnv(tmp_path, {"mcp": {"tools": ["demo.shout", "demo.die", "broken.anything"],
+                                     "approvals": {"notify": ["demo.shout"]}},
+                             "plain": {"tools": ["read_file"]}}, toml)
+    g = env.gateway("mcp")
+    specs = {s["function"]["name"]: s["function"] for s in g.tool_specs()}
+    assert set(specs) == {"demo__shout", "demo__die", "broken__anything", "answer", "finish"}
+    assert "text" in specs["demo__shout"]["parameters"]["properties"] and "Upper-case" in specs["demo__shout"]["description"]
+    r = call(g, "demo__shout", text="hello")
+    assert r.ok and r.content.startswith("HELLO from ") and str(g.ctx.worktree.resolve()) in r.content
+    assert env.events("tool.call")[-1]["data"]["tool"] == "demo.shout"
+    assert "demo.shout" in msgs_to_humans(env)                      # notify tier applies to MCP tools too
+    r = call(g, "demo.die")
+    assert not r.ok and "MCP server 'demo' failed while calling die" in r.content
+    r = call(g, "broken__anything")
+    assert not r.ok and "MCP server 'broken' is unavailable" in r.content
+    plain = env.gateway("plain", lane="p")
+    assert not call(plain, "demo__shout", text="x").ok and env.events("tool.denied")[-1]["role"] == "plain"
+
+
+def msgs_to_humans(env) -> str:
+    from cowork.team import messages
+
+    return "\n".join(m["body"] for m in messages.inbox(env.store))

@@ -78,8 +78,10 @@ class Gateway:
 
     def tool_specs(self, extra: list[str] | None = None) -> list[dict]:
         """OpenAI tool schemas for the role's allowed tools, plus `extra` (e.g. ["submit_plan"] for the planner)."""
+        from cowork.tools.mcp_client import model_name
+
         mcp = self._mcp_tools()
-        return [spec(n, mcp[n].get("description"), mcp[n].get("parameters")) if n in mcp else spec(n)
+        return [spec(model_name(n), mcp[n].get("description"), mcp[n].get("parameters")) if n in mcp else spec(n)
                 for n in self.tool_names(extra)]
 
     # -- the door -------------------------------------------------------------------------------------------
@@ -97,6 +99,7 @@ class Gateway:
             return ToolResult(True, "plan submitted", dict(args))
         if self.stop:
             return ToolResult(False, f"lane is stopping: {self.stop}", {"stop": self.stop})
+        name = self._mcp_alias(name)
         tier = "auto"
         try:
             check_tool(self.ctx.role, name)
@@ -330,7 +333,46 @@ class Gateway:
     # -- MCP ------------------------------------------------------------------------------------------------
 
     def _mcp_tools(self) -> dict[str, dict]:
-        return {}
+        """The role's MCP tools ("server.tool" -> description, parameters), listed once per gateway. A server that
+        cannot be listed keeps the role's tools with a generic schema, so calling one names the failing server."""
+        if self._mcp is not None:
+            return self._mcp
+        from cowork.tools import mcp_client
+
+        self._mcp = {}
+        role = self.ctx.role
+        for server, cfg in mcp_client.servers_for(self.ctx.settings, role.tools).items():
+            try:
+                listed = mcp_client.list_tools_sync(server, cfg, self.ctx.worktree)
+                error = None
+            except mcp_client.McpUnavailable as exc:
+                listed, error = {}, str(exc)
+                self.ctx.store.event("tool.error", f"MCP server '{server}' is unavailable: {error}",
+                                     actor="cowork", task=self.ctx.task_id, lane=self.ctx.lane_id, role=role.name,
+                                     data={"server": server, "error": error})
+            for name in role.tools:
+                if name.split(".", 1)[0] != server:
+                    continue
+                if name in listed:
+                    self._mcp[name] = listed[name]
+                else:
+                    why = error or f"server '{server}' offers no tool '{name.split('.', 1)[1]}'"
+                    self._mcp[name] = {"description": f"MCP tool {name} (unavailable: {why})", "error": why}
+        return self._mcp
+
+    def _mcp_alias(self, name: str) -> str:
+        """The "server.tool" name for a model-facing "server__tool" name."""
+        if "." not in name and "__" in name:
+            dotted = name.replace("__", ".", 1)
+            if dotted in self._mcp_tools():
+                return dotted
+        return name
 
     async def _mcp_call(self, name: str, args: dict) -> ToolResult:
-        return ToolResult(False, f"MCP tool '{name}' is not available")
+        from cowork.tools import mcp_client
+
+        server, tool = name.split(".", 1)
+        info = self._mcp_tools()[name]
+        if info.get("error"):
+            return ToolResult(False, f"MCP server '{server}' is unavailable: {info['error']}", {"mcp_server": server})
+        return await mcp_client.call_tool(server, self.ctx.settings.mcp[server], tool, args, cwd=self.ctx.worktree)
