@@ -47,7 +47,10 @@ def test_messages_approvals_and_events_are_redacted(tmp_path):
     approvals.reject(env.store, 1, by="human:ann", reason=f"never echo {FILE_SECRET}")
     g = env.gateway("dev")
     asyncio.run(g.call("tell", {"role": "team", "note": f"token is {FILE_SECRET}"}))
+    g.ctx.role = g.ctx.role.model_copy(update={"tools": ["tell", "run", "delegate"]})
+    assert asyncio.run(g.call("delegate", {"role": "dev", "goal": f"rotate {ENV_SECRET} today"})).ok
     dump = env.dump_text()
+    assert "rotate [REDACTED] today" in dump                      # lane goal and thread
     assert leaks(dump) == [] and MASK in dump
 
 

@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 
+from cowork.redact import redact
 from cowork.store import lanes as lanes_db
 from cowork.team import messages as msgs
 from cowork.tools.authority import Denied
@@ -32,10 +33,11 @@ def _target(ctx: LaneCtx, role: str, *, team_ok: bool = False) -> str:
 
 
 def _text(args: dict, key: str) -> str:
+    """The argument, redacted: it becomes messages, lane goals and threads, all stored."""
     value = args.get(key)
     if not isinstance(value, str) or not value.strip():
         raise Denied(f"`{key}` must be a non-empty string")
-    return value.strip()
+    return redact(value.strip())
 
 
 def lane_slug(role: str, kind: str, n: int) -> str:
