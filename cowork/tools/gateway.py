@@ -343,7 +343,9 @@ class Gateway:
         role = self.ctx.role
         for server, cfg in mcp_client.servers_for(self.ctx.settings, role.tools).items():
             try:
-                listed = mcp_client.list_tools_sync(server, cfg, self.ctx.worktree)
+                # the worktree may still be in the making while the first model call is prepared
+                cwd = self.ctx.worktree if self.ctx.worktree.is_dir() else self.ctx.ws.root
+                listed = mcp_client.list_tools_sync(server, cfg, cwd)
                 error = None
             except mcp_client.McpUnavailable as exc:
                 listed, error = {}, str(exc)
