@@ -62,9 +62,10 @@ def test_kill_9_mid_task_then_resume_repeats_nothing(tmp_path, server, monkeypat
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)  # it is our child (spawned by start_detached): reap it
 
-    # what the dead runner left: one side effect, the write committed on the lane's branch, a call in flight
+    # what the dead runner left: one side effect, the written file in the lane's worktree, a call in flight
     assert side.read_text() == "ran\n"
-    assert git(root, "show", f"cowork/{task}/work:a.txt") == "a"
+    assert (root / ".cowork" / "worktrees" / task / "work" / "a.txt").read_text() == "a\n"
+    commits_before = git(root, "rev-list", f"cowork/{task}/work").split()
     steps = Journal(st, task, "work").steps
     assert [(s.kind, s.state) for s in steps][-1] == ("model", "started")
     assert lanes_db.get_lane(st, task, "work")["state"] == "running"
@@ -73,6 +74,8 @@ def test_kill_9_mid_task_then_resume_repeats_nothing(tmp_path, server, monkeypat
     assert side.read_text() == "ran\n"  # the completed `run` was not run again
     assert git(root, "show", "main:a.txt") == "a"
     assert lanes_db.get_task(st, task)["state"] == "done"
+    on_main = set(git(root, "rev-list", "main").split())
+    assert set(commits_before) <= on_main  # no commit the dead runner made was lost
     steps = Journal(st, task, "work").steps
     assert ("model", "interrupted") in [(s.kind, s.state) for s in steps]
     by_index = {}

@@ -83,8 +83,8 @@ def _approve_and_run(ws, st, settings, roles, task: str, plan, *, yes: bool, det
         if plan is None:
             print(f"task {task} rejected")
             raise typer.Exit(EXIT_FAILURE)
-    planning.approve(st, task, plan, by="human" if not yes else "human:--yes")
     launch.adopt_orphans(ws, st)
+    planning.approve(st, task, plan, by="human" if not yes else "human:--yes")
     if detach:
         pid = launch.start_detached(ws, [task])
         print(task)
@@ -223,7 +223,7 @@ def resume(detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
 
     ws = workspace(root)
     st = store(ws)
-    orphans = lease.orphaned(st)
+    orphans = lease.orphaned(st, grace_s=0)
     if not orphans:
         print("nothing to resume: every running task has a live runner")
         return

@@ -28,9 +28,10 @@ class LaneOutcome:
 
 @dataclass
 class Hooks:
-    """What the runner lends the engine: waiting out a pause, committing early, budget checks."""
+    """What the runner lends the engine: waiting out a pause, the worktree being ready, committing early."""
 
     hold: Callable[[], Awaitable[None]] | None = None  # returns once the lane is not paused
+    before_tool: Callable[[], Awaitable[None]] | None = None  # returns once the worktree is ready for a tool
     after_write: Callable[[str], Awaitable[None]] | None = None  # commit the worktree after a write step
     on_fallback: Callable[[str, str, Exception], None] | None = None
 
@@ -147,6 +148,8 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
             for i, call in enumerate(pending):
                 if hooks.hold:
                     await hooks.hold()
+                if hooks.before_tool:
+                    await hooks.before_tool()
                 outcome = await _tool_step(ctx, gateway, journal, call, by_name, hooks)
                 if outcome is not None:
                     for rest in pending[i + 1:]:

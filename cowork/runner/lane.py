@@ -19,6 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from cowork.runner.runner import Runner
 
 MAX_REVIEW_ROUNDS = 3
+# Work is committed at finish, and after a write step when the last commit is older than this: a killed runner
+# loses no commit (uncommitted files stay in the worktree for the resumed lane), and short lanes pay for one commit.
+WIP_COMMIT_EVERY_S = 30.0
 CHECK_TIMEOUT_S = 600.0
 
 
@@ -56,7 +59,54 @@ async def _commit(rt: "Runner", path, row: dict, role: str, message: str) -> str
     return await asyncio.to_thread(commit_all, path, message, role=role, trailers=_trailers(row, role))
 
 
-def make_hooks(rt: "Runner", row: dict, role: Any, worktree) -> Hooks:
+class LaneGit:
+    """A lane's worktree being made (in the background, while the first model call runs) and its early commits.
+
+    Commits after write steps run in the background while the next model call is in flight; the next tool call,
+    and the packet commit, wait for them, so two git commands never race in one worktree.
+    """
+
+    def __init__(self, rt: "Runner", row: dict, role: str):
+        self.rt, self.row, self.role = rt, row, role
+        self.tree = None
+        self._making: asyncio.Future | None = None
+        self._pending: list[asyncio.Task] = []
+        self.last_commit = time.monotonic()  # the lane's start counts: short lanes commit once, at finish
+
+    def start(self) -> None:
+        from cowork.gitops.worktrees import create_lane_worktree
+
+        self._making = asyncio.ensure_future(asyncio.to_thread(
+            create_lane_worktree, self.rt.ws, self.row["task_id"], self.row["id"], self.rt.settings.merge.target))
+
+    async def ready(self):
+        """The LaneTree, once made (its path, branch and base are recorded on the lane)."""
+        if self.tree is None:
+            self.tree = await self._making
+            lanes_db.update_lane(self.rt.store, self.row["task_id"], self.row["id"], worktree=str(self.tree.path),
+                                 branch=self.tree.branch, base_commit=self.row["base_commit"] or self.tree.base_commit)
+        return self.tree
+
+    async def settle(self) -> None:
+        """Wait for the worktree and every background commit."""
+        await self.ready()
+        pending, self._pending = self._pending, []
+        for t in pending:
+            await t
+
+    def commit_soon(self, message: str) -> None:
+        prev = list(self._pending)
+
+        async def run() -> None:
+            for t in prev:  # one git command at a time in this worktree
+                await asyncio.gather(t, return_exceptions=True)
+            await _commit(self.rt, self.tree.path, self.row, self.role, message)
+
+        self._pending = [asyncio.ensure_future(run())]
+        self.last_commit = time.monotonic()
+
+
+def make_hooks(rt: "Runner", row: dict, role: Any, worktree, lane_git: LaneGit | None = None) -> Hooks:
     task, lane = row["task_id"], row["id"]
 
     async def hold() -> None:
@@ -69,18 +119,23 @@ def make_hooks(rt: "Runner", row: dict, role: Any, worktree) -> Hooks:
         lanes_db.set_lane_state(rt.store, task, lane, before if before != "paused" else "running")
 
     async def after_write(tool: str) -> None:
-        await _commit(rt, worktree, row, role.name, f"{lane}: work in progress (after {tool})")
+        if lane_git is not None:
+            if time.monotonic() - lane_git.last_commit >= WIP_COMMIT_EVERY_S:
+                lane_git.commit_soon(f"{lane}: work in progress (after {tool})")
+        else:
+            await _commit(rt, worktree, row, role.name, f"{lane}: work in progress (after {tool})")
 
     def on_fallback(failed: str, nxt: str, exc: Exception) -> None:
         rt.store.event("model.fallback", f"{task}/{lane}: {failed} failed ({type(exc).__name__}); trying {nxt}",
                        actor=role.name, task=task, lane=lane, role=role.name,
                        data={"failed": failed, "next": nxt, "error": str(exc)[:500]})
 
-    return Hooks(hold=hold, after_write=after_write, on_fallback=on_fallback)
+    before_tool = lane_git.settle if lane_git is not None else None
+    return Hooks(hold=hold, before_tool=before_tool, after_write=after_write, on_fallback=on_fallback)
 
 
 async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Journal, notes: list[str],
-                     system: str, kickoff: str) -> LaneOutcome:
+                     system: str, kickoff: str, lane_git: LaneGit | None = None) -> LaneOutcome:
     """Run the role's engine for the lane once (until finish or failure)."""
     task, lane = row["task_id"], row["id"]
     if role.engine == "command":
@@ -89,6 +144,8 @@ async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Jour
         async def on_pause(stopped: bool) -> None:
             lanes_db.set_lane_state(rt.store, task, lane, "paused" if stopped else "running")
 
+        if lane_git is not None:
+            await lane_git.settle()
         return await run_command_lane(ctx, journal, log_path=rt.ws.logs_dir / task / f"{lane}.log", notes=notes,
                                       is_paused=lambda: control.paused(rt.store, task, lane) is not None,
                                       on_pause=on_pause)
@@ -96,7 +153,7 @@ async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Jour
 
     gateway = Gateway(ctx)
     return await run_llm_lane(ctx, gateway, journal, system=system, kickoff=kickoff, notes=notes,
-                              hooks=make_hooks(rt, row, role, ctx.worktree))
+                              hooks=make_hooks(rt, row, role, ctx.worktree, lane_git))
 
 
 def _skills(rt: "Runner", role: Any, goal: str) -> list:
@@ -124,18 +181,17 @@ async def _work(rt: "Runner", row: dict) -> None:
     if role is None:
         raise RuntimeError(f"unknown role '{row['role']}'")
     lanes_db.set_lane_state(rt.store, task, lane, "running", runner_id=rt.id, attempts=row["attempts"] + 1)
-    from cowork.gitops.worktrees import create_lane_worktree
+    from cowork.gitops.worktrees import lane_path
 
-    tree = await asyncio.to_thread(create_lane_worktree, rt.ws, task, lane, rt.settings.merge.target)
-    lanes_db.update_lane(rt.store, task, lane, worktree=str(tree.path), branch=tree.branch,
-                         base_commit=row["base_commit"] or tree.base_commit)
+    lane_git = LaneGit(rt, row, role.name)
+    lane_git.start()  # the worktree is made while the first model call runs; tools wait for it
     notes: list[str] = []
     if row.get("feedback"):
         notes.append(row["feedback"])
         if row["conflict_returns"] and rt.sync_lane is not None:
-            notes.extend(await rt.sync_lane(row, tree.path))
+            notes.extend(await rt.sync_lane(row, (await lane_git.ready()).path))
         lanes_db.update_lane(rt.store, task, lane, feedback=None)
-    ctx = _ctx(rt, row, role, tree.path)
+    ctx = _ctx(rt, row, role, lane_path(rt.ws, task, lane))
     journal = Journal(rt.store, task, lane)
     skills = _skills(rt, role, row["goal"])
     system = prompts.lane_system(role, team=rt.settings.name, task=task, lane=lane, goal=row["goal"],
@@ -143,8 +199,10 @@ async def _work(rt: "Runner", row: dict) -> None:
     kickoff = prompts.lane_kickoff(row["goal"])
     max_checks = rt.settings.policy.max_check_retries
     while True:
-        outcome = await run_engine(rt, row, role, ctx, journal, notes, system, kickoff)
+        outcome = await run_engine(rt, row, role, ctx, journal, notes, system, kickoff, lane_git)
         notes = []
+        await lane_git.settle()
+        tree = lane_git.tree
         fresh = lanes_db.get_lane(rt.store, task, lane)
         if not outcome.finish:  # failed or stopped before finish: keep what was done, hand it to a human
             await _commit(rt, tree.path, fresh, role.name, f"{lane}: work in progress ({outcome.status})")

@@ -56,12 +56,9 @@ def wait(ws, store, task: str, *, timeout: float | None = None, poll_s: float = 
         if st.ended:
             return st
         now = time.monotonic()
-        if adopt and st.state == "running" and now - last_adopt > lease.STALE_S and lease.holder(store, task) is None:
-            # a second look: a runner may be starting up right now
-            time.sleep(min(1.0, lease.HEARTBEAT_S))
-            if lease.holder(store, task) is None and not task_state(store, task).ended:
-                start_detached(ws, reclaim=True)
-                last_adopt = time.monotonic()
+        if adopt and now - last_adopt > lease.STALE_S and task in lease.orphaned(store):
+            start_detached(ws, reclaim=True)
+            last_adopt = time.monotonic()
         if deadline is not None and now > deadline:
             raise CoworkError(f"task {task} still {st.state} after {timeout:g}s")
         time.sleep(poll_s)

@@ -94,7 +94,14 @@ def holder(store: Store, task: str) -> str | None:
     return None
 
 
-def orphaned(store: Store) -> list[str]:
-    """Unfinished tasks (running, or planned and approved) that no live runner holds."""
-    rows = store.all("SELECT id FROM tasks WHERE state='running' ORDER BY created_at")
-    return [r["id"] for r in rows if holder(store, r["id"]) is None]
+def orphaned(store: Store, grace_s: float = STALE_S) -> list[str]:
+    """Running tasks that no live runner holds. A task that never had a runner and was set running within
+    `grace_s` is not one yet: its runner may still be starting."""
+    out = []
+    for r in store.all("SELECT id, updated_at FROM tasks WHERE state='running' ORDER BY created_at"):
+        lock = store.one("SELECT holder FROM locks WHERE name=?", (lock_name(r["id"]),))
+        if lock is None and r["updated_at"] > now() - grace_s:
+            continue
+        if holder(store, r["id"]) is None:
+            out.append(r["id"])
+    return out

@@ -7,6 +7,7 @@ re-reads it every tick. Model calls are asyncio, commands and checks are asyncio
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cowork.config import load_settings
@@ -56,6 +57,9 @@ class Runner:
     async def run(self) -> dict[str, str]:
         """Run until every owned task has ended. Returns {task: final state}."""
         self._wake = asyncio.Event()
+        # git runs in threads: the default pool (cpus + 4) would queue lanes' commits behind each other
+        workers = max(8, 2 * self.settings.concurrency + 4)
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(workers, thread_name_prefix="cowork-git"))
         self.id = lease.register(self.store)
         self.store.event("runner.started", f"runner {self.id} started", actor="runner",
                          data={"runner": self.id, "tasks": self.wanted, "reclaim": self.reclaim})
@@ -87,7 +91,7 @@ class Runner:
     def _claim(self) -> None:
         tasks = list(self.wanted)
         if self.reclaim:
-            tasks += [t for t in lease.orphaned(self.store) if t not in tasks]
+            tasks += [t for t in lease.orphaned(self.store, grace_s=0) if t not in tasks]
         for task in tasks:
             row = lanes_db.get_task(self.store, task)
             if row is None or row["state"] in ("done", "failed", "rejected", "cancelled"):

@@ -1,0 +1,112 @@
+"""Fan-out: N lanes at once, each 2 model calls with 1 s of scripted latency, worktrees and packet commits included.
+
+The ideal is 2 s whatever N (the model calls overlap perfectly); the ratio wall / 2 s shows what cowork adds
+(worktrees, the write commit, packet commit, scheduling). Merges are serial by design and reported apart.
+
+    uv run python bench/bench_fanout.py [--lanes 4 8 16] [--latency 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.scripted_server import delay, tool_call  # noqa: E402
+from tests.support.team import DEV, PLANNER, make_team  # noqa: E402
+
+
+class ServerProcess:
+    """The scripted server in its own process, as a real provider would be: its CPU is not cowork's."""
+
+    def __init__(self, scripts: dict, base: Path):
+        import json
+        import subprocess
+
+        spec = base / f"scripts-{len(scripts)}-{time.time_ns()}.json"
+        spec.write_text(json.dumps({"scripts": scripts}))
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_server", "--script", str(spec)],
+                                     stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parents[1]))
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith("READY "), line
+        self.url = line.split(" ", 1)[1]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def run_one(n: int, latency: float, base: Path) -> dict:
+    from cowork.config import load_settings
+    from cowork.plan import LaneSpec, Plan, PlanMeta
+    from cowork.roles import load_roles
+    from cowork.runner import planning
+    from cowork.runner.runner import Runner
+    from cowork.store import Store
+    from cowork.workspace import Workspace
+
+    scripts = {f"Goal: fan lane {i:02d} of {n}.": [
+        delay(latency, tool_call("write_file", path=f"out/{i:02d}.txt", content=f"lane {i}\n")),
+        delay(latency, tool_call("finish", status="done", summary=f"lane {i}", checklist=[]))] for i in range(n)}
+    server = ServerProcess(scripts, base)
+    root = make_team(base / f"repo{n}", server.url, {"planner": PLANNER, "dev": DEV}, concurrency=max(4, n))
+    ws = Workspace(root)
+    st = Store(ws.db_path)
+    settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, root)
+    draft = planning.create_task(ws, st, settings, roles, f"fan out {n}")
+    plan = Plan(meta=PlanMeta(title=f"fan out {n}"),
+                lanes=[LaneSpec(id=f"l{i:02d}", role="dev", goal=f"fan lane {i:02d} of {n}.") for i in range(n)])
+    planning.save_plan(ws, st, settings, draft.task, plan)
+    planning.approve(st, draft.task, plan)
+    import resource
+
+    r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    try:
+        result = asyncio.run(Runner(ws, tasks=[draft.task]).run())
+    finally:
+        server.stop()
+    total = time.time() - t0
+    r1s, r1c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_self = (r1s.ru_utime + r1s.ru_stime) - (r0s.ru_utime + r0s.ru_stime)
+    cpu_children = (r1c.ru_utime + r1c.ru_stime) - (r0c.ru_utime + r0c.ru_stime)
+    assert result == {draft.task: "done"}, result
+    queued = [e["ts"] for e in st.events(task=draft.task, kinds=["lane.state"]) if e["data"]["state"] == "merge-queue"]
+    started = [e["ts"] for e in st.events(task=draft.task, kinds=["lane.state"]) if e["data"]["state"] == "running"]
+    assert len(queued) == n
+    if os.environ.get("FANOUT_DEBUG"):
+        for e in st.events(task=draft.task, kinds=["lane.state", "model.call", "tool.call"]):
+            print(f"  {e['ts'] - t0:6.3f} {e['lane_id']} {e['kind']} {e['summary'][:60]}")
+    return {"lanes": n, "to_packets": max(queued) - t0, "first_start": min(started) - t0,
+            "last_start": max(started) - t0, "total": total,
+            "cpu_self": cpu_self, "cpu_children": cpu_children}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lanes", type=int, nargs="*", default=[4, 8, 16])
+    ap.add_argument("--latency", type=float, default=1.0)
+    args = ap.parse_args()
+    ideal = 2 * args.latency
+    os.environ["SCRIPTED_KEY"] = "k"
+    import litellm  # noqa: F401  (warm: import time is not fan-out)
+
+    base = Path(tempfile.mkdtemp(prefix="cowork-fanout-"))
+    run_one(2, 0.05, base)  # warm the litellm client path once
+    print(f"ideal {ideal:.2f} s (2 model calls x {args.latency:g} s), load average {os.getloadavg()[0]:.1f}")
+    for n in args.lanes:
+        r = run_one(n, args.latency, base)
+        print(f"N={n:>2}: all packets committed {r['to_packets']:.2f} s  ratio {r['to_packets'] / ideal:.3f} "
+              f"(goal <= 1.05) | lanes started {r['first_start']:.2f}-{r['last_start']:.2f} s | "
+              f"with serial merges + summary {r['total']:.2f} s | cpu: runner {r['cpu_self']:.2f} s, "
+              f"git and server {r['cpu_children']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
