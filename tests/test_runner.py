@@ -240,3 +240,44 @@ def test_lane_pause_holds_only_that_lane(tmp_path, server):
     assert not any(r.key == "Goal: Write b.txt" for r in server.requests)
     control.unpause(st, by="human:test", task=draft.task, lane="b")
     assert done.wait(15) and result == {draft.task: "done"}
+
+
+def test_revert_a_merged_lane_through_the_cli(tmp_path, server):
+    root, ws, st = team(tmp_path, server)
+    server.script("Goal: Add notes", [tool_call("write_file", path="notes.txt", content="n\n"), finish("notes")])
+    assert main(["delegate", "Add notes", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    assert git(root, "show", "main:notes.txt") == "n"
+    assert main(["revert", f"{task}/work", "-C", str(root)]) == 0
+    assert "notes.txt" not in git(root, "ls-tree", "--name-only", "main")
+    assert not (root / "notes.txt").exists()  # the clean checkout followed main
+    assert any(e["kind"] == "merge.reverted" for e in st.events(task=task))
+
+
+def test_escalation_reaches_the_channel(tmp_path, server):
+    dev = DEV + "checks: [\"false\"]\nescalate_to: planner\n"
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev},
+                        extra_toml="[policy]\nmax_check_retries = 0\n")
+    server.script("Goal: Hopeless", [finish("try")])
+    assert main(["delegate", "Hopeless", "--to", "dev", "--yes", "-C", str(root)]) == 1
+    msg = st.one("SELECT * FROM messages WHERE kind='escalate'")
+    assert msg["to_role"] == "planner" and "still failing" in msg["body"]
+
+
+def test_ask_and_delegate_add_lanes_while_the_task_runs(tmp_path, server):
+    dev = DEV.replace("tools: [read_file, write_file, list_files]", "tools: [read_file, write_file, ask, delegate]")
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev, "writer": WRITER}, concurrency=1)
+    server.script("Goal: Name the thing", [tool_call("ask", role="writer", question="What should we call it?"),
+                                           tool_call("write_file", path="name.txt", content="Zed\n"),
+                                           tool_call("delegate", role="writer", goal="Write docs.md about Zed"),
+                                           finish("named it")])
+    server.script("Answer this question from dev", [finish("Call it Zed")])
+    server.script("Write docs.md about Zed", [tool_call("write_file", path="docs.md", content="# Zed\n"),
+                                              finish("docs")])
+    assert main(["delegate", "Name the thing", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    kinds = {r["kind"]: r for r in lanes_db.list_lanes(st, task)}
+    assert kinds["consult"]["state"] == "done" and kinds["delegated"]["state"] == "merged"
+    assert git(root, "show", "main:docs.md") == "# Zed" and git(root, "show", "main:name.txt") == "Zed"
+    dev_reqs = [r for r in server.requests if r.key == "Goal: Name the thing"]
+    assert "Call it Zed" in dev_reqs[1].text  # the consult lane ran although the one slot was taken by the asker

@@ -366,6 +366,7 @@ def end_lane(rt: "Runner", row: dict, state: str, why: str) -> None:
     """End a lane as failed or blocked, and escalate it."""
     lanes_db.set_lane_state(rt.store, row["task_id"], row["id"], state, detail=why[:300], error=why)
     escalate(rt, row, why)
+    _on_finished(rt, lanes_db.get_lane(rt.store, row["task_id"], row["id"]), None)
     rt.wake()
 
 
@@ -380,7 +381,7 @@ def escalate(rt: "Runner", row: dict, why: str) -> None:
         from cowork.team import messages
     except ImportError:
         return
-    messages.post(rt.store, kind="tell", from_role=row["role"], to_role=to, body=body, task=row["task_id"],
+    messages.post(rt.store, kind="escalate", from_role=row["role"], to_role=to, body=body, task=row["task_id"],
                   from_lane=row["id"])
 
 

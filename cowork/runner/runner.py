@@ -46,6 +46,7 @@ class Runner:
         self.active: dict[tuple[str, str], asyncio.Task] = {}
         self.results: dict[str, str] = {}
         self._wake: asyncio.Event | None = None
+        self._told_waiting: set[str] = set()
         self.sync_lane = self._sync_lane
 
     def wake(self) -> None:
@@ -134,7 +135,8 @@ class Runner:
                 continue
             if not all(row["state"] in ("merged", "done") for row in deps):
                 continue
-            if self._running_count() >= self.settings.concurrency:
+            # a consult lane answers a lane that waits for it inside `ask`: holding it back could deadlock
+            if r["kind"] != "consult" and self._running_count() >= self.settings.concurrency:
                 continue
             if control.paused(self.store, task, r["id"]) is not None:
                 continue
@@ -172,6 +174,14 @@ class Runner:
         if any(r["state"] in ACTIVE_LANE_STATES for r in rows):
             return False
         if any(r["state"] == "blocked" and r["feedback"] and self._could_return(r) for r in rows):
+            return False
+        waiting = [r for r in rows if r["state"] == "blocked" and "budget exceeded" in (r["error"] or "")]
+        if waiting:  # at a budget cap a lane waits for a human to raise it (`budgets.raise_cap` requeues it)
+            if task not in self._told_waiting:
+                self._told_waiting.add(task)
+                self.store.event("task.waiting", f"task {task} waits for a human: "
+                                 + ", ".join(f"{r['id']} ({r['error'][:80]})" for r in waiting), actor="runner",
+                                 task=task)
             return False
         from cowork.runner.summary import close_task
 
