@@ -389,3 +389,18 @@ def models_report(settings: TeamSettings, roles: dict[str, Any], env: Mapping[st
     message = nothing_configured(embedded=found.embedded, reason=found.embedded_reason) if fallback else None
     return {"team": team_root, "providers": found.as_dict(), "models": rows,
             "ok": all(r.get("key_ok") for r in rows), "nothing_configured": fallback, "message": message}
+
+
+def fallback_notice(settings: TeamSettings, roles: dict[str, Any], env: Mapping[str, str] | None = None) -> str | None:
+    """One line to print before work starts when some role falls back to the embedded model, else None."""
+    names = []
+    for name, role in sorted(roles.items()):
+        try:
+            if resolve_model(settings, role, env).source.startswith("embedded fallback"):
+                names.append(name)
+        except NoModel:
+            continue
+    if not names:
+        return None
+    return (f"no model is configured: {', '.join(names)} will use the {local_model.DISPLAY_NAME}; "
+            "see `cowork models` to set a real one")

@@ -160,7 +160,8 @@ async def complete_local(choice: ModelChoice, messages: list[dict], tools: list[
     """One reply from the embedded model: a grammar-constrained call to one of `tools`, as a tool-call message.
 
     The shared server is started on first use (`detect.local_state_dir()`). A reply the model garbles comes back
-    as text without a tool call, so the agent loop nudges and retries instead of failing the lane.
+    as text without a tool call, so the agent loop nudges and retries instead of failing the lane. The reply's
+    `model` is the weak-model label, so the timeline shows which replies came from it.
     """
     import asyncio
     import json
@@ -178,7 +179,7 @@ async def complete_local(choice: ModelChoice, messages: list[dict], tools: list[
                                            messages=local_model.local_messages(messages, []), max_tokens=512,
                                            temperature=0.0, timeout=timeout, num_retries=0)
         usage = getattr(resp, "usage", None)
-        return Completion(_message_dict(resp.choices[0].message), choice.model,
+        return Completion(_message_dict(resp.choices[0].message), choice.label or choice.model,
                           int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
     try:
         name, args, usage = await asyncio.to_thread(local_model.constrained_tool_call, messages, tools,
@@ -186,11 +187,11 @@ async def complete_local(choice: ModelChoice, messages: list[dict], tools: list[
                                                     timeout=timeout)
     except local_model.LocalModelError as exc:
         return Completion({"role": "assistant", "content": f"(unusable reply from the embedded model: {exc.message})"},
-                          choice.model)
+                          choice.label or choice.model)
     except Exception as exc:  # the server died or timed out: a provider error like any other
         raise ModelError(f"{local_model.DISPLAY_NAME}: {type(exc).__name__}: {str(exc)[:300]}",
                          hint=f"see {endpoint.log_path}") from None
     call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
             "function": {"name": name, "arguments": json.dumps(args)}}
-    return Completion({"role": "assistant", "content": None, "tool_calls": [call]}, choice.model,
+    return Completion({"role": "assistant", "content": None, "tool_calls": [call]}, choice.label or choice.model,
                       int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
