@@ -155,6 +155,37 @@ async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] 
 
 # ---------------------------------------------------------------- the embedded model (owner: detect/demo)
 
+import threading as _threading  # noqa: E402
+
+_local_lock = _threading.Lock()
+_local_endpoints: dict[str, Any] = {}  # state dir -> LocalEndpoint, so lanes do not re-probe a busy server
+
+
+def local_endpoint(refresh: bool = False) -> Any:
+    """The shared embedded-model server (started on first use), remembered for this process.
+
+    Asked only once per process: `ensure_local_server` probes with a short timeout, and a server busy with
+    another lane's request would look dead and get a twin.
+    """
+    from cowork.engines import detect, local_model
+
+    state = detect.local_state_dir()
+    with _local_lock:
+        ep = _local_endpoints.get(str(state))
+        if ep is None or refresh or not _pid_alive(ep.pid):
+            ep = _local_endpoints[str(state)] = local_model.ensure_local_server(state)
+        return ep
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 async def complete_local(choice: ModelChoice, messages: list[dict], tools: list[dict] | None = None) -> Completion:
     """One reply from the embedded model: a grammar-constrained call to one of `tools`, as a tool-call message.
@@ -167,31 +198,57 @@ async def complete_local(choice: ModelChoice, messages: list[dict], tools: list[
     import json
     import uuid
 
-    from cowork.engines import detect, local_model
+    from cowork.engines import local_model
+
+    label = choice.label or choice.model
+    timeout = max(choice.timeout_s, 300.0)  # one request at a time: parallel lanes queue at the server
+
+    def call(endpoint: Any) -> tuple[str | None, dict, dict]:
+        if tools:
+            return local_model.constrained_tool_call(messages, tools, api_base=endpoint.api_base,
+                                                     model=endpoint.model, timeout=timeout)
+        resp = litellm().completion(model=endpoint.model, api_base=endpoint.api_base, api_key="local",
+                                    messages=local_model.local_messages(messages, []), max_tokens=512,
+                                    temperature=0.0, timeout=timeout, num_retries=0)
+        usage = resp.usage
+        return None, {"text": resp.choices[0].message.content or ""}, {
+            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+
+    def run() -> tuple[str | None, dict, dict]:
+        try:
+            endpoint = local_endpoint()
+        except local_model.LocalModelError as exc:  # not installed, or the server would not start
+            raise ModelError(f"{local_model.DISPLAY_NAME}: {exc.message}",
+                             hint=exc.hint or local_model.INSTALL_HINT) from None
+        try:
+            return call(endpoint)
+        except local_model.LocalModelError:
+            raise
+        except Exception as exc:  # the server we remembered went away (stopped by another process): once more
+            if "Connection" not in type(exc).__name__:
+                raise
+            return call(local_endpoint(refresh=True))
 
     try:
-        endpoint = await asyncio.to_thread(local_model.ensure_local_server, detect.local_state_dir())
-    except local_model.LocalModelError as exc:
-        raise ModelError(f"{local_model.DISPLAY_NAME}: {exc.message}", hint=exc.hint or local_model.INSTALL_HINT)
-    timeout = max(choice.timeout_s, 300.0)  # one request at a time: parallel lanes queue at the server
-    if not tools:
-        resp = await litellm().acompletion(model=endpoint.model, api_base=endpoint.api_base, api_key="local",
-                                           messages=local_model.local_messages(messages, []), max_tokens=512,
-                                           temperature=0.0, timeout=timeout, num_retries=0)
-        usage = getattr(resp, "usage", None)
-        return Completion(_message_dict(resp.choices[0].message), choice.label or choice.model,
-                          int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
-    try:
-        name, args, usage = await asyncio.to_thread(local_model.constrained_tool_call, messages, tools,
-                                                    api_base=endpoint.api_base, model=endpoint.model,
-                                                    timeout=timeout)
-    except local_model.LocalModelError as exc:
+        name, args, usage = await asyncio.to_thread(run)
+    except ModelError:
+        raise
+    except local_model.LocalModelError as exc:  # a garbled reply: the agent loop nudges and asks again
         return Completion({"role": "assistant", "content": f"(unusable reply from the embedded model: {exc.message})"},
-                          choice.label or choice.model)
-    except Exception as exc:  # the server died or timed out: a provider error like any other
+                          label)
+    except Exception as exc:  # timed out or died: a provider error like any other
+        log = local_endpoint_log()
         raise ModelError(f"{local_model.DISPLAY_NAME}: {type(exc).__name__}: {str(exc)[:300]}",
-                         hint=f"see {endpoint.log_path}") from None
-    call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-            "function": {"name": name, "arguments": json.dumps(args)}}
-    return Completion({"role": "assistant", "content": None, "tool_calls": [call]}, choice.label or choice.model,
-                      int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                         hint=f"see {log}" if log else None) from None
+    t_in, t_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    if name is None:
+        return Completion({"role": "assistant", "content": args["text"]}, label, t_in, t_out)
+    tool_call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                 "function": {"name": name, "arguments": json.dumps(args)}}
+    return Completion({"role": "assistant", "content": None, "tool_calls": [tool_call]}, label, t_in, t_out)
+
+
+def local_endpoint_log() -> str | None:
+    """The log of the embedded model server this process talks to, if any."""
+    ep = next(iter(_local_endpoints.values()), None)
+    return ep.log_path if ep is not None else None
