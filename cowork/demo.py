@@ -133,7 +133,7 @@ def _size_team(root: Path, *, embedded: bool) -> None:
         import importlib.util
 
         if importlib.util.find_spec("pytest") is not None:
-            pytest_check = [f"{_py()} -m pytest -q -p no:cacheprovider"]
+            pytest_check = [f"{_py()} -m pytest -q -p no:cacheprovider || [ $? -eq 5 ]"]  # 5: no tests here
     except (ImportError, ValueError):
         pass
     for name in ("dev", "writer"):
@@ -159,7 +159,8 @@ def run_demo(directory: Path | None = None, *, keep: bool = False, progress: Cal
 
     started = time.monotonic()
     root = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="cowork-demo-"))
-    result = DemoResult(ok=False, root=str(root), kept=keep)
+    ours = directory is None or not root.exists()  # never delete a directory the user made
+    result = DemoResult(ok=False, root=str(root), kept=keep or not ours)
     started_server = False
     try:
         env = os.environ if env is None else env
@@ -179,7 +180,7 @@ def run_demo(directory: Path | None = None, *, keep: bool = False, progress: Cal
         if started_server:
             local_model.stop_local_server(detect.local_state_dir(env))
         result.wall_s = round(time.monotonic() - started, 1)
-        if not keep:
+        if not result.kept:
             shutil.rmtree(root, ignore_errors=True)
     return result
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -67,6 +69,41 @@ def test_a_scripted_server_configured_as_api_base_is_detected(team, cli, monkeyp
     # stopped: the same address no longer answers
     assert detect.probe(server.url) is None
     assert detect.probe("http://example.com/v1") is None, "only loopback addresses are ever probed"
+
+
+class _Ollama(BaseHTTPRequestHandler):
+    """Just enough of Ollama: GET /api/tags (it has no /v1/models in this stand-in)."""
+
+    def do_GET(self):  # noqa: N802
+        body = json.dumps({"models": [{"name": "llama3.1:latest"}, {"name": "qwen2.5-coder:7b"}]}).encode()
+        self.send_response(200 if self.path == "/api/tags" else 404)
+        self.send_header("Content-Length", str(len(body) if self.path == "/api/tags" else 0))
+        self.end_headers()
+        if self.path == "/api/tags":
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        return
+
+
+def test_an_ollama_server_at_the_configured_base_lists_its_models(team, cli, monkeypatch):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Ollama)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        monkeypatch.setenv("COWORK_MODEL", "ollama/llama3.1")
+        monkeypatch.setenv("COWORK_API_BASE", base)
+        r = cli("models", "--json")
+        data = r.json()
+        assert {"kind": "ollama", "api_base": base, "models": ["llama3.1:latest", "qwen2.5-coder:7b"],
+                "configured": True} in data["providers"]["servers"]
+        default = data["models"][0]
+        assert (default["name"], default["key_ok"], default["key_note"]) == \
+            ("ollama/llama3.1", True, "no key needed (local server)")
+        assert r.code == 0 and f"Ollama         {base} (configured api_base): llama3.1:latest" in cli("models").out
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_nothing_configured_says_so_and_explains_cowork_model(tmp_path, cli, monkeypatch):

@@ -63,15 +63,15 @@ def _render(report: dict) -> None:
         print(f"  API keys       none set (looked for {', '.join(names[:6])}, ...)")
     ollama = [s for s in prov["servers"] if s["kind"] == "ollama"]
     others = [s for s in prov["servers"] if s["kind"] != "ollama"]
-    if ollama:
-        print(f"  Ollama         {ollama[0]['api_base']}: " + (", ".join(ollama[0]["models"]) or "no models pulled"))
-    else:
+    for s in ollama:
+        tag = " (configured api_base)" if s["configured"] else ""
+        print(f"  Ollama         {s['api_base']}{tag}: " + (", ".join(s["models"][:8]) or "no models pulled"))
+    if not ollama:
         print("  Ollama         not running at 127.0.0.1:11434")
-    if others:
-        for s in others:
-            tag = " (configured api_base)" if s["configured"] else ""
-            print(f"  Local server   {s['api_base']}{tag}: " + (", ".join(s["models"][:8]) or "no models listed"))
-    else:
+    for s in others:
+        tag = " (configured api_base)" if s["configured"] else ""
+        print(f"  Local server   {s['api_base']}{tag}: " + (", ".join(s["models"][:8]) or "no models listed"))
+    if not others:
         print(f"  Local servers  none answering on 127.0.0.1 ports {', '.join(map(str, PORTS))}")
     emb = prov["embedded"]
     print(f"  Embedded       {emb['label']}: " + ("installed" if emb["available"] else emb["detail"]))

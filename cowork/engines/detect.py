@@ -121,24 +121,29 @@ def _get_json(url: str, timeout: float) -> Any:
         return json.load(resp)
 
 
+def _ollama(root: str, timeout: float, configured: bool) -> Server | None:
+    try:
+        tags = _get_json(f"{root}/api/tags", timeout)
+        return Server("ollama", root, [m["name"] for m in tags["models"] if m.get("name")], configured)
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return None
+
+
 def probe(api_base: str, *, timeout: float = TIMEOUT, configured: bool = False) -> Server | None:
-    """The server at `api_base` (loopback only): Ollama's /api/tags, else an OpenAI-compatible /v1/models."""
+    """The server at `api_base` (loopback only, else None): an OpenAI-compatible `/v1/models`, or Ollama's
+    `/api/tags` (asked first on Ollama's port, 11434)."""
     if not is_loopback(api_base):
         return None
     base = api_base.rstrip("/")
     root = base[:-3] if base.endswith("/v1") else base
-    if urlsplit(root).port == 11434 or "ollama" in root:
-        try:
-            tags = _get_json(f"{root}/api/tags", timeout)
-            return Server("ollama", root, [m["name"] for m in tags.get("models", []) if m.get("name")], configured)
-        except (OSError, ValueError, AttributeError, TypeError):
-            pass
+    if urlsplit(root).port == 11434 and (found := _ollama(root, timeout, configured)):
+        return found
     try:
         data = _get_json(f"{root}/v1/models", timeout)
-        models = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
+        models = [m["id"] for m in data["data"] if isinstance(m, dict) and m.get("id")]
+        return Server("openai", f"{root}/v1", models, configured)
     except (OSError, ValueError, AttributeError, TypeError, KeyError):
-        return None
-    return Server("openai", f"{root}/v1", models, configured)
+        return _ollama(root, timeout, configured) if urlsplit(root).port != 11434 else None
 
 
 def probe_servers(extra: tuple[str, ...] = (), ports: tuple[int, ...] = PORTS,
