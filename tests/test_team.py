@@ -81,6 +81,7 @@ def test_ask_a_live_lane_which_answers_between_its_steps(env):
 
     asked, answered = asyncio.run(both())
     assert answered.ok and asked.ok and "yes, it is keyed per user" in asked.content
+    assert dev.between_steps() == []               # the answer came back as the result, not again as a note
     assert lanes_db.list_lanes(env.store, "t1") and not env.store.one("SELECT * FROM lanes WHERE kind='consult'")
     q = env.store.one("SELECT * FROM messages WHERE kind='ask'")
     assert q["state"] == "answered" and q["to_lane"] == "t1/rev" and q["from_lane"] == "t1/impl"

@@ -280,7 +280,8 @@ class Gateway:
                                                                                       c.lane_id))
         msgs.mark(c.store, [m["id"] for m in new if m["kind"] != "ask"], "read")
         self.answering += [m for m in new if m["kind"] == "ask"]
-        return new
+        # answers already came back as the result of this lane's `ask`
+        return [m for m in new if m["kind"] != "answer"]
 
     def _open_questions(self) -> list[dict]:
         self.answering = [m for m in self.answering if not msgs.answer_to(self.ctx.store, m["id"])]
