@@ -5,6 +5,7 @@ Build it with `make_app` (the CLI, the tests, the snapshots and the benchmark al
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from textual import on, work
@@ -15,8 +16,8 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 from textual.worker import get_current_worker
 
 from cowork.errors import CoworkError
-from cowork.runner import control
-from cowork.team import approvals, messages
+from cowork.team import messages
+from cowork.tui import controls
 from cowork.tui.commands import MissionCommands
 from cowork.tui.data import Delta, HeaderInfo, Poller
 from cowork.tui.messages import PollFailed, StoreChanged
@@ -31,6 +32,7 @@ from cowork.tui.widgets.merge import MergeView
 from cowork.tui.widgets.timeline import Timeline
 
 DEFAULT_POLL_S = 0.2
+LANES_EVERY_S = 0.5
 TABS = {"lanes": "tab-lanes", "approvals": "tab-approvals", "channel": "tab-channel", "merge": "tab-merge"}
 
 EMPTY = """\
@@ -44,9 +46,6 @@ EMPTY = """\
 Lanes show up here the moment a task starts, and this screen updates live.
 [dim]? help · p pause all · ctrl+p every command · q quit (lanes keep running)[/dim]
 """
-
-
-HUMAN = object()  # stands for `messages.human_id()`, resolved in the control worker (it runs git)
 
 
 class MissionControl(App):
@@ -94,6 +93,9 @@ class MissionControl(App):
         self._wake = threading.Event()
         self._poll_error: str | None = None
         self._human: str | None = None
+        self._pending_lanes: dict = {}
+        self._lanes_flushed = 0.0
+        self._lanes_timer = False
 
     # -- layout ---------------------------------------------------------------------------------------------
 
@@ -170,7 +172,8 @@ class MissionControl(App):
         """Show one batch of news from the store."""
         self._poll_error = None
         if delta.lanes:
-            self.lanes_table.apply(delta.lanes)
+            self._pending_lanes.update(delta.lanes)
+            self._flush_lanes_soon()
         if delta.events:
             self.timeline.add(delta.events)
             self.last_event = delta.events[-1]["id"]
@@ -178,15 +181,15 @@ class MissionControl(App):
             self.query_one(ChannelView).add(delta.messages)
         if delta.approvals is not None:
             self.query_one(ApprovalsView).show(delta.approvals)
-            self.query_one(TabbedContent).get_tab("tab-approvals").label = (
-                f"Approvals ({len(delta.approvals)})" if delta.approvals else "Approvals")
+            label = f"Approvals ({len(delta.approvals)})" if delta.approvals else "Approvals"
+            tab = self.query_one(TabbedContent).get_tab("tab-approvals")
+            if str(tab.label) != label:
+                tab.label = label
         if delta.header is not None:
             self.header_info = delta.header
             self.query_one(StatusHeader).show(delta.header)
             self.query_one(MergeView).show(delta.header)
-        empty = self.header_info is not None and self.header_info.tasks == 0 and not self.lanes_table.lane_rows
-        if empty != self.query_one("#empty").display:
-            self._show_empty(empty)
+        self._check_empty()
         for screen in self.screen_stack:
             if isinstance(screen, LaneDetailScreen):
                 if delta.events:
@@ -194,6 +197,29 @@ class MissionControl(App):
                 if screen.row.key in delta.lanes:
                     screen.apply_lane(delta.lanes[screen.row.key])
         self.batches += 1
+
+    def _flush_lanes_soon(self) -> None:
+        # Any changed cell makes the DataTable re-render every visible row, so under a stream of lane updates the
+        # table is redrawn at most every LANES_EVERY_S (the first change after a quiet spell shows at once).
+        wait = self._lanes_flushed + LANES_EVERY_S - time.monotonic()
+        if wait <= 0:
+            self._flush_lanes()
+        elif not self._lanes_timer:
+            self._lanes_timer = True
+            self.set_timer(wait, self._flush_lanes)
+
+    def _flush_lanes(self) -> None:
+        self._lanes_timer = False
+        self._lanes_flushed = time.monotonic()
+        rows, self._pending_lanes = self._pending_lanes, {}
+        if rows:
+            self.lanes_table.apply(rows)
+            self._check_empty()
+
+    def _check_empty(self) -> None:
+        empty = self.header_info is not None and self.header_info.tasks == 0 and not self.lanes_table.lane_rows
+        if empty != self.query_one("#empty").display:
+            self._show_empty(empty)
 
     def _show_empty(self, empty: bool) -> None:
         self.query_one("#empty").display = empty
@@ -210,40 +236,37 @@ class MissionControl(App):
         self.query_one(MergeView).tick()
         self.query_one(ApprovalsView).tick()
 
-    # -- controls (each one is the CLI's core call, run off the UI thread) ---------------------------------
+    # -- controls (each one is the CLI command's core call, run off the UI thread) -----------------------------
 
     @work(thread=True, group="control", exit_on_error=False)
-    def run_control(self, done: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Run `fn(store, *args, **kwargs)` in a worker and report how it went."""
+    def run_control(self, fn: Callable[..., str], *args: Any, **kwargs: Any) -> None:
+        """Run `fn(ws, store, *args, by=<this human>, **kwargs)` in a worker and notify what it says."""
         try:
             if self._human is None:
-                self._human = messages.human_id()
-            kwargs = {k: self._human if v is HUMAN else v for k, v in kwargs.items()}
-            fn(self.store, *args, **kwargs)
+                self._human = messages.human_id(self.ws.root)
+            said = fn(self.ws, self.store, *args, by=self._human, **kwargs)
         except CoworkError as exc:
             self.call_from_thread(self.notify, exc.render(), severity="error", timeout=8)
         except Exception as exc:
-            self.call_from_thread(self.notify, f"{done} failed: {type(exc).__name__}: {exc}", severity="error",
-                                  timeout=8)
+            self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", severity="error", timeout=8)
         else:
-            self.call_from_thread(self.notify, done, timeout=3)
+            self.call_from_thread(self.notify, said, timeout=4)
         finally:
-            self.store.close()
+            self.store.close()  # this thread's connection
             self.poke()
 
     def action_toggle_pause(self) -> None:
         if self.header_info and self.header_info.paused:
             def resume(answer: str | None) -> None:
                 if answer is not None:
-                    self.run_control("resumed: lanes continue", control.unpause, by=HUMAN)
+                    self.run_control(controls.unpause_all)
 
             self.push_screen(AskScreen("Resume all lanes?", "Every paused lane continues from its next step.",
                                        confirm="Resume"), resume)
         else:
             def pause(answer: str | None) -> None:
                 if answer is not None:
-                    self.run_control("paused: no lane takes another step", control.pause, by=HUMAN,
-                                 reason=answer or None)
+                    self.run_control(controls.pause_all, reason=answer or None)
 
             self.push_screen(AskScreen("Pause all lanes?", "Every lane stops before its next step (running tools "
                                        "finish; external agents get SIGSTOP) until you resume.",
@@ -256,7 +279,7 @@ class MissionControl(App):
 
         def answer(note: str | None) -> None:
             if note is not None:
-                self.run_control(f"approved #{row['id']}", approvals.approve, row["id"], by=HUMAN, note=note or None)
+                self.run_control(controls.approve, row["id"], note=note or None)
 
         self.push_screen(AskScreen(f"Approve #{row['id']}: {row.get('role')} → {row.get('tool')}?",
                                    "The action runs as shown.", placeholder="note (optional)", confirm="Approve"),
@@ -269,15 +292,14 @@ class MissionControl(App):
 
         def answer(reason: str | None) -> None:
             if reason:
-                self.run_control(f"rejected #{row['id']}", approvals.reject, row["id"], by=HUMAN, reason=reason)
+                self.run_control(controls.reject, row["id"], reason=reason)
 
         self.push_screen(AskScreen(f"Reject #{row['id']}: {row.get('role')} → {row.get('tool')}?",
                                    "The role is told why and carries on without it.", placeholder="reason (required)",
                                    required=True, confirm="Reject"), answer)
 
     def on_channel_view_post(self, message: ChannelView.Post) -> None:
-        self.run_control(f"posted to @{message.to_role}", messages.post, kind="human", from_role=HUMAN,
-                     to_role=message.to_role, body=message.body)
+        self.run_control(controls.say, "@" + message.to_role, message.body)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("approve", "reject"):

@@ -55,6 +55,7 @@ class ApprovalsView(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.rows: dict[int, dict] = {}
+        self._shown: dict | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("No approvals waiting.", id="approval-empty")
@@ -96,7 +97,9 @@ class ApprovalsView(Vertical):
 
     def show_selected(self) -> None:
         row = self.selected()
-        self.query_one("#approval-action", Static).update(render_action(row) if row else "")
+        if row != self._shown:
+            self._shown = row
+            self.query_one("#approval-action", Static).update(render_action(row) if row else "")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_selected()

@@ -78,12 +78,12 @@ class StatusHeader(Vertical):
         self.tick()
 
     def tick(self) -> None:
-        """Re-render (ages move on even when nothing else changes)."""
+        """Re-render (ages move on even when nothing else changes). Each line is one row high: no re-layout."""
         h = self.info
         if h is None:
             return
-        self.query_one("#title", Static).update(title_line(h))
+        self.query_one("#title", Static).update(title_line(h), layout=False)
         self.set_class(bool(h.paused), "-paused")
         if h.paused:
-            self.query_one("#paused-banner", Static).update(paused_line(h))
-        self.query_one("#status", Static).update(status_line(h))
+            self.query_one("#paused-banner", Static).update(paused_line(h), layout=False)
+        self.query_one("#status", Static).update(status_line(h), layout=False)

@@ -20,10 +20,27 @@ SORT_KEYS = {
 }
 
 
+class LaneCell(Text):
+    """The lane column's cell: `task/lane`, clipped from the left (the lane id matters most), carrying its row key
+    so that sorting, which only sees cell values, can find the row."""
+
+    def __init__(self, key: str, width: int) -> None:
+        task, _, lane = key.rpartition("/")
+        if len(key) > width:
+            task = "…" + task[max(0, len(task) - (width - len(lane) - 2)):]
+        super().__init__(no_wrap=True, overflow="ellipsis")
+        self.append(task + "/", "dim")
+        self.append(lane, "bold")
+        self.key = key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LaneCell) and other.key == self.key and super().__eq__(other)
+
+
 def cells(row: LaneRow) -> dict[str, object]:
-    """The rendered cells of a lane; the `lane` cell is its plain key, which sorting relies on."""
+    """The rendered cells of a lane."""
     return {
-        "lane": row.key,
+        "lane": LaneCell(row.key, COLUMNS[0][2]),
         "role": row.role,
         "goal": fmt.clip(row.goal, 60),
         "state": Text(row.state, fmt.STATE_STYLES.get(row.state, "")),
@@ -117,9 +134,9 @@ class LanesTable(DataTable):
     def _resort(self) -> None:
         column = self.sort_column
         if column is None:
-            self.sort("lane", key=lambda k: (self.lane_rows[str(k)].created_at, str(k)), reverse=self.sort_reverse)
+            self.sort("lane", key=lambda c: (self.lane_rows[c.key].created_at, c.key), reverse=self.sort_reverse)
         else:
-            self.sort("lane", key=lambda k: (SORT_KEYS[column](self.lane_rows[str(k)]), str(k)), reverse=self.sort_reverse)
+            self.sort("lane", key=lambda c: (SORT_KEYS[column](self.lane_rows[c.key]), c.key), reverse=self.sort_reverse)
 
     def action_cycle_sort(self) -> None:
         keys = [None, *SORT_KEYS]

@@ -12,7 +12,7 @@ from cowork.tui.data import HeaderInfo
 
 class MergeView(Vertical):
     DEFAULT_CSS = """
-    MergeView #merge-lock { height: auto; padding: 0 1; }
+    MergeView #merge-lock { height: 1; padding: 0 1; }
     MergeView DataTable { height: 1fr; }
     """
 
@@ -55,4 +55,4 @@ class MergeView(Vertical):
         else:
             text = Text.assemble("merge lock ", ("free", "green"))
         text.append(f"   queue {len(h.queue)}   {h.target} at {h.head or '-'}")
-        self.query_one("#merge-lock", Static).update(text)
+        self.query_one("#merge-lock", Static).update(text, layout=False)

@@ -65,7 +65,12 @@ class Timeline(ScrollView, can_focus=True):
         self._resize(True)
 
     def _resize(self, follow: bool) -> None:
-        self.virtual_size = Size(self.size.width, len(self.shown))
+        size = Size(self.size.width, len(self.shown))
+        if size != self.virtual_size:
+            # virtual_size is a layout reactive: assigning it re-lays out the whole screen, on every batch. The
+            # timeline's own height is fixed by CSS, so only its scrollbar needs to hear about the new length.
+            self.set_reactive(Timeline.virtual_size, size)
+            self._scroll_update(size)
         if follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
