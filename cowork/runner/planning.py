@@ -40,7 +40,7 @@ def create_task(ws, store, settings, roles, text: str, *, to: str | None = None,
         raise BadInput(f"unknown role '{to}'", hint="known roles: " + ", ".join(roles.names()))
     title = first_line(text)
     with store.tx():
-        task = new_task_id(store, ws, text)
+        task = new_task_id(store, ws, title)
         lanes_db.create_task(store, task, title, origin=origin)
     brief = brief_text(task, text, to=to or settings.planner, attachments=list(attachments), origin=origin,
                        root=ws.root)
