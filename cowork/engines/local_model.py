@@ -264,7 +264,9 @@ def ensure_local_server(state_dir: Path, *, log_path: Path | None = None,
     with _locked(state_dir):
         rec = _read_record(state_dir)
         wanted = find_gguf()
-        if rec and _pid_alive(rec["pid"]) and _answers(rec["port"]):
+        # a server busy with a long generation may not answer a probe in time: a live recorded pid that is
+        # a llama_cpp.server is trusted, or we would start a second server and orphan the first
+        if rec and _pid_alive(rec["pid"]) and (_answers(rec["port"]) or _is_our_server(rec["pid"])):
             if wanted is None or rec.get("model_path") == str(wanted):
                 return LocalEndpoint(**{**rec, "reused": True})
             _stop_pid(rec["pid"])  # a different GGUF was asked for
@@ -429,7 +431,7 @@ def _close_json(text: str) -> Any:
         if esc:
             continue
         try:
-            return json.loads(head + ('"' if in_str else "") + "".join(reversed(stack)))
+            return json.loads(head + ('"' if in_str else "") + "".join(reversed(stack)), strict=False)
         except ValueError:
             continue
     raise ValueError("unrepairable")
@@ -465,7 +467,7 @@ def constrained_tool_call(messages: list[Any], tools: list[Any], *, api_base: st
     seconds = time.monotonic() - started
     text = resp.choices[0].message.content or ""
     try:
-        reply = json.loads(text)
+        reply = json.loads(text, strict=False)  # the grammar lets raw newlines through inside strings
     except ValueError:
         try:
             reply = _close_json(text)
