@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from cowork.errors import BadInput, CoworkError
-from cowork.gitcli import git
+from cowork.gitops.git import git
 from cowork.plan import LaneSpec, Plan, PlanMeta
 
 REQUEST = ("Add greet.py, its test and a docs page\n\n"
@@ -106,18 +106,18 @@ def make_team(root: Path, *, embedded: bool, progress: Callable[[str], None]) ->
     root.mkdir(parents=True, exist_ok=True)
     if any(root.iterdir()):
         raise BadInput(f"{root} is not empty", hint="give `cowork demo --dir` a new or empty directory")
-    git(root, "init", "-q", "-b", "main")
-    if not git(root, "config", "user.email", check=False):
-        git(root, "config", "user.name", "cowork demo")
-        git(root, "config", "user.email", "demo@cowork.invalid")
+    git("init", "-q", "-b", "main", cwd=root)
+    if not git("config", "user.email", check=False, cwd=root):
+        git("config", "user.name", "cowork demo", cwd=root)
+        git("config", "user.email", "demo@cowork.invalid", cwd=root)
     (root / "README.md").write_text("# greet\n\nA scratch repository made by `cowork demo`.\n", encoding="utf-8")
-    git(root, "add", "README.md")
-    git(root, "commit", "-q", "-m", "first commit")
+    git("add", "README.md", cwd=root)
+    git("commit", "-q", "-m", "first commit", cwd=root)
     init_team(root, commit=True, name="demo")
     progress(f"made a team repo at {root} (git init, first commit, cowork init)")
     _size_team(root, embedded=embedded)
-    git(root, "add", "cowork.toml", "roles")
-    git(root, "commit", "-q", "-m", "demo: size the team for a short demo (no review lanes, small step caps)")
+    git("add", "cowork.toml", "roles", cwd=root)
+    git("commit", "-q", "-m", "demo: size the team for a short demo (no review lanes, small step caps)", cwd=root)
 
 
 def _size_team(root: Path, *, embedded: bool) -> None:
@@ -248,7 +248,7 @@ def _collect(ws, store, task: str, result: DemoResult) -> None:
         row = {"lane": r["id"], "role": r["role"], "kind": r["kind"], "state": r["state"],
                "packet": r["packet_path"], "packet_status": None, "packet_valid": False, "error": r["error"]}
         if r["packet_path"]:
-            text = git(ws.root, "show", f"main:{r['packet_path']}", check=False)
+            text = git("show", f"main:{r['packet_path']}", check=False, cwd=ws.root)
             if not text and r["worktree"] and (Path(r["worktree"]) / r["packet_path"]).is_file():
                 text = (Path(r["worktree"]) / r["packet_path"]).read_text(encoding="utf-8")
             try:
@@ -257,7 +257,7 @@ def _collect(ws, store, task: str, result: DemoResult) -> None:
             except CoworkError as exc:
                 row["error"] = row["error"] or exc.render()[:300]
         result.lanes.append(row)
-    log = git(ws.root, "log", "main", "--merges", f"--grep=Cowork-Task: {task}", "--format=%h %s", check=False)
+    log = git("log", "main", "--merges", f"--grep=Cowork-Task: {task}", "--format=%h %s", check=False, cwd=ws.root)
     result.merges = [line for line in log.splitlines() if line]
     totals = store.one("SELECT coalesce(sum(tokens_in),0) AS i, coalesce(sum(tokens_out),0) AS o, "
                        "coalesce(sum(usd),0) AS u FROM events WHERE task_id=? AND kind='model.call'", (task,))

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from cowork.errors import BadInput, CoworkError
-from cowork.gitcli import GitFailed, current_branch, git, rev, toplevel
+from cowork.gitops.git import GitError, current_branch, git, rev, toplevel
 from cowork.workspace import Workspace
 
 COMMIT_MESSAGE = "cowork init: add team settings, starter roles and handoffs/README.md"
@@ -134,7 +134,7 @@ def _ensure_repo(path: Path, git_init: bool) -> tuple[Path, bool]:
     if not git_init:
         raise BadInput(f"{path} is not a git repository",
                        hint="run `git init` there first, or pass --git-init to let cowork create one")
-    git(path, "init", "-b", "main")
+    git("init", "-b", "main", cwd=path)
     return path.resolve(), True
 
 
@@ -170,25 +170,25 @@ def _commit(root: Path, actions: list[FileAction]) -> str | None:
     if not candidates:
         return None
     has_head = rev(root, "HEAD") is not None
-    in_head = set(git(root, "ls-tree", "-r", "--name-only", "HEAD", "--", *candidates).splitlines()) if has_head else set()
+    in_head = set(git("ls-tree", "-r", "--name-only", "HEAD", "--", *candidates, cwd=root).splitlines()) if has_head else set()
     changed = {a.path for a in actions if a.action in {"wrote", "overwrote", "updated"}}
     paths = [p for p in candidates if p in changed or p not in in_head]
     if not paths:
         return None
-    git(root, "add", "--", *paths)
+    git("add", "--", *paths, cwd=root)
     if has_head:  # only what differs from HEAD (a file rewritten with the same text is no change)
-        paths = git(root, "diff", "--cached", "--name-only", "HEAD", "--", *paths).splitlines()
+        paths = git("diff", "--cached", "--name-only", "HEAD", "--", *paths, cwd=root).splitlines()
         if not paths:
             return None
     try:
         # `--only` semantics (pathspec after --): whatever else the user has staged stays out of this commit
-        git(root, "commit", "--quiet", "--no-verify", "-m", COMMIT_MESSAGE, "--", *paths)
-    except GitFailed as exc:
+        git("commit", "--quiet", "--no-verify", "-m", COMMIT_MESSAGE, "--", *paths, cwd=root)
+    except GitError as exc:
         hint = None
         if "user.email" in exc.stderr or "identity" in exc.stderr:
             hint = 'set your identity: git config user.name "You"; git config user.email you@example.com'
         raise CoworkError(f"could not commit the team files: {exc.stderr}", hint=hint) from None
-    return git(root, "rev-parse", "HEAD")
+    return git("rev-parse", "HEAD", cwd=root)
 
 
 def init_team(path: Path | str = ".", *, force: bool = False, git_init: bool = False, commit: bool = False,

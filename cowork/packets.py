@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cowork import frontmatter, handoff, plan
 from cowork.errors import BadInput, Problem, ValidationFailed
-from cowork.gitcli import GitFailed, git, toplevel
+from cowork.gitops.git import GitError, git, toplevel
 from cowork.workspace import Workspace
 
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -96,12 +96,12 @@ def changed_since(ws: Workspace, ref: str) -> list[Path]:
     """
     top = toplevel(ws.root) or ws.root
     try:
-        git(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    except GitFailed:
+        git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=top)
+    except GitError:
         raise BadInput(f"unknown git ref '{ref}'", hint="fetch it first (e.g. `git fetch origin main`) or name a branch or commit") from None
-    names = git(top, "diff", "--name-only", "--no-renames", f"{ref}...HEAD", "--").splitlines()
-    names += git(top, "diff", "--name-only", "--no-renames", "HEAD", "--").splitlines()
-    names += git(top, "ls-files", "--others", "--exclude-standard").splitlines()
+    names = git("diff", "--name-only", "--no-renames", f"{ref}...HEAD", "--", cwd=top).splitlines()
+    names += git("diff", "--name-only", "--no-renames", "HEAD", "--", cwd=top).splitlines()
+    names += git("ls-files", "--others", "--exclude-standard", cwd=top).splitlines()
     out, seen = [], set()
     for name in names:
         path = (top / name).resolve()

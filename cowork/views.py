@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any, Iterator
 
-from cowork.gitcli import rev
+from cowork.gitops.git import rev
 from cowork.store import Store, day
 from cowork.workspace import Workspace
 

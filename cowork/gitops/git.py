@@ -50,8 +50,13 @@ def run_git(*args: str, cwd: Path | str, env: dict[str, str] | None = None,
             input: str | None = None, timeout: float | None = 600) -> subprocess.CompletedProcess:
     """Run `git *args` in `cwd` and return the completed process whatever its exit code."""
     cmd = ["git", *args]
-    return subprocess.run(cmd, cwd=str(cwd), env=git_env(env), input=input, capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        return subprocess.run(cmd, cwd=str(cwd), env=git_env(env), input=input, capture_output=True, text=True,
+                              timeout=timeout)
+    except FileNotFoundError:
+        if not Path(cwd).is_dir():
+            raise CoworkError(f"{cwd} is not a directory") from None
+        raise CoworkError("git is not installed", hint="install git and try again") from None
 
 
 def git(*args: str, cwd: Path | str, check: bool = True, env: dict[str, str] | None = None,
@@ -70,6 +75,19 @@ def git(*args: str, cwd: Path | str, check: bool = True, env: dict[str, str] | N
 def head(cwd: Path | str, ref: str = "HEAD") -> str:
     """The commit id `ref` points at."""
     return git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=cwd)
+
+
+def rev(cwd: Path | str, ref: str) -> str | None:
+    """The commit `ref` points at, or None when it does not exist (e.g. a repo with no commits)."""
+    proc = run_git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=cwd)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def toplevel(path: Path | str) -> Path | None:
+    """The root of the git work tree containing `path`, or None when it is not inside one."""
+    proc = run_git("rev-parse", "--show-toplevel", cwd=path)
+    out = proc.stdout.strip()
+    return Path(out).resolve() if proc.returncode == 0 and out else None
 
 
 def ref_exists(cwd: Path | str, ref: str) -> bool:
