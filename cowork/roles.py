@@ -23,7 +23,6 @@ BUILTIN_TOOLS = {
     "tell": "post a note to a role or the whole team",
     "delegate": "add a lane for another role to this task",
     "inbox": "read messages that arrived for this lane",
-    "memory_search": "search the team's memory",
 }
 # Actions that are not tools but can be forbidden (or granted) by name.
 ACTIONS = {"merge", "approve", "unpause", "change_roles", "push"}

@@ -31,8 +31,6 @@ SCHEMAS: dict[str, tuple[str, dict]] = {
     "delegate": ("Add a lane for another role to this task; its handoff packet comes back to your inbox.",
                  _obj({"role": _S, "goal": _S}, ["role", "goal"])),
     "inbox": ("Read the messages that arrived for you (questions, notes, handoffs).", _obj({})),
-    "memory_search": ("Search the team's memory of past lanes and curated facts.",
-                      _obj({"query": _S, "limit": _I}, ["query"])),
     "answer": ("Answer a question another lane asked you (the message id is in the question).",
                _obj({"message_id": _I, "text": _S}, ["message_id", "text"])),
     "finish": (
