@@ -42,6 +42,7 @@ from cowork.cli import (  # noqa: E402,F401
     team_cmds,
     mc_cmd,
     model_cmds,
+    mcp_cmd,
 )
 
 
