@@ -8,8 +8,10 @@ builds one from its exit status, output and diff.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -22,6 +24,13 @@ TAIL = 3000
 
 def argv_for(command: list[str], goal: str) -> list[str]:
     return [part.replace("{goal}", goal) for part in command]
+
+
+def mcp_argv(ctx: Any) -> list[str]:
+    """The argv that serves the team to this lane's external agent over MCP on stdio (`cowork mcp serve`). The lane
+    is in the argv, not only the environment: agent CLIs often start MCP servers with a scrubbed environment."""
+    return [sys.executable, "-m", "cowork", "mcp", "serve", "-C", str(ctx.ws.root), "--task", ctx.task_id,
+            "--lane", ctx.lane_id, "--role", ctx.role.name]
 
 
 async def run_command_lane(ctx: Any, journal: Journal, *, log_path: Path, notes: list[str] | None = None,
@@ -43,7 +52,8 @@ async def run_command_lane(ctx: Any, journal: Journal, *, log_path: Path, notes:
         goal = ctx_goal + "\n\nFeedback on your previous attempt:\n" + "\n\n".join(notes)
     argv = argv_for(ctx.role.command, goal)
     env = {**os.environ, "COWORK_TASK": ctx.task_id, "COWORK_LANE": ctx.lane_id, "COWORK_ROLE": ctx.role.name,
-           "COWORK_WORKTREE": str(ctx.worktree), "COWORK_ROOT": str(ctx.ws.root)}
+           "COWORK_WORKTREE": str(ctx.worktree), "COWORK_ROOT": str(ctx.ws.root),
+           "COWORK_MCP_COMMAND": json.dumps(mcp_argv(ctx))}
     if any(s.kind == "tool" and s.state == "interrupted" for s in journal.steps):
         env["COWORK_RESUMED"] = "1"
     log_path.parent.mkdir(parents=True, exist_ok=True)

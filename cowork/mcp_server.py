@@ -1,0 +1,344 @@
+"""`cowork mcp serve`: the team itself as an MCP server on stdio, so any MCP-capable agent can join it.
+
+Who calls is decided once, at start, from the environment. With COWORK_TASK, COWORK_LANE and COWORK_ROLE set (an
+external agent inside a lane started by the command engine) the server acts as that lane: its team actions go
+through the lane's own `Gateway`, so authority, approval tiers, budgets, redaction and `tool.denied` events apply
+exactly as for llm lanes. Without them it is a human observer (`human:<name>`) with the read tools and `say`.
+No identity gets approve, reject, unpause or merge: those stay with humans at the CLI and the TUI.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from cowork.config import TeamSettings, load_settings
+from cowork.errors import CoworkError
+from cowork.redact import redact, redact_obj
+from cowork.roles import RoleSet, load_roles
+from cowork.store import Store
+from cowork.tools.gateway import Gateway, LaneCtx
+from cowork.workspace import Workspace
+
+IDENTITY_VARS = ("COWORK_TASK", "COWORK_LANE", "COWORK_ROLE")
+READ_TOOLS = ("status", "lanes", "inbox", "handoffs", "read_handoff", "approvals", "lock_status")
+LANE_TOOLS = READ_TOOLS + ("tell", "ask", "delegate", "answer")
+HUMAN_TOOLS = READ_TOOLS + ("say",)
+MAX_HANDOFF_CHARS = 200_000
+
+
+@dataclass
+class Team:
+    """The team being served and who is calling: a lane (`ctx` and `gateway` set) or a human observer."""
+
+    ws: Workspace
+    store: Store
+    settings: TeamSettings
+    roles: RoleSet
+    who: str                        # the role name, or human:<name>
+    ctx: LaneCtx | None = None
+    gateway: Gateway | None = None
+
+    @property
+    def is_lane(self) -> bool:
+        return self.gateway is not None
+
+
+def open_team(root: Path | str | None = None, env: Mapping[str, str] | None = None) -> Team:
+    """Load the team at `root` (default: $COWORK_ROOT or the current directory) and the caller's identity.
+
+    Raises:
+        CoworkError: the identity variables are partly set, or name a lane or role that does not exist.
+    """
+    env = os.environ if env is None else env
+    ws = Workspace.find(root if root is not None else env.get("COWORK_ROOT") or None)
+    settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
+    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
+    store = Store.for_workspace(ws)
+    given = {k: env.get(k, "").strip() for k in IDENTITY_VARS}
+    if not any(given.values()):
+        from cowork.team.messages import human_id
+
+        return Team(ws, store, settings, roles, who=human_id(ws.root))
+    missing = [k for k, v in given.items() if not v]
+    if missing:
+        raise CoworkError(f"cowork mcp serve: {', '.join(missing)} not set while "
+                          f"{', '.join(k for k in IDENTITY_VARS if k not in missing)} is",
+                          hint="set all of COWORK_TASK, COWORK_LANE and COWORK_ROLE (a lane) or none (a human)")
+    ctx = lane_ctx(ws, store, settings, roles, given["COWORK_TASK"], given["COWORK_LANE"], given["COWORK_ROLE"],
+                   worktree=env.get("COWORK_WORKTREE") or None)
+    return Team(ws, store, settings, roles, who=ctx.role.name, ctx=ctx, gateway=Gateway(ctx))
+
+
+def lane_ctx(ws: Workspace, store: Store, settings: TeamSettings, roles: RoleSet, task: str, lane: str, role: str,
+             *, worktree: str | None = None) -> LaneCtx:
+    """The LaneCtx of an existing lane, from its `lanes` row.
+
+    Raises:
+        CoworkError: no such lane in this team, or it belongs to another role, or the role is not defined.
+    """
+    from cowork.store import lanes as lanes_db
+
+    row = lanes_db.get_lane(store, task, lane)
+    if row is None:
+        raise CoworkError(f"COWORK_LANE names lane '{task}/{lane}', which does not exist in the team at {ws.root}",
+                          hint="run `cowork lanes` to see the lanes; unset COWORK_TASK/COWORK_LANE/COWORK_ROLE "
+                               "to serve as a human")
+    if row["role"] != role:
+        raise CoworkError(f"COWORK_ROLE is '{role}' but lane '{task}/{lane}' belongs to role '{row['role']}'")
+    if role not in roles.roles:
+        raise CoworkError(f"lane '{task}/{lane}' has role '{role}', which is not defined in roles/",
+                          hint="see `cowork roles list`")
+    if row.get("worktree"):
+        path = Path(row["worktree"])
+    elif worktree:
+        path = Path(worktree)
+    else:
+        from cowork.gitops.worktrees import lane_path
+
+        path = lane_path(ws, task, lane)
+    return LaneCtx(ws=ws, store=store, settings=settings, roles=roles, role=roles.roles[role], task_id=task,
+                   lane_id=lane, worktree=path, depth=row.get("depth") or 0, kind=row.get("kind") or "work")
+
+
+# -- what the tools do (plain functions: the MCP layer below only adapts them) -------------------------------
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe and redacted."""
+    return redact_obj(json.loads(json.dumps(obj, default=str, ensure_ascii=False)))
+
+
+def _task_arg(task: str | None) -> str | None:
+    from cowork.packets import TASK_ID
+
+    if task is None or task == "":
+        return None
+    if not TASK_ID.match(task):
+        raise ToolError(f"'{task}' is not a task id (like t1-fix-login)")
+    return task
+
+
+def status(team: Team) -> dict:
+    from cowork import views
+
+    you = {"identity": "lane" if team.is_lane else "human", "name": team.who}
+    if team.ctx is not None:
+        you |= {"task": team.ctx.task_id, "lane": team.ctx.lane_id, "role": team.ctx.role.name}
+    return _plain({"you": you, **views.team_status(team.ws, team.store, team.settings)})
+
+
+def lanes(team: Team, task: str | None = None) -> dict:
+    from cowork import views
+
+    return _plain({"lanes": views.lane_rows(team.store, _task_arg(task))})
+
+
+def human_inbox(team: Team, include_read: bool = False, limit: int = 50) -> dict:
+    """Messages for humans, oldest first; the new ones (but questions) are marked read, as `cowork inbox` does."""
+    from cowork.team import messages as msgs
+
+    rows = msgs.inbox(team.store, unread_only=not include_read, limit=max(1, min(limit, 200)))
+    msgs.mark(team.store, [r["id"] for r in rows if r["kind"] != "ask"], "read")
+    return _plain({"messages": rows})
+
+
+def handoffs(team: Team, task: str | None = None) -> dict:
+    from cowork import packets
+
+    return _plain({"handoffs": [packets.entry(team.ws, p) for p in packets.packet_paths(team.ws, _task_arg(task))]})
+
+
+def handoff_path(ws: Workspace, ref: str) -> Path:
+    """A file under handoffs/ named by a path ("handoffs/t1/api.md") or TASK/LANE; nothing outside handoffs/."""
+    ref = (ref or "").strip().replace("\\", "/")
+    if not ref:
+        raise ToolError("give a path under handoffs/ or TASK/LANE")
+    base = ws.handoffs_dir.resolve()
+    candidates = [ws.root / ref]
+    if not ref.startswith("handoffs/"):
+        candidates.append(base / (ref if ref.endswith(".md") else ref + ".md"))
+    for cand in candidates:
+        path = cand.resolve()  # symlinks and '..' resolved before the check
+        if path.is_relative_to(base) and path.is_file():
+            return path
+    if not any(c.resolve().is_relative_to(base) for c in candidates):
+        raise ToolError(f"'{ref}' is outside handoffs/; only handoff packets, briefs, plans and summaries can be read")
+    raise ToolError(f"no handoff '{ref}'; the handoffs tool lists them")
+
+
+def read_handoff(team: Team, path: str) -> str:
+    file = handoff_path(team.ws, path)
+    text = file.read_text(encoding="utf-8", errors="replace")
+    if len(text) > MAX_HANDOFF_CHARS:
+        text = text[:MAX_HANDOFF_CHARS] + f"\n… (cut at {MAX_HANDOFF_CHARS} characters)"
+    return redact(text)
+
+
+def approvals(team: Team) -> dict:
+    from cowork.team import approvals as ap
+
+    return _plain({"pending": ap.pending(team.store),
+                   "note": "only a human can decide: `cowork approve ID` / `cowork reject ID --reason ...`"})
+
+
+def lock_status(team: Team) -> dict:
+    from cowork.gitops import merge
+
+    return _plain(merge.lock_status(team.store))
+
+
+def say(team: Team, target: str, text: str, reply_to: int | None = None, start_if_idle: bool = True) -> dict:
+    """A human's message, exactly as `cowork say`: an idle role gets a one-lane task and a runner is started."""
+    from cowork.team import channel
+
+    said = channel.say(team.ws, team.store, team.settings, team.roles, target, text, by=team.who,
+                       reply_to=reply_to, start=start_if_idle)
+    pid = None
+    if said.task:
+        from cowork.runner import launch
+
+        pid = launch.start_detached(team.ws, [said.task])
+    return _plain({"message": said.message_id, "to": said.to, "delivered_to": said.delivered_to,
+                   "task": said.task, "runner_pid": pid, "reply_to": said.reply_to})
+
+
+async def lane_call(team: Team, name: str, args: dict) -> str:
+    """One team action through the lane's gateway; a refusal or failure is a ToolError with the gateway's text."""
+    assert team.gateway is not None
+    result = await team.gateway.call(name, args)
+    if not result.ok:
+        raise ToolError(result.content)
+    return result.content
+
+
+# -- the MCP server ----------------------------------------------------------------------------------------------
+
+@contextmanager
+def _errors(tool: str) -> Iterator[None]:
+    """A user's mistake or a failure becomes a tool error with clear text, never a crashed server."""
+    try:
+        yield
+    except ToolError:
+        raise
+    except CoworkError as exc:
+        raise ToolError(exc.render()) from None
+    except Exception as exc:  # noqa: BLE001 - the server must outlive any one call
+        raise ToolError(f"{tool} failed: {type(exc).__name__}: {exc}") from None
+
+
+def build_server(team: Team) -> MCPServer:
+    """An MCP server offering the tools for `team.who`: LANE_TOOLS for a lane, HUMAN_TOOLS for a human."""
+    where = f"task {team.ctx.task_id}, lane {team.ctx.lane_id}" if team.ctx else "no lane"
+    server = MCPServer(
+        name="cowork", version=_version(),
+        instructions=(f"The cowork team '{team.settings.name}' at {team.ws.root}. You are {team.who} ({where}). "
+                      "Read the team with status, lanes, inbox, handoffs, approvals and lock_status. "
+                      + ("Talk to other roles with tell, ask (waits for an answer), delegate and answer; your role's "
+                         "authority and approval tiers apply." if team.is_lane else
+                         "Post to a role or the team with say.")
+                      + " Approvals, pause and merges are for humans at the cowork CLI or TUI."),
+        log_level="WARNING")
+
+    def add(fn, name: str, description: str, *, structured: bool = True) -> None:
+        server.add_tool(fn, name=name, description=description, structured_output=structured)
+
+    def status_tool() -> dict[str, Any]:
+        with _errors("status"):
+            return status(team)
+
+    def lanes_tool(task: str | None = None) -> dict[str, Any]:
+        with _errors("lanes"):
+            return lanes(team, task)
+
+    def handoffs_tool(task: str | None = None) -> dict[str, Any]:
+        with _errors("handoffs"):
+            return handoffs(team, task)
+
+    def read_handoff_tool(path: str) -> str:
+        with _errors("read_handoff"):
+            return read_handoff(team, path)
+
+    def approvals_tool() -> dict[str, Any]:
+        with _errors("approvals"):
+            return approvals(team)
+
+    def lock_status_tool() -> dict[str, Any]:
+        with _errors("lock_status"):
+            return lock_status(team)
+
+    add(status_tool, "status", "The team now: merge target and head, pause, merge lock and queue, tasks and lanes "
+        "by state, pending approvals, today's spend, and who you are.")
+    add(lanes_tool, "lanes", "Every lane (or those of one task): role, state, goal, branch, cost, packet, error.")
+    add(handoffs_tool, "handoffs", "The handoff packets committed under handoffs/ (or one task's): path, from, to, "
+        "status, title, checklist progress.")
+    add(read_handoff_tool, "read_handoff", "The text of a file under handoffs/: a packet, brief, plan or summary, "
+        "named by its path (handoffs/TASK/LANE.md) or TASK/LANE.", structured=False)
+    add(approvals_tool, "approvals", "Actions waiting for a human yes or no (read-only: no agent can approve).")
+    add(lock_status_tool, "lock_status", "The merge lock's holder and lease, and the merge queue.")
+
+    if team.is_lane:
+        async def inbox_tool() -> str:
+            with _errors("inbox"):
+                return await lane_call(team, "inbox", {})
+
+        async def tell_tool(role: str, note: str) -> str:
+            with _errors("tell"):
+                return await lane_call(team, "tell", {"role": role, "note": note})
+
+        async def ask_tool(role: str, question: str) -> str:
+            with _errors("ask"):
+                return await lane_call(team, "ask", {"role": role, "question": question})
+
+        async def delegate_tool(role: str, goal: str) -> str:
+            with _errors("delegate"):
+                return await lane_call(team, "delegate", {"role": role, "goal": goal})
+
+        async def answer_tool(message_id: int, text: str) -> str:
+            with _errors("answer"):
+                return await lane_call(team, "answer", {"message_id": message_id, "text": text})
+
+        add(inbox_tool, "inbox", "New messages for your lane: questions to answer, notes, handoffs of lanes you "
+            "delegated.", structured=False)
+        add(tell_tool, "tell", "Post a note to a role (or 'team') without waiting.", structured=False)
+        add(ask_tool, "ask", "Ask a role a question and wait (bounded by policy.ask_timeout_s) for its answer: a "
+            "live lane of that role answers, else a short consult lane.", structured=False)
+        add(delegate_tool, "delegate", "Add a lane for a role with this goal; its handoff arrives in your inbox.",
+            structured=False)
+        add(answer_tool, "answer", "Answer a question (its message id, from inbox) asked of you.", structured=False)
+    else:
+        def inbox_tool(include_read: bool = False, limit: int = 50) -> dict[str, Any]:
+            with _errors("inbox"):
+                return human_inbox(team, include_read, limit)
+
+        def say_tool(target: str, text: str, reply_to: int | None = None,
+                     start_if_idle: bool = True) -> dict[str, Any]:
+            with _errors("say"):
+                return say(team, target, text, reply_to, start_if_idle)
+
+        add(inbox_tool, "inbox", "Messages for humans (questions, notifications, escalations); new ones are "
+            "marked read, except questions.")
+        add(say_tool, "say", "Post as a human to '@role' or '@team', like `cowork say`: a busy role's live lane "
+            "reads it between steps; an idle role gets a one-lane task (unless start_if_idle is false). With "
+            "reply_to, answer that question.")
+    return server
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cowork")
+    except PackageNotFoundError:
+        return "0"
+
+
+def serve(root: Path | str | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Serve the team at `root` on stdio until the client closes the connection."""
+    build_server(open_team(root, env)).run("stdio")

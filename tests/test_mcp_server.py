@@ -1,0 +1,237 @@
+"""`cowork mcp serve`: the team as an MCP server, as a human observer and as a lane, in-process through the real
+MCP client, plus one real stdio subprocess."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from cowork import mcp_server
+from cowork.engines import command as command_engine
+from cowork.store import Store
+from cowork.store import lanes as lanes_db
+from cowork.team import approvals as ap
+from cowork.team import messages as msgs
+
+HUMAN_TOOLS = {"status", "lanes", "inbox", "handoffs", "read_handoff", "approvals", "lock_status", "say"}
+LANE_TOOLS = HUMAN_TOOLS - {"say"} | {"tell", "ask", "delegate", "answer"}
+NEVER = {"approve", "reject", "unpause", "pause", "merge"}
+
+
+@pytest.fixture
+def seeded(team):
+    """The `cowork init` team with task t1: lane impl (dev, running), lane rev (reviewer, running), a question to
+    humans, a pending approval and a committed packet."""
+    store = Store.for_workspace(team)
+    lanes_db.create_task(store, "t1", "Add a login page", state="running")
+    lanes_db.add_lane(store, "t1", "impl", "dev", "build the login page")
+    lanes_db.add_lane(store, "t1", "rev", "reviewer", "review the login page")
+    for lane in ("impl", "rev"):
+        lanes_db.set_lane_state(store, "t1", lane, "running")
+    msgs.post(store, kind="ask", from_role="dev", from_lane="t1/impl", to_role="human", body="Which OAuth provider?",
+              task="t1")
+    ap.request(store, task="t1", lane="impl", role="dev", tool="run", action={"command": "rm -rf build"},
+               why="clean build", timeout_s=600)
+    packet = team.task_dir("t1") / "impl.md"
+    packet.parent.mkdir(parents=True, exist_ok=True)
+    packet.write_text("---\ntask: t1\nlane: impl\nfrom: dev\nstatus: done\n---\n# Login page\n\nsecret body\n")
+    return team, store
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def session(server, calls):
+    """Open a client on `server`, return its tool names and the results of `calls` [(name, args), ...]."""
+    async with Client(server) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        results = [await client.call_tool(name, args) for name, args in calls]
+    return names, results
+
+
+def text(result) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+def lane_env(team, task="t1", lane="impl", role="dev") -> dict:
+    return {"COWORK_TASK": task, "COWORK_LANE": lane, "COWORK_ROLE": role, "COWORK_ROOT": str(team.root)}
+
+
+# -- a human observer ----------------------------------------------------------------------------------------------
+
+def test_human_reads_the_team_and_says_but_cannot_approve(seeded):
+    team, store = seeded
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env={}))
+    names, (st, ln, inbox, apps, lock, hand, said, bad) = run(session(srv, [
+        ("status", {}), ("lanes", {"task": "t1"}), ("inbox", {}), ("approvals", {}), ("lock_status", {}),
+        ("handoffs", {}), ("say", {"target": "@team", "text": "standup moved to 3pm"}),
+        ("say", {"target": "@nobody", "text": "hi"}),
+    ]))
+    assert names == HUMAN_TOOLS and not names & NEVER
+    assert st.structured_content["you"] == {"identity": "human", "name": "human:Test Person"}
+    assert st.structured_content["lanes"] == {"running": 2} and st.structured_content["target"] == "main"
+    assert [r["lane_id"] for r in ln.structured_content["lanes"]] == ["impl", "rev"]
+    assert [m["body"] for m in inbox.structured_content["messages"]] == ["Which OAuth provider?"]
+    pending = apps.structured_content["pending"]
+    assert len(pending) == 1 and pending[0]["action"] == {"command": "rm -rf build"}
+    assert lock.structured_content["holder"] is None and lock.structured_content["queue"] == []
+    assert [h["path"] for h in hand.structured_content["handoffs"]] == ["handoffs/t1/impl.md"]
+    assert said.structured_content["to"] == "team" and not said.is_error
+    row = store.one("SELECT * FROM messages WHERE id=?", (said.structured_content["message"],))
+    assert row["from_role"] == "human:Test Person" and row["to_role"] == "team" and row["body"] == "standup moved to 3pm"
+    assert bad.is_error and "unknown role 'nobody'" in text(bad)
+    assert ap.pending(store)[0]["state"] == "pending"        # reading approvals decided nothing
+
+
+def test_read_handoff_stays_inside_handoffs(seeded):
+    team, _ = seeded
+    (team.root / "secret.txt").write_text("not for agents")
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env={}))
+    _, (by_path, by_ref, outside, up, missing) = run(session(srv, [
+        ("read_handoff", {"path": "handoffs/t1/impl.md"}), ("read_handoff", {"path": "t1/impl"}),
+        ("read_handoff", {"path": str(team.root / "secret.txt")}),
+        ("read_handoff", {"path": "handoffs/../secret.txt"}), ("read_handoff", {"path": "t1/nope"}),
+    ]))
+    assert "# Login page" in text(by_path) and text(by_path) == text(by_ref)
+    for res in (outside, up):
+        assert res.is_error and "outside handoffs/" in text(res)
+    assert missing.is_error and "no handoff 't1/nope'" in text(missing)
+
+
+# -- a lane ----------------------------------------------------------------------------------------------------------
+
+def test_lane_tells_through_its_gateway(seeded):
+    team, store = seeded
+    srv = mcp_server.build_server(mcp_server.open_team(None, env=lane_env(team)))
+    names, (st, told, inbox) = run(session(srv, [
+        ("status", {}), ("tell", {"role": "reviewer", "note": "API moved to /v2"}), ("inbox", {})]))
+    assert names == LANE_TOOLS and not names & NEVER
+    assert st.structured_content["you"] == {"identity": "lane", "name": "dev", "task": "t1", "lane": "impl",
+                                            "role": "dev"}
+    assert not told.is_error and "posted #" in text(told)
+    row = store.one("SELECT * FROM messages WHERE kind='tell'")
+    assert (row["from_role"], row["from_lane"], row["to_role"], row["body"]) == ("dev", "t1/impl", "reviewer",
+                                                                                 "API moved to /v2")
+    calls = store.events(kinds=["tool.call"])
+    assert [(e["role"], e["lane_id"], e["data"]["tool"]) for e in calls] == [("dev", "impl", "tell"),
+                                                                           ("dev", "impl", "inbox")]
+    assert text(inbox) == "No new messages."
+
+
+def test_lane_asks_a_live_lane_served_to_another_agent(seeded):
+    team, store = seeded
+    dev = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team)))
+    rev = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team, lane="rev", role="reviewer")))
+
+    async def reviewer():
+        async with Client(rev) as client:
+            for _ in range(100):
+                new = text(await client.call_tool("inbox", {}))
+                if "QUESTION #" in new:
+                    mid = int(new.split("QUESTION #", 1)[1].split()[0])
+                    return await client.call_tool("answer", {"message_id": mid, "text": "GitHub only"})
+                await asyncio.sleep(0.05)
+
+    async def both():
+        async with Client(dev) as client:
+            return await asyncio.gather(client.call_tool("ask", {"role": "reviewer", "question": "Which provider?"}),
+                                        reviewer())
+
+    asked, answered = run(both())
+    assert not answered.is_error and not asked.is_error
+    assert "answer from reviewer (t1/rev):\nGitHub only" in text(asked)
+    q = store.one("SELECT * FROM messages WHERE kind='ask' AND from_role='dev' AND to_role='reviewer'")
+    assert q["to_lane"] == "t1/rev" and q["state"] == "answered"
+
+
+def test_lane_denied_by_authority_is_a_tool_error_and_an_event(seeded):
+    team, store = seeded
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team, lane="rev", role="reviewer")))
+    _, (denied, after) = run(session(srv, [("delegate", {"role": "dev", "goal": "write the tests"}),
+                                           ("status", {})]))
+    assert denied.is_error and "denied: role 'reviewer' has no tool 'delegate'" in text(denied)
+    ev = store.events(kinds=["tool.denied"])
+    assert len(ev) == 1 and ev[0]["role"] == "reviewer" and ev[0]["data"]["tool"] == "delegate"
+    assert store.scalar("SELECT count(*) FROM lanes") == 2       # nothing was added
+    assert not after.is_error                                    # the server carries on
+
+
+def test_malformed_lane_environment_fails_at_start(seeded, cli, monkeypatch):
+    team, _ = seeded
+    for key, value in lane_env(team, lane="ghost").items():
+        monkeypatch.setenv(key, value)
+    res = cli("mcp", "serve", "-C", team.root)
+    assert res.code == 1 and "t1/ghost" in res.err and "does not exist" in res.err
+    monkeypatch.delenv("COWORK_ROLE")
+    with pytest.raises(Exception, match="COWORK_ROLE not set"):
+        mcp_server.open_team(team.root)
+
+
+AGENT = """
+import asyncio, json, os, sys
+from mcp import Client, StdioServerParameters
+
+argv = json.loads(os.environ["COWORK_MCP_COMMAND"])
+scrubbed = {"PATH": os.environ.get("PATH", "")}   # as agent CLIs often start their MCP servers
+
+
+async def main():
+    params = StdioServerParameters(command=argv[0], args=argv[1:], env=scrubbed)
+    async with Client(params, read_timeout_seconds=20) as client:
+        res = await client.call_tool("tell", {"role": "dev", "note": "hello from " + sys.argv[1]})
+    print(res.content[0].text)
+    return 1 if res.is_error else 0
+
+sys.exit(asyncio.run(main()))
+"""
+
+
+def test_command_engine_agent_joins_the_team_through_cowork_mcp_command(seeded, tmp_path):
+    """A real command-engine lane whose agent starts the server from COWORK_MCP_COMMAND and tells dev."""
+    from cowork.runner.journal import Journal
+
+    team, store = seeded
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT)
+    (team.roles_dir / "outside.yaml").write_text(
+        "name: outside\nmandate: An external agent CLI.\nengine: command\n"
+        f"command: [{json.dumps(sys.executable)}, {json.dumps(str(script))}, '{{goal}}']\ntools: [tell, inbox]\n")
+    lanes_db.add_lane(store, "t1", "ext", "outside", "the-goal")
+    lanes_db.set_lane_state(store, "t1", "ext", "running")
+    team_ = mcp_server.open_team(team.root, env={})
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    ctx = mcp_server.LaneCtx(ws=team, store=store, settings=team_.settings, roles=team_.roles,
+                             role=team_.roles.roles["outside"], task_id="t1", lane_id="ext", worktree=worktree)
+    log = tmp_path / "ext.log"
+    out = run(command_engine.run_command_lane(ctx, Journal(store, "t1", "ext"), log_path=log))
+    assert out.status == "done", log.read_text()
+    row = store.one("SELECT * FROM messages WHERE kind='tell'")
+    assert (row["from_role"], row["from_lane"], row["to_role"], row["body"]) == ("outside", "t1/ext", "dev",
+                                                                                 "hello from the-goal")
+    assert "posted #" in log.read_text()
+
+
+# -- the real thing: a subprocess on stdio ---------------------------------------------------------------------------
+
+def test_stdio_subprocess_serves_the_team(seeded):
+    team, _ = seeded
+    params = StdioServerParameters(command=sys.executable, args=["-m", "cowork", "mcp", "serve", "-C", str(team.root)],
+                                   env={k: v for k, v in os.environ.items() if not k.startswith("COWORK_")},
+                                   cwd=str(team.root))
+
+    async def talk():
+        async with Client(params, read_timeout_seconds=20) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            st = await client.call_tool("status", {})
+        return names, st
+
+    names, st = run(talk())
+    assert names == HUMAN_TOOLS
+    data = json.loads(text(st))
+    assert data["team"] == st.structured_content["team"] and data["lanes"] == {"running": 2}
