@@ -5,7 +5,7 @@ The app runs headless (`run_test`, 160x50) with its real poller. Each event's la
 after the screen refresh that painted the batch). Also reported: the app's CPU use (all its threads) and the
 writer's. Goal: median latency under 100 ms.
 
-    uv run python bench/bench_tui.py [--seconds 10] [--rate 2000] [--lanes 100] [--poll 0.2 0.1]
+    uv run python bench/bench_tui.py [--seconds 10] [--rate 2000] [--lanes 100] [--poll 0.1 0.2 0.05]
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from cowork.tui.app import DEFAULT_POLL_S  # noqa: E402
 
 KINDS = ("model.call", "tool.call", "tool.call", "tool.call", "message.sent", "tool.denied", "check.passed")
 STATES = ("running", "waiting-approval", "checking", "running", "in-review", "merge-queue")
@@ -128,6 +130,25 @@ async def measure(ws, seconds: float, rate: int, n_lanes: int, poll: float) -> d
     }
 
 
+def idle_cpu(seconds: float = 3.0) -> float:
+    """The app's CPU use while the store is quiet (one cheap read per poll)."""
+    from cowork.tui.app import make_app
+
+    async def run() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            ws = make_team(Path(tmp) / "team", 100)
+            app = make_app(ws)
+            async with app.run_test(size=(160, 50)) as pilot:
+                while app.lanes_table.row_count < 100:
+                    await pilot.pause(0.05)
+                await asyncio.sleep(1.5)  # let the first batches settle
+                cpu0, wall0 = time.process_time(), time.monotonic()
+                await asyncio.sleep(seconds)
+                return (time.process_time() - cpu0) / (time.monotonic() - wall0)
+
+    return asyncio.run(run())
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--writer":
         writer(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
@@ -136,8 +157,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=2000, help="events per second")
     parser.add_argument("--lanes", type=int, default=100)
-    parser.add_argument("--poll", type=float, nargs="+", default=[0.2, 0.1], help="poll intervals to compare")
+    parser.add_argument("--poll", type=float, nargs="+", default=[DEFAULT_POLL_S, 0.2, 0.05],
+                        help="poll intervals to compare (the first is the one the goal is checked on)")
     args = parser.parse_args()
+    print(f"idle: {idle_cpu():.1%} CPU with nothing being written (default poll {DEFAULT_POLL_S}s)")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     print(f"cowork mc under load: {args.lanes} lanes, {args.rate} events/s for {args.seconds:.0f}s, "
           f"headless 160x50, {os.cpu_count()} cores")
@@ -156,7 +179,7 @@ def main() -> int:
         print(f"poll {r['poll']:.2f}s vs {base['poll']:.2f}s: median x{r['median_ms'] / base['median_ms']:.2f}, "
               f"app CPU x{r['app_cpu'] / base['app_cpu']:.2f}")
     ok = base["median_ms"] < 100
-    print(f"goal (median < 100 ms at the default poll {base['poll']:.2f}s): {'met' if ok else 'NOT met'}")
+    print(f"goal (median < 100 ms at poll {base['poll']:.2f}s): {'met' if ok else 'NOT met'}")
     return 0
 
 

@@ -12,7 +12,7 @@ from cowork.cli.common import RootOpt, workspace
 @app.command("mc")
 def mc(
     root: Path = RootOpt,
-    poll: float = typer.Option(0.2, "--poll", min=0.05, max=5.0, help="seconds between reads of the store"),
+    poll: float = typer.Option(0.1, "--poll", min=0.05, max=5.0, help="seconds between reads of the store"),
 ) -> None:
     """Mission control: lanes, timeline, approvals, channel, merge queue and pause-all, live.
 

@@ -19,7 +19,7 @@ LANE_COLUMNS = ("task_id, id, role, goal, state, kind, step_no, tokens_in, token
 LANE_OVERLAP_S = 3.0
 FIRST_EVENTS = 500
 EVENT_BATCH = 5000
-SLOW_EVERY_S = 2.0  # git head, approvals and the merge queue are also re-read this often without news
+SLOW_EVERY_S = 5.0  # git head (moved outside cowork) and approvals are also re-read this often without news
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,16 @@ def paused(store: Store) -> dict | None:
 
 
 def lane_messages(store: Store, task: str, lane: str) -> list[dict]:
-    return store.all("SELECT * FROM messages WHERE task_id=? AND (from_lane=? OR to_lane=?) ORDER BY id",
-                     (task, lane, lane))
+    """Messages from or to one lane (lanes are addressed as "task/lane")."""
+    q = f"{task}/{lane}"
+    return store.all("SELECT * FROM messages WHERE from_lane=? OR to_lane=? OR (task_id=? AND (from_lane=? OR "
+                     "to_lane=?)) ORDER BY id", (q, q, task, lane, lane))
+
+
+def is_lane_message(m: dict, task: str, lane: str) -> bool:
+    q = f"{task}/{lane}"
+    ends = (m.get("from_lane"), m.get("to_lane"))
+    return q in ends or (m.get("task_id") == task and lane in ends)
 
 
 def lane_events(store: Store, task: str, lane: str, limit: int = 2000) -> list[dict]:

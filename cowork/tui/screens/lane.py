@@ -53,7 +53,7 @@ class LaneDetailScreen(Screen):
     def __init__(self, row: LaneRow) -> None:
         super().__init__()
         self.row = row
-        self.last_event = 0
+        self.last_event = self.last_message = 0
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -99,6 +99,7 @@ class LaneDetailScreen(Screen):
         log.clear()
         for m in messages:
             log.write(message_line(m))
+        self.last_message = max([self.last_message, *(m["id"] for m in messages)])
         if not messages:
             log.write(Text("no messages to or from this lane", "dim"))
         timeline = self.query_one(Timeline)
@@ -110,6 +111,16 @@ class LaneDetailScreen(Screen):
     def apply_lane(self, row: LaneRow) -> None:
         self.row = row
         self.query_one("#lane-info", Static).update(lane_info(row))
+
+    def add_messages(self, messages: list[dict]) -> None:
+        if not self.loaded:
+            return
+        mine = [m for m in messages if data.is_lane_message(m, self.row.task, self.row.lane)]
+        log = self.query_one("#lane-messages", RichLog)
+        for m in mine:
+            if m["id"] > self.last_message:
+                log.write(message_line(m))
+                self.last_message = m["id"]
 
     def add_events(self, events: list[dict]) -> None:
         if not self.loaded:
