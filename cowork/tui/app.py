@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
-
-from textual import on, work
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from cowork.errors import CoworkError
-from cowork.team import messages
-from cowork.tui import controls
+from cowork.tui.actions import Actions
 from cowork.tui.commands import MissionCommands
 from cowork.tui.data import Delta, HeaderInfo, Poller
 from cowork.tui.messages import PollFailed, StoreChanged
-from cowork.tui.screens.help import HelpScreen
 from cowork.tui.screens.lane import LaneDetailScreen
-from cowork.tui.screens.modals import AskScreen
 from cowork.tui.widgets.approvals import ApprovalsView
 from cowork.tui.widgets.channel import ChannelView
 from cowork.tui.widgets.header import StatusHeader
@@ -35,7 +29,6 @@ from cowork.tui.widgets.timeline import Timeline
 # median event-to-screen latency under 100 ms; an idle store costs one `PRAGMA data_version` per read.
 DEFAULT_POLL_S = 0.1
 LANES_EVERY_S = 0.5
-TABS = {"lanes": "tab-lanes", "approvals": "tab-approvals", "channel": "tab-channel", "merge": "tab-merge"}
 
 EMPTY = """\
 [b]No tasks yet.[/b] This team is ready; start it from a terminal:
@@ -50,7 +43,7 @@ Lanes show up here the moment a task starts, and this screen updates live.
 """
 
 
-class MissionControl(App):
+class MissionControl(Actions, App):
     """Mission control. Reads the store in a worker thread; every control calls the same core API as the CLI."""
 
     TITLE = "cowork mc"
@@ -242,152 +235,6 @@ class MissionControl(App):
         self.header_bar.tick()
         self.merge_view.tick()
         self.approvals_view.tick()
-
-    # -- controls (each one is the CLI command's core call, run off the UI thread) -----------------------------
-
-    @work(thread=True, group="control", exit_on_error=False)
-    def run_control(self, fn: Callable[..., str], *args: Any, **kwargs: Any) -> None:
-        """Run `fn(ws, store, *args, by=<this human>, **kwargs)` in a worker and notify what it says."""
-        try:
-            if self._human is None:
-                self._human = messages.human_id(self.ws.root)
-            said = fn(self.ws, self.store, *args, by=self._human, **kwargs)
-        except CoworkError as exc:
-            self.call_from_thread(self.notify, exc.render(), severity="error", timeout=8)
-        except Exception as exc:
-            self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", severity="error", timeout=8)
-        else:
-            self.call_from_thread(self.notify, said, timeout=4)
-        finally:
-            self.store.close()  # this thread's connection
-            self.poke()
-
-    def action_toggle_pause(self) -> None:
-        if self.header_info and self.header_info.paused:
-            def resume(answer: str | None) -> None:
-                if answer is not None:
-                    self.run_control(controls.unpause_all)
-
-            self.push_screen(AskScreen("Resume all lanes?", "Every paused lane continues from its next step.",
-                                       confirm="Resume"), resume)
-        else:
-            def pause(answer: str | None) -> None:
-                if answer is not None:
-                    self.run_control(controls.pause_all, reason=answer or None)
-
-            self.push_screen(AskScreen("Pause all lanes?", "Every lane stops before its next step (running tools "
-                                       "finish; external agents get SIGSTOP) until you resume.",
-                                       placeholder="reason (optional)", confirm="Pause"), pause)
-
-    def action_approve(self) -> None:
-        row = self.approvals_view.selected()
-        if row is None:
-            return
-
-        def answer(note: str | None) -> None:
-            if note is not None:
-                self.run_control(controls.approve, row["id"], note=note or None)
-
-        self.push_screen(AskScreen(f"Approve #{row['id']}: {row.get('role')} → {row.get('tool')}?",
-                                   "The action runs as shown.", placeholder="note (optional)", confirm="Approve"),
-                         answer)
-
-    def action_reject(self) -> None:
-        row = self.approvals_view.selected()
-        if row is None:
-            return
-
-        def answer(reason: str | None) -> None:
-            if reason:
-                self.run_control(controls.reject, row["id"], reason=reason)
-
-        self.push_screen(AskScreen(f"Reject #{row['id']}: {row.get('role')} → {row.get('tool')}?",
-                                   "The role is told why and carries on without it.", placeholder="reason (required)",
-                                   required=True, confirm="Reject"), answer)
-
-    def on_channel_view_post(self, message: ChannelView.Post) -> None:
-        self.run_control(controls.say, "@" + message.to_role, message.body)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("approve", "reject"):
-            if self.screen is not self.screen_stack[0] or self.tabs.active != "tab-approvals":
-                return False
-            return True if self.approvals_view.rows else None
-        return True
-
-    # -- navigation -----------------------------------------------------------------------------------------
-
-    def _to_main(self) -> None:
-        while len(self.screen_stack) > 1:
-            self.pop_screen()
-
-    def action_show(self, name: str) -> None:
-        self._to_main()
-        self.tabs.active = TABS[name]
-        focus = {"lanes": "#lanes-table", "approvals": "#approvals-table", "channel": "#channel-input",
-                 "merge": "#merge-table"}[name]
-        self.call_after_refresh(lambda: self.query_one(focus).focus())
-        self.refresh_bindings()
-
-    @on(TabbedContent.TabActivated)
-    def _tab_changed(self) -> None:
-        self.refresh_bindings()
-
-    def action_filter_lanes(self) -> None:
-        self.action_show("lanes")
-        self.call_after_refresh(lambda: self.lane_filter.focus())
-
-    def action_filter_timeline(self) -> None:
-        self._to_main()
-        self.query_one("#timeline-filter").focus()
-
-    def action_focus_timeline(self) -> None:
-        self._to_main()
-        self.timeline.focus()
-
-    def action_channel(self) -> None:
-        self.action_show("channel")
-
-    def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
-
-    def action_leave_input(self) -> None:
-        if isinstance(self.focused, Input):
-            self.lanes_table.focus() if self.focused.id == "lane-filter" else self.timeline.focus()
-
-    def sort_lanes(self, column: str) -> None:
-        self.action_show("lanes")
-        self.lanes_table.sort_by(column)
-
-    @on(Input.Changed, "#lane-filter")
-    def _lane_filter(self, event: Input.Changed) -> None:
-        self.lanes_table.set_filter(event.value)
-
-    @on(Input.Submitted, "#lane-filter")
-    def _lane_filter_done(self) -> None:
-        self.lanes_table.focus()
-
-    @on(Input.Changed, "#timeline-filter")
-    def _timeline_filter(self, event: Input.Changed) -> None:
-        self.timeline.set_filter(event.value)
-
-    @on(Input.Submitted, "#timeline-filter")
-    def _timeline_filter_done(self) -> None:
-        self.timeline.focus()
-
-    @on(DataTable.RowSelected, "#lanes-table")
-    def _lane_selected(self, event: DataTable.RowSelected) -> None:
-        self.open_lane(str(event.row_key.value))
-
-    def open_lane(self, key: str) -> None:
-        """Open the lane detail screen for `task/lane`."""
-        row = self.lanes_table.lane_rows.get(key)
-        if row is None:
-            self.notify(f"no lane {key}", severity="warning")
-            return
-        self._to_main()
-        self.push_screen(LaneDetailScreen(row))
 
 
 def make_app(ws, store=None, *, poll_interval: float = DEFAULT_POLL_S) -> MissionControl:

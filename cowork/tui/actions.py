@@ -1,0 +1,166 @@
+"""Mission control's actions: the controls (each the same core calls as its CLI command) and navigation.
+
+A mixin of `MissionControl`; the key bindings and the command palette both call these.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from textual import work
+from textual.widgets import DataTable, Input, TabbedContent
+
+from cowork.errors import CoworkError
+from cowork.team import messages
+from cowork.tui import controls
+from cowork.tui.screens.help import HelpScreen
+from cowork.tui.screens.lane import LaneDetailScreen
+from cowork.tui.screens.modals import AskScreen
+from cowork.tui.widgets.channel import ChannelView
+
+TABS = {"lanes": "tab-lanes", "approvals": "tab-approvals", "channel": "tab-channel", "merge": "tab-merge"}
+FOCUS = {"lanes": "#lanes-table", "approvals": "#approvals-table", "channel": "#channel-input", "merge": "#merge-table"}
+
+
+class Actions:
+    """Needs, from the app: ws, store, header_info, poke(), and the widgets it caches on mount."""
+
+    # -- controls (each one is the CLI command's core call, run off the UI thread) -----------------------------
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def run_control(self, fn: Callable[..., str], *args: Any, **kwargs: Any) -> None:
+        """Run `fn(ws, store, *args, by=<this human>, **kwargs)` in a worker and notify what it says."""
+        try:
+            if self._human is None:
+                self._human = messages.human_id(self.ws.root)
+            said = fn(self.ws, self.store, *args, by=self._human, **kwargs)
+        except CoworkError as exc:
+            self.call_from_thread(self.notify, exc.render(), severity="error", timeout=8)
+        except Exception as exc:
+            self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", severity="error", timeout=8)
+        else:
+            self.call_from_thread(self.notify, said, timeout=4)
+        finally:
+            self.store.close()  # this thread's connection
+            self.poke()
+
+    def action_toggle_pause(self) -> None:
+        if self.header_info and self.header_info.paused:
+            def resume(answer: str | None) -> None:
+                if answer is not None:
+                    self.run_control(controls.unpause_all)
+
+            self.push_screen(AskScreen("Resume all lanes?", "Every paused lane continues from its next step.",
+                                       confirm="Resume"), resume)
+        else:
+            def pause(answer: str | None) -> None:
+                if answer is not None:
+                    self.run_control(controls.pause_all, reason=answer or None)
+
+            self.push_screen(AskScreen("Pause all lanes?", "Every lane stops before its next step (running tools "
+                                       "finish; external agents get SIGSTOP) until you resume.",
+                                       placeholder="reason (optional)", confirm="Pause"), pause)
+
+    def action_approve(self) -> None:
+        row = self.approvals_view.selected()
+        if row is None:
+            return
+
+        def answer(note: str | None) -> None:
+            if note is not None:
+                self.run_control(controls.approve, row["id"], note=note or None)
+
+        self.push_screen(AskScreen(f"Approve #{row['id']}: {row.get('role')} → {row.get('tool')}?",
+                                   "The action runs as shown.", placeholder="note (optional)", confirm="Approve"),
+                         answer)
+
+    def action_reject(self) -> None:
+        row = self.approvals_view.selected()
+        if row is None:
+            return
+
+        def answer(reason: str | None) -> None:
+            if reason:
+                self.run_control(controls.reject, row["id"], reason=reason)
+
+        self.push_screen(AskScreen(f"Reject #{row['id']}: {row.get('role')} → {row.get('tool')}?",
+                                   "The role is told why and carries on without it.", placeholder="reason (required)",
+                                   required=True, confirm="Reject"), answer)
+
+    def on_channel_view_post(self, message: ChannelView.Post) -> None:
+        self.run_control(controls.say, "@" + message.to_role, message.body)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("approve", "reject"):
+            if self.screen is not self.screen_stack[0] or self.tabs.active != "tab-approvals":
+                return False
+            return True if self.approvals_view.rows else None
+        return True
+
+    # -- navigation -----------------------------------------------------------------------------------------
+
+    def _to_main(self) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_show(self, name: str) -> None:
+        self._to_main()
+        self.tabs.active = TABS[name]
+        self.call_after_refresh(lambda: self.query_one(FOCUS[name]).focus())
+        self.refresh_bindings()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_bindings()
+
+    def action_filter_lanes(self) -> None:
+        self.action_show("lanes")
+        self.call_after_refresh(lambda: self.lane_filter.focus())
+
+    def action_filter_timeline(self) -> None:
+        self._to_main()
+        self.query_one("#timeline-filter").focus()
+
+    def action_focus_timeline(self) -> None:
+        self._to_main()
+        self.timeline.focus()
+
+    def action_channel(self) -> None:
+        self.action_show("channel")
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_leave_input(self) -> None:
+        if isinstance(self.focused, Input):
+            self.lanes_table.focus() if self.focused.id == "lane-filter" else self.timeline.focus()
+
+    def sort_lanes(self, column: str) -> None:
+        self.action_show("lanes")
+        self.lanes_table.sort_by(column)
+
+    # handlers by name, not @on: Textual collects @on handlers only on its own classes, and this is a mixin
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "lane-filter":
+            self.lanes_table.set_filter(event.value)
+        elif event.input.id == "timeline-filter":
+            self.timeline.set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "lane-filter":
+            self.lanes_table.focus()
+        elif event.input.id == "timeline-filter":
+            self.timeline.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "lanes-table":
+            self.open_lane(str(event.row_key.value))
+
+    def open_lane(self, key: str) -> None:
+        """Open the lane detail screen for `task/lane`."""
+        row = self.lanes_table.lane_rows.get(key)
+        if row is None:
+            self.notify(f"no lane {key}", severity="warning")
+            return
+        self._to_main()
+        self.push_screen(LaneDetailScreen(row))
