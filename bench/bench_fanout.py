@@ -55,7 +55,23 @@ def run_one(n: int, latency: float, base: Path) -> dict:
         delay(latency, tool_call("write_file", path=f"out/{i:02d}.txt", content=f"lane {i}\n")),
         delay(latency, tool_call("finish", status="done", summary=f"lane {i}", checklist=[]))] for i in range(n)}
     server = ServerProcess(scripts, base)
-    root = make_team(base / f"repo{n}", server.url, {"planner": PLANNER, "dev": DEV}, concurrency=max(4, n))
+    try:
+        return _run(server, n, base)
+    finally:
+        server.stop()
+
+
+def _run(server: "ServerProcess", n: int, base: Path) -> dict:
+    from cowork.config import load_settings
+    from cowork.plan import LaneSpec, Plan, PlanMeta
+    from cowork.roles import load_roles
+    from cowork.runner import planning
+    from cowork.runner.runner import Runner
+    from cowork.store import Store
+    from cowork.workspace import Workspace
+
+    root = make_team(base / f"repo{n}-{time.time_ns()}", server.url, {"planner": PLANNER, "dev": DEV},
+                     concurrency=max(4, n))
     ws = Workspace(root)
     st = Store(ws.db_path)
     settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, root)
@@ -68,10 +84,7 @@ def run_one(n: int, latency: float, base: Path) -> dict:
 
     r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    try:
-        result = asyncio.run(Runner(ws, tasks=[draft.task]).run())
-    finally:
-        server.stop()
+    result = asyncio.run(Runner(ws, tasks=[draft.task]).run())
     total = time.time() - t0
     r1s, r1c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_self = (r1s.ru_utime + r1s.ru_stime) - (r0s.ru_utime + r0s.ru_stime)
@@ -88,6 +101,37 @@ def run_one(n: int, latency: float, base: Path) -> dict:
             "cpu_self": cpu_self, "cpu_children": cpu_children}
 
 
+def plain_fanout(n: int, latency: float, base: Path) -> float:
+    """The same N x 2 calls made by bare litellm coroutines (no journal, worktree or commit): the floor on this box."""
+    import litellm
+
+    scripts = {f"PLAIN fan {i:02d}": [delay(latency, tool_call("write_file", path="x", content="x")),
+                                      delay(latency, tool_call("finish", status="done", summary="s"))]
+               for i in range(n)}
+    server = ServerProcess(scripts, base)
+
+    async def lane(i: int) -> None:
+        messages = [{"role": "system", "content": f"PLAIN fan {i:02d}"}, {"role": "user", "content": "go"}]
+        for _ in range(2):
+            r = await litellm.acompletion(model="openai/scripted", api_base=server.url, api_key="k",
+                                          messages=messages, num_retries=0, timeout=30)
+            call = r.choices[0].message.tool_calls[0]
+            messages += [{"role": "assistant", "content": None, "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                                 "arguments": call.function.arguments}}]},
+                         {"role": "tool", "tool_call_id": call.id, "content": "ok"}]
+
+    async def all_lanes() -> float:
+        t0 = time.time()
+        await asyncio.gather(*(lane(i) for i in range(n)))
+        return time.time() - t0
+
+    try:
+        return asyncio.run(all_lanes())
+    finally:
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lanes", type=int, nargs="*", default=[4, 8, 16])
@@ -101,8 +145,10 @@ def main() -> None:
     run_one(2, 0.05, base)  # warm the litellm client path once
     print(f"ideal {ideal:.2f} s (2 model calls x {args.latency:g} s), load average {os.getloadavg()[0]:.1f}")
     for n in args.lanes:
+        plain = plain_fanout(n, args.latency, base)
         r = run_one(n, args.latency, base)
-        print(f"N={n:>2}: all packets committed {r['to_packets']:.2f} s  ratio {r['to_packets'] / ideal:.3f} "
+        print(f"N={n:>2}: bare litellm {plain:.2f} s (ratio {plain / ideal:.3f}) | cowork: all packets committed "
+              f"{r['to_packets']:.2f} s  ratio {r['to_packets'] / ideal:.3f} "
               f"(goal <= 1.05) | lanes started {r['first_start']:.2f}-{r['last_start']:.2f} s | "
               f"with serial merges + summary {r['total']:.2f} s | cpu: runner {r['cpu_self']:.2f} s, "
               f"git and server {r['cpu_children']:.2f} s")
