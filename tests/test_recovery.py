@@ -108,3 +108,36 @@ def test_wait_adopts_a_task_whose_runner_died(tmp_path, server, monkeypatch):
     os.waitpid(pid, 0)
     assert main(["wait", task, "--timeout", "40", "-C", str(root)]) == 0
     assert calls["n"] == 2
+
+
+SLOW = "import os, sys, time\nopen(sys.argv[1], 'a').write(f'{os.getpid()}\\n')\ntime.sleep(30)\n"
+
+
+def test_a_tool_call_cut_by_the_kill_is_reported_as_interrupted_not_rerun(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    dev = DEV.replace('run_allow: ["python3 count.py *"]', 'run_allow: ["python3 slow.py *"]')
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": dev})
+    (root / "slow.py").write_text(SLOW)
+    git(root, "add", "slow.py")
+    git(root, "commit", "-q", "-m", "slow.py")
+    side = tmp_path / "side.log"
+    server.script("Goal: Run slowly", [tool_call("run", command=f"python3 slow.py {side}"),
+                                       tool_call("finish", status="done", summary="checked", checklist=[])])
+    assert main(["delegate", "Run slowly", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: side.exists() and side.read_text().strip(), 30, "the slow command to start")
+    pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    try:
+        os.kill(int(side.read_text().split()[0]), signal.SIGKILL)  # the command outlives its runner; end it
+    except ProcessLookupError:
+        pass
+    assert main(["resume", "-C", str(root)]) == 0
+    assert len(side.read_text().split()) == 1  # the interrupted command was not run again
+    steps = Journal(st, task, "work").steps
+    assert [s.state for s in steps if s.kind == "tool" and s.name == "run"] == ["interrupted"]
+    second = [r for r in server.requests if r.key == "Goal: Run slowly" and r.index == 1]
+    assert second and "may or may not have taken effect" in second[0].text
+    assert lanes_db.get_task(st, task)["state"] == "done"

@@ -95,7 +95,7 @@ class Runner:
             tasks += [t for t in lease.orphaned(self.store, grace_s=0) if t not in tasks]
         for task in tasks:
             row = lanes_db.get_task(self.store, task)
-            if row is None or row["state"] in ("done", "failed", "rejected", "cancelled"):
+            if row is None or row["state"] != "running":  # ended, or not approved yet: nothing to run
                 if row is not None:
                     self.results[task] = row["state"]
                 continue
