@@ -43,13 +43,6 @@ class ServerProcess:
 
 
 def run_one(n: int, latency: float, base: Path) -> dict:
-    from cowork.config import load_settings
-    from cowork.plan import LaneSpec, Plan, PlanMeta
-    from cowork.roles import load_roles
-    from cowork.runner import planning
-    from cowork.runner.runner import Runner
-    from cowork.store import Store
-    from cowork.workspace import Workspace
 
     scripts = {f"Goal: fan lane {i:02d} of {n}.": [
         delay(latency, tool_call("write_file", path=f"out/{i:02d}.txt", content=f"lane {i}\n")),

@@ -13,7 +13,7 @@ from cowork.runner.launch import run_here
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
 from cowork.workspace import Workspace
-from tests.support.scripted_server import ScriptedServer, delay, text, tool_call
+from tests.support.scripted_server import ScriptedServer, delay, tool_call
 from tests.support.team import DEV, PLANNER, REVIEWER, WRITER, git, make_team
 
 

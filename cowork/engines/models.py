@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from cowork.config import ModelSettings, TeamSettings, api_key_for
+from cowork.config import TeamSettings
 from cowork.errors import CoworkError
 
 

@@ -18,7 +18,6 @@ from cowork.store import lanes as lanes_db
 if TYPE_CHECKING:  # pragma: no cover
     from cowork.runner.runner import Runner
 
-MAX_REVIEW_ROUNDS = 3
 # Work is committed at finish, and after a write step when the last commit is older than this: a killed runner
 # loses no commit (uncommitted files stay in the worktree for the resumed lane), and short lanes pay for one commit.
 WIP_COMMIT_EVERY_S = 30.0
@@ -30,7 +29,9 @@ async def run_lane(rt: "Runner", row: dict) -> None:
     task, lane = row["task_id"], row["id"]
     try:
         if row["kind"] == "review":
-            await _review(rt, row)
+            from cowork.runner.review import run_review
+
+            await run_review(rt, row)
         else:
             await _work(rt, row)
     except asyncio.CancelledError:
@@ -247,6 +248,8 @@ async def _work(rt: "Runner", row: dict) -> None:
     if row["kind"] == "consult":
         lanes_db.set_lane_state(rt.store, task, lane, "done")
     elif role.review_by and role.review_by in rt.roles:
+        from cowork.runner.review import start_review
+
         start_review(rt, fresh, role.review_by)
     elif outcome.status == "needs-review":
         end_lane(rt, fresh, "blocked", "the agent asked for review and its role has no review_by: a human decides")
@@ -294,71 +297,6 @@ def enqueue(rt: "Runner", row: dict) -> None:
 
     merge.enqueue(rt.store, row["task_id"], row["id"])
     lanes_db.set_lane_state(rt.store, row["task_id"], row["id"], "merge-queue")
-    rt.wake()
-
-
-def start_review(rt: "Runner", row: dict, reviewer: str) -> None:
-    """Add a review lane for `row` (kind review) and park the lane in-review until it reports."""
-    task, lane = row["task_id"], row["id"]
-    n = rt.store.scalar("SELECT count(*) FROM lanes WHERE task_id=? AND parent_lane=? AND kind='review'",
-                        (task, lane), 0)
-    review_id = f"{lane}-review" + (f"-{n + 1}" if n else "")
-    goal = (f"Review lane '{lane}' ({row['role']}): its goal was: {row['goal'].strip()}\n"
-            f"Read its packet {handoffs.packet_rel(task, lane)} and its diff (git_diff), then pass it (finish "
-            f"status done) or send it back (finish status needs-review, with concrete comments).")
-    with rt.store.tx():
-        lanes_db.add_lane(rt.store, task, review_id, reviewer, goal, kind="review", parent_lane=lane,
-                          depth=row.get("depth") or 0)
-        lanes_db.update_lane(rt.store, task, review_id, worktree=row["worktree"], base_commit=row["base_commit"],
-                             branch=row["branch"])
-        lanes_db.set_lane_state(rt.store, task, lane, "in-review", detail=f"review by {reviewer} ({review_id})")
-    rt.wake()
-
-
-async def _review(rt: "Runner", row: dict) -> None:
-    task, lane = row["task_id"], row["id"]
-    role = rt.roles.roles.get(row["role"])
-    parent = lanes_db.get_lane(rt.store, task, row["parent_lane"])
-    if role is None or parent is None:
-        raise RuntimeError(f"review lane needs a known role and parent (role {row['role']}, parent "
-                           f"{row['parent_lane']})")
-    from pathlib import Path
-
-    worktree = Path(parent["worktree"])
-    lanes_db.set_lane_state(rt.store, task, lane, "running", runner_id=rt.id, attempts=row["attempts"] + 1)
-    ctx = _ctx(rt, row, role, worktree)
-    journal = Journal(rt.store, task, lane)
-    packet_file = worktree / handoffs.packet_rel(task, parent["id"])
-    packet_text = packet_file.read_text(encoding="utf-8") if packet_file.is_file() else "(no packet)"
-    system = prompts.lane_system(role, team=rt.settings.name, task=task, lane=lane, goal=row["goal"], kind="review",
-                                 brief=f"The packet of lane {parent['id']}:\n\n{packet_text}")
-    outcome = await run_engine(rt, row, role, ctx, journal, [], system, prompts.lane_kickoff(row["goal"]))
-    fresh = lanes_db.get_lane(rt.store, task, lane)
-    if not outcome.finish:
-        end_lane(rt, fresh, "failed", outcome.error or "review ended without finish")
-        lanes_db.set_lane_state(rt.store, task, parent["id"], "blocked", detail=f"review {lane} failed")
-        return
-    verdict = "done" if outcome.status == "done" else "needs-review"
-    packet = handoffs.from_finish(fresh, role.name, outcome.finish, to=parent["role"], status=verdict)
-    await asyncio.to_thread(handoffs.write, worktree, packet)
-    await _commit(rt, worktree, {**parent, "id": parent["id"]}, role.name,
-                  f"{lane}: review of {parent['id']}: {verdict}")
-    lanes_db.update_lane(rt.store, task, lane, packet_path=handoffs.packet_rel(task, lane))
-    _on_finished(rt, fresh, packet)
-    lanes_db.set_lane_state(rt.store, task, lane, "done", detail=f"verdict: {verdict}")
-    parent = lanes_db.get_lane(rt.store, task, parent["id"])
-    if verdict == "done":
-        enqueue(rt, parent)
-        return
-    rounds = rt.store.scalar("SELECT count(*) FROM lanes WHERE task_id=? AND parent_lane=? AND kind='review'",
-                             (task, parent["id"]), 0)
-    if rounds >= MAX_REVIEW_ROUNDS:
-        end_lane(rt, parent, "blocked", f"review sent it back {rounds} times: a human decides")
-        return
-    feedback = (f"Review by {role.name} ({lane}) sent your work back:\n\n{packet.section('Summary')}\n\n"
-                f"{packet.section('Checklist')}\n\n{packet.section('Next')}").strip()
-    lanes_db.set_lane_state(rt.store, task, parent["id"], "queued", detail=f"sent back by review {lane}",
-                            feedback=feedback)
     rt.wake()
 
 
