@@ -31,13 +31,14 @@ def clock() -> float:
     return time.time()
 
 
-def age(ts: float | None, now: float | None = None) -> str:
-    """A compact age: 42s, 12m, 3h, 2d."""
+def age(ts: float | None, now: float | None = None, *, coarse: bool = False) -> str:
+    """A compact age: 42s, 12m, 3h05, 2d. Coarse ages say <1m instead of counting seconds (a table of them would
+    otherwise be redrawn every second)."""
     if not ts:
         return "-"
     secs = max(0, int((clock() if now is None else now) - ts))
     if secs < 60:
-        return f"{secs}s"
+        return "<1m" if coarse else f"{secs}s"
     if secs < 3600:
         return f"{secs // 60}m"
     if secs < 86400:

@@ -47,7 +47,7 @@ def cells(row: LaneRow) -> dict[str, object]:
         "step": fmt.clip(row.step, 24),
         "tokens": Text(fmt.tokens(row.tokens), justify="right"),
         "cost": Text(fmt.usd(row.usd), justify="right"),
-        "age": Text(fmt.age(row.created_at), justify="right"),
+        "age": Text(fmt.age(row.created_at, coarse=True), justify="right"),
     }
 
 
@@ -96,7 +96,7 @@ class LanesTable(DataTable):
     def tick(self) -> None:
         """Refresh the ages (only cells whose text changed)."""
         for key, shown in self.rendered.items():
-            value = Text(fmt.age(self.lane_rows[key].created_at), justify="right")
+            value = Text(fmt.age(self.lane_rows[key].created_at, coarse=True), justify="right")
             if shown["age"] != value:
                 self.update_cell(key, "age", value)
                 shown["age"] = value
