@@ -95,8 +95,13 @@ def _run(server: "ServerProcess", n: int, base: Path) -> dict:
 
 
 def plain_fanout(n: int, latency: float, base: Path) -> float:
-    """The same N x 2 calls made by bare litellm coroutines (no journal, worktree or commit): the floor on this box."""
+    """The same N x 2 calls made by bare litellm coroutines (no journal, worktree or commit), with the same tool
+    schemas a lane sends: the floor on this box."""
     import litellm
+
+    from cowork.tools.specs import spec
+
+    tools = [spec("write_file"), spec("answer"), spec("finish")]
 
     scripts = {f"PLAIN fan {i:02d}": [delay(latency, tool_call("write_file", path="x", content="x")),
                                       delay(latency, tool_call("finish", status="done", summary="s"))]
@@ -107,7 +112,7 @@ def plain_fanout(n: int, latency: float, base: Path) -> float:
         messages = [{"role": "system", "content": f"PLAIN fan {i:02d}"}, {"role": "user", "content": "go"}]
         for _ in range(2):
             r = await litellm.acompletion(model="openai/scripted", api_base=server.url, api_key="k",
-                                          messages=messages, num_retries=0, timeout=30)
+                                          messages=messages, tools=tools, num_retries=0, timeout=30)
             call = r.choices[0].message.tool_calls[0]
             messages += [{"role": "assistant", "content": None, "tool_calls": [
                 {"id": call.id, "type": "function", "function": {"name": call.function.name,

@@ -1,0 +1,1 @@
+"""Engines: the built-in llm agent loop, the command engine for external agent CLIs, and the model call."""
