@@ -152,7 +152,7 @@ def test_review_sends_back_then_passes(tmp_path, server):
     dev_reqs = [r for r in server.requests if r.key == "Goal: Write f"]
     assert "needs a v2" in dev_reqs[2].text
     first_review = [r for r in server.requests if r.key == "Lane: work-review\n"]
-    assert "+v1" in first_review[1].text  # the reviewer saw the diff
+    assert "+v1" in first_review[0].text  # the reviewer's prompt carries the lane's diff and packet
     # both review packets are committed next to the lane's
     names = git(root, "ls-tree", "--name-only", "main", f"handoffs/{task}/")
     assert "work-review.md" in names and "work-review-2.md" in names

@@ -55,7 +55,8 @@ async def run_review(rt: "Runner", row: dict) -> None:
     packet_file = worktree / handoffs.packet_rel(task, parent["id"])
     packet_text = packet_file.read_text(encoding="utf-8") if packet_file.is_file() else "(no packet)"
     system = prompts.lane_system(role, team=rt.settings.name, task=task, lane=lane, goal=row["goal"], kind="review",
-                                 brief=f"The packet of lane {parent['id']}:\n\n{packet_text}")
+                                 brief=f"The packet of lane {parent['id']}:\n\n{packet_text}\n\n"
+                                       f"Its diff:\n\n```diff\n{await _diff(parent, worktree)}\n```")
     outcome = await run_engine(rt, row, role, ctx, journal, [], system, prompts.lane_kickoff(row["goal"]))
     fresh = lanes_db.get_lane(rt.store, task, lane)
     if not outcome.finish:
@@ -84,3 +85,16 @@ async def run_review(rt: "Runner", row: dict) -> None:
     lanes_db.set_lane_state(rt.store, task, parent["id"], "queued", detail=f"sent back by review {lane}",
                             feedback=feedback)
     rt.wake()
+
+
+MAX_DIFF = 20_000
+
+
+async def _diff(lane: dict, worktree: Path) -> str:
+    """The reviewed lane's committed changes since its base (bounded), so a reviewer without tools sees them too."""
+    from cowork.gitops.git import run_git
+
+    base = lane.get("base_commit") or "HEAD"
+    proc = await asyncio.to_thread(run_git, "diff", f"{base}..HEAD", cwd=worktree)
+    text = proc.stdout if proc.returncode == 0 else f"(git diff failed: {proc.stderr.strip()[:200]})"
+    return text if len(text) <= MAX_DIFF else text[:MAX_DIFF] + f"\n... ({len(text) - MAX_DIFF} more characters)"
