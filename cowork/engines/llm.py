@@ -103,6 +103,8 @@ def check_args(spec: dict, args: Any) -> str | None:
         return "missing required argument(s): " + ", ".join(missing)
     for key, value in args.items():
         want = _TYPES.get((props.get(key) or {}).get("type"))
+        if want is list and isinstance(value, str):  # models often send one string for a list; tools accept it
+            continue
         if want and value is not None and not isinstance(value, want):
             return f"argument '{key}' should be {props[key]['type']}, got {type(value).__name__}"
         if isinstance(value, bool) and want in (int, (int, float)):
