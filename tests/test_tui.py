@@ -238,8 +238,15 @@ async def test_enter_opens_the_lane_with_its_packet(app, store, team):
                       body="not about impl", task=TASK)
         await until(pilot, lambda: "five per second" in log_text(log), "the lane's new message")
         assert "not about impl" not in log_text(log)
+        # the lane rewrites its packet and moves on: the packet on screen follows
+        git(root, "checkout", "-q", branch)
+        packet.title = "Token bucket, revised"
+        (root / "handoffs" / TASK / "impl.md").write_text(handoff.render(packet))
+        git(root, "commit", "-q", "-am", "revise")
+        git(root, "checkout", "-q", "main")
         L.set_lane_state(other, TASK, "impl", "checking")
         await until(pilot, lambda: screen.row.state == "checking", "the lane state")
+        await until(pilot, lambda: "Token bucket, revised" in screen.query_one("#packet").source, "the new packet")
         await until(pilot, lambda: any("dev thinks" in x for x in screen.query_one("#lane-timeline").text_lines()),
                     "the lane's new event")
         other.close()

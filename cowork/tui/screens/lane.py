@@ -90,11 +90,25 @@ class LaneDetailScreen(Screen):
         events = data.lane_events(app.store, row.task, row.lane)
         app.call_from_thread(self._loaded, row, text, source, stat, messages, events)
 
-    def _loaded(self, row, text, source, stat, messages, events) -> None:
-        self.apply_lane(row)
+    @work(thread=True, exclusive=True, group="lane-git")
+    def load_git(self, row: LaneRow) -> None:
+        """Re-read the packet and the diff stat (a lane writes its packet and commits as it finishes)."""
+        app = self.app
+        text, source = gitinfo.packet(app.ws.root, task=row.task, lane=row.lane, branch=row.branch,
+                                      worktree=row.worktree, target=app.target)
+        stat = gitinfo.diff_stat(app.ws.root, branch=row.branch, base=row.base_commit,
+                                 merge_commit=row.merge_commit, target=app.target)
+        app.call_from_thread(self._git_loaded, text, source, stat)
+
+    def _git_loaded(self, text, source, stat) -> None:
         self.query_one("#packet-source", Static).update(Text(f"from {source}" if text else "", "dim"))
         self.query_one("#packet", Markdown).update(packet_markdown(text, source))
         self.query_one("#diff-stat", Static).update(Text(stat))
+
+    def _loaded(self, row, text, source, stat, messages, events) -> None:
+        self.row = row
+        self.query_one("#lane-info", Static).update(lane_info(row))
+        self._git_loaded(text, source, stat)
         log = self.query_one("#lane-messages", RichLog)
         log.clear()
         for m in messages:
@@ -109,8 +123,10 @@ class LaneDetailScreen(Screen):
         self.loaded = True
 
     def apply_lane(self, row: LaneRow) -> None:
-        self.row = row
+        old, self.row = self.row, row
         self.query_one("#lane-info", Static).update(lane_info(row))
+        if self.loaded and (old.state, old.merge_commit) != (row.state, row.merge_commit):
+            self.load_git(row)
 
     def add_messages(self, messages: list[dict]) -> None:
         if not self.loaded:
