@@ -47,6 +47,11 @@ def stop(store: Store, runner_id: str, tasks: list[str]) -> None:
             store.execute("DELETE FROM locks WHERE name=? AND holder=?", (lock_name(task), runner_id))
 
 
+def release(store: Store, runner_id: str, task: str) -> None:
+    """Give up the task's lease (its task has ended)."""
+    store.execute("DELETE FROM locks WHERE name=? AND holder=?", (lock_name(task), runner_id))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -73,6 +73,7 @@ class Runner:
                     self._schedule(task)
                     if self._maybe_close(task):
                         self.owned.remove(task)
+                        lease.release(self.store, self.id, task)
                 if not self.owned:
                     break
                 try:
