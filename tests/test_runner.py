@@ -281,3 +281,32 @@ def test_ask_and_delegate_add_lanes_while_the_task_runs(tmp_path, server):
     assert git(root, "show", "main:docs.md") == "# Zed" and git(root, "show", "main:name.txt") == "Zed"
     dev_reqs = [r for r in server.requests if r.key == "Goal: Name the thing"]
     assert "Call it Zed" in dev_reqs[1].text  # the consult lane ran although the one slot was taken by the asker
+
+
+def test_a_lane_at_its_budget_cap_waits_for_a_human_then_finishes(tmp_path, server):
+    dev = DEV + "budget: {tokens_per_task: 500}\n"
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev})
+    server.script("Goal: Spend", [tool_call("write_file", path="s.txt", content="s\n"), finish("spent")])
+    from cowork.config import load_settings
+    from cowork.roles import load_roles
+    from cowork.runner import planning
+    from cowork.team import budgets
+
+    settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, root)
+    draft = planning.create_task(ws, st, settings, roles, "Spend", to="dev")
+    p = planning.one_lane_plan(draft.task, draft.title, "dev", "Spend")
+    planning.save_plan(ws, st, settings, draft.task, p)
+    planning.approve(st, draft.task, p)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(run_here(ws, [draft.task])), daemon=True)
+    t.start()
+    deadline = time.time() + 15
+    while not st.events(task=draft.task, kinds=["task.waiting"]) and time.time() < deadline:
+        time.sleep(0.05)
+    row = lane(st, draft.task, "work")
+    assert row["state"] == "blocked" and "budget exceeded" in row["error"]
+    assert t.is_alive() and lanes_db.get_task(st, draft.task)["state"] == "running"  # open, waiting for a human
+    assert len([r for r in server.requests if r.key == "Goal: Spend"]) == 1
+    budgets.raise_cap(st, by="human:test", task=draft.task, tokens=100_000)
+    t.join(15)
+    assert result == {draft.task: "done"} and git(root, "show", "main:s.txt") == "s"
