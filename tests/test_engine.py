@@ -147,3 +147,15 @@ def test_command_engine_pauses_its_process_and_uses_its_own_packet(tmp_path, ser
     assert "written by the tool" in packet
     log = root / ".cowork" / "logs" / task / "work.log"
     assert "python3" in log.read_text()
+
+
+def test_command_engine_packet_from_output_and_diff(tmp_path, server):
+    dev = ("name: dev\nmandate: Implements code changes on its lane's branch.\nengine: command\n"
+           "command: [sh, -c, 'echo \"$COWORK_ROLE did: $0\" > out.txt; echo all good', '{goal}']\n")
+    root, st = setup(tmp_path, server, dev=dev)
+    assert delegate(root, "Write out") == 0
+    task = st.scalar("SELECT id FROM tasks")
+    assert git(root, "show", "main:out.txt") == "dev did: Write out"
+    packet = git(root, "show", f"main:handoffs/{task}/work.md")
+    assert "exited with 0" in packet and "all good" in packet and "out.txt" in packet
+    assert not server.requests  # a command lane never calls the model
