@@ -310,3 +310,18 @@ def test_a_lane_at_its_budget_cap_waits_for_a_human_then_finishes(tmp_path, serv
     budgets.raise_cap(st, by="human:test", task=draft.task, tokens=100_000)
     t.join(15)
     assert result == {draft.task: "done"} and git(root, "show", "main:s.txt") == "s"
+
+
+def test_merged_lanes_worktrees_are_removed_failed_ones_kept(tmp_path, server):
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
+    plan = tmp_path / "plan.md"
+    plan.write_text("---\ntitle: One good one bad\n---\n```yaml\nlanes:\n"
+                    "  - {id: good, role: dev, goal: Write good.txt}\n"
+                    "  - {id: bad, role: writer, goal: Give up}\n```\n")
+    server.script("Goal: Write good.txt", [tool_call("write_file", path="good.txt", content="g\n"), finish("good")])
+    server.script("Goal: Give up", [finish("cannot", status="failed")])
+    assert main(["run", str(plan), "--yes", "-C", str(root)]) == 1
+    task = only_task(st)
+    assert not (ws.worktrees_dir / task / "good").exists()
+    assert (ws.worktrees_dir / task / "bad").is_dir()
+    assert git(root, "rev-parse", "--verify", f"cowork/{task}/good")  # the branch stays

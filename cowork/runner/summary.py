@@ -73,4 +73,20 @@ def close_task(rt, task_id: str, rows: list[dict]) -> str:
         bad = [f"{r['id']} {r['state']}" for r in work if r["state"] not in ENDED_OK]
         error = "lanes not merged: " + ", ".join(bad) if bad else (error or "no work lanes")
     lanes_db.set_task_state(rt.store, task_id, state, error=error)
+    _remove_worktrees(rt, rows)
     return state
+
+
+def _remove_worktrees(rt, rows: list[dict]) -> None:
+    """Worktrees of merged (and answered consult) lanes go; failed or blocked ones stay for a human to inspect.
+    Branches stay: the merge commits point at them."""
+    from cowork.gitops.worktrees import remove_lane_worktree
+
+    for r in rows:
+        if r["kind"] == "review" or r["state"] not in ENDED_OK:
+            continue
+        try:
+            remove_lane_worktree(rt.ws, r["task_id"], r["id"], target=rt.settings.merge.target)
+        except Exception as exc:  # a dirty worktree is kept; never lose anything to tidy up
+            rt.store.event("lane.worktree_kept", f"{r['task_id']}/{r['id']}: worktree kept: {exc}"[:300],
+                           actor="runner", task=r["task_id"], lane=r["id"])
