@@ -98,3 +98,38 @@ def test_a_planted_secret_appears_nowhere(tmp_path, monkeypatch):
     dump = "\n".join(str(v) for (t,) in st.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
                      for row in st.all(f"SELECT * FROM {t}") for v in row.values() if isinstance(v, str))
     assert "I saw:" in dump and leaks(dump) == []
+
+
+def test_a_secret_in_the_request_reaches_no_brief_goal_step_or_packet(tmp_path, monkeypatch):
+    """A human pastes a key into `cowork delegate`: the committed brief, the lane's goal, the journal, the prompt
+    the model sees and the packet all carry the mask instead."""
+    from cowork.cli.app import main
+    from tests.support.team import git, make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    dev = """\
+        name: dev
+        mandate: Implements code changes on its lane's branch.
+        tools: [read_file]
+        """
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "repo", server.url, {"dev": dev})
+        server.script("You are dev", [
+            lambda req: tool_call("finish", status="done", summary="Goal was: " + req["messages"][-1]["content"][-500:],
+                                  checklist=[{"item": "read the goal", "done": True}]),
+        ])
+        request = f"Rotate the deploy key {FILE_SECRET} and tell nobody"
+        assert main(["delegate", request, "--to", "dev", "--yes", "-C", str(root)]) == 0
+        seen_by_model = "\n".join(r.text for r in server.requests)
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    assert FILE_SECRET.lower()[:12] not in task and "redacted" in task   # the id becomes branch names
+    brief = git(root, "show", f"main:handoffs/{task}/brief.md")
+    packet = git(root, "show", f"main:handoffs/{task}/work.md")
+    assert "Rotate the deploy key" in brief and MASK in brief and leaks(brief) == []
+    assert "Goal was:" in packet and leaks(packet) == []
+    assert leaks(seen_by_model) == []
+    dump = "\n".join(str(v) for (t,) in st.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+                     for row in st.all(f"SELECT * FROM {t}") for v in row.values() if isinstance(v, str))
+    assert "Rotate the deploy key" in dump and leaks(dump) == []

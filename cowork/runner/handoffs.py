@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cowork import handoff
+from cowork.redact import redact
 from cowork.handoff import Cost, Meta, Packet
 
 
@@ -49,7 +50,7 @@ def write(worktree: Path, packet: Packet) -> Path:
     """Write the packet into the lane's worktree. Returns its path."""
     path = Path(worktree) / packet_rel(packet.meta.task, packet.meta.lane)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(handoff.render(packet), encoding="utf-8")
+    path.write_text(redact(handoff.render(packet)), encoding="utf-8")  # packets are committed
     return path
 
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cowork.redact import redact_obj
 from cowork.store import Store, now
-from cowork.store.store import dumps, loads
+from cowork.store.store import loads
+from cowork.store.store import dumps as _dumps
+
+
+def dumps(value: Any) -> str:
+    """JSON for a steps column, with secret-looking values masked: the journal is part of the store."""
+    return _dumps(redact_obj(value))
 
 INTERRUPTED_NOTE = ("this call was interrupted when the runner stopped; it may or may not have taken effect. "
                     "Check the current state before retrying it.")

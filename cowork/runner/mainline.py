@@ -24,6 +24,7 @@ def commit_to_target(ws, store, settings, files: dict[str, str], message: str, *
         CoworkError: the target kept moving, or the lock stayed busy.
     """
     from cowork.gitops import checkout
+    from cowork.redact import redact
     from cowork.gitops.git import COWORK, git, head, identity_env, run_git, with_trailers
     from cowork.gitops.lock import MergeLock
     from cowork.gitops.mergetree import cas_move, merge_tree, reset_tree, target_tip
@@ -37,7 +38,7 @@ def commit_to_target(ws, store, settings, files: dict[str, str], message: str, *
             for rel, text in files.items():
                 path = Path(tree) / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text, encoding="utf-8")
+                path.write_text(redact(text), encoding="utf-8")  # briefs and summaries are committed
             git("add", "--", *files, cwd=tree)
             if run_git("diff", "--cached", "--quiet", cwd=tree).returncode == 0:
                 return None

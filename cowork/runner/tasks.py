@@ -9,6 +9,7 @@ from pathlib import Path
 from cowork import frontmatter
 from cowork.errors import BadInput
 from cowork.plan import Plan
+from cowork.redact import redact
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
 
@@ -40,7 +41,7 @@ def new_task_id(store: Store, ws, text: str) -> str:
             m = re.match(r"^t(\d+)-", d.name)
             if m:
                 numbers.append(int(m.group(1)))
-    return f"t{max(numbers) + 1}-{slugify(text)}"
+    return f"t{max(numbers) + 1}-{slugify(redact(text))}"  # ids become branch names: never a secret
 
 
 def brief_text(task_id: str, text: str, *, to: str, attachments: list[Path] = (), origin: str = "human",

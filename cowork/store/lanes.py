@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cowork.redact import redact
 from cowork.store.store import Store, now
 
 LANE_STATES = (
@@ -16,7 +17,7 @@ TASK_STATES = ("planning", "awaiting-approval", "running", "done", "failed", "re
 
 def create_task(store: Store, task_id: str, title: str, *, origin: str = "human", base: str | None = None,
                 state: str = "planning") -> None:
-    t = now()
+    t, title = now(), redact(title)
     store.execute(
         "INSERT INTO tasks(id, title, state, origin, base, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
         (task_id, title, state, origin, base, t, t),
@@ -40,8 +41,11 @@ def get_task(store: Store, task_id: str) -> dict | None:
 def add_lane(store: Store, task_id: str, lane_id: str, role: str, goal: str, *, depends_on: list[str] | None = None,
              kind: str = "work", parent_lane: str | None = None, depth: int = 0, checks: list[str] | None = None,
              actor: str = "runner") -> None:
-    """Insert a queued lane. Lanes may be added while a task runs (delegation, consults, reviews)."""
-    t = now()
+    """Insert a queued lane. Lanes may be added while a task runs (delegation, consults, reviews).
+
+    The goal is redacted: a secret pasted into a request never reaches the store or the model.
+    """
+    t, goal = now(), redact(goal)
     store.execute(
         "INSERT INTO lanes(task_id, id, role, goal, depends_on, kind, parent_lane, depth, checks, branch, "
         "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
