@@ -42,13 +42,25 @@ def _env_secrets() -> list[str]:
     return _env_cache[1]
 
 
+# Every pattern above needs one of these substrings (case aside): text without any is returned as it is, which
+# keeps redaction cheap enough to run on every journal write and event. Keep it a superset when adding a pattern.
+_CANDIDATE = re.compile(r"(?i)-----BEGIN|sk-|gh[pousr]_|github_pat_|akia|xox|aiza|glpat-|eyj|bearer|://"
+                        r"|key|secret|token|passw")
+
+
 def redact(text: str) -> str:
     """`text` with anything that looks like a secret replaced by [REDACTED]."""
     if not text:
         return text
-    for value in _env_secrets():
+    return _redact(text, _env_secrets())
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for value in secrets:
         if value in text:
             text = text.replace(value, MASK)
+    if _CANDIDATE.search(text) is None:
+        return text
     for pat in _PATTERNS:
         text = pat.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
@@ -61,8 +73,16 @@ def redact_obj(obj: Any) -> Any:
     """Redact every string inside a JSON-like structure."""
     if isinstance(obj, str):
         return redact(obj)
+    if isinstance(obj, (dict, list, tuple)):
+        return _redact_obj(obj, _env_secrets())
+    return obj
+
+
+def _redact_obj(obj: Any, secrets: list[str]) -> Any:
+    if isinstance(obj, str):
+        return _redact(obj, secrets) if obj else obj
     if isinstance(obj, dict):
-        return {k: redact_obj(v) for k, v in obj.items()}
+        return {k: _redact_obj(v, secrets) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [redact_obj(v) for v in obj]
+        return [_redact_obj(v, secrets) for v in obj]
     return obj

@@ -7,12 +7,15 @@ table (keys `budget:task:<id>`, `budget:role:<name>`, `budget:day`), so every pr
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 from cowork.config import TeamSettings
 from cowork.errors import BadInput
 from cowork.roles import Role, RoleSet
 from cowork.store import Store, day, now
+from cowork.store.store import loads
 
 TYPICAL_TOKENS_IN = 6_000    # per model call, for plan estimates: the context grows over a lane
 TYPICAL_TOKENS_OUT = 600
@@ -94,24 +97,89 @@ def _raise(store: Store, key: str) -> dict:
     return (f or {}).get("value") or {}
 
 
+def _raises(store: Store, keys: list[str]) -> dict[str, dict]:
+    """The raises in force for `keys`, read in one query."""
+    rows = store.all(f"SELECT key, value FROM control WHERE key IN ({','.join('?' * len(keys))})", tuple(keys))
+    return {r["key"]: loads(r["value"], {}) or {} for r in rows}
+
+
+class _Totals:
+    """Running spend sums of one store by task, task/role, day and day/role, advanced by the `costs` rows added
+    since the last read. Exact because costs rows are only ever appended (never updated or deleted) and SQLite has
+    one writer at a time, so committed ids only grow."""
+
+    def __init__(self) -> None:
+        self.last_id = 0
+        self.sums: dict[tuple, list] = {}   # ("task", t) | ("task/role", t, r) | ("day", d) | ("day/role", d, r)
+        self.lock = threading.Lock()
+
+    def refresh(self, store: Store) -> None:
+        with self.lock:
+            rows = store.conn.execute("SELECT id, day, task_id, role, tokens_in + tokens_out, usd FROM costs "
+                                      "WHERE id > ? ORDER BY id", (self.last_id,)).fetchall()
+            for rid, d, task, role, tok, usd in rows:
+                keys = [("day", d), ("day/role", d, role)]
+                if task is not None:
+                    keys += [("task", task), ("task/role", task, role)]
+                for k in keys:
+                    acc = self.sums.get(k)
+                    if acc is None:
+                        self.sums[k] = [int(tok), float(usd)]
+                    else:
+                        acc[0] += int(tok)
+                        acc[1] += float(usd)
+                self.last_id = rid
+
+    def get(self, *key) -> tuple[int, float]:
+        acc = self.sums.get(key)
+        return (acc[0], acc[1]) if acc else (0, 0.0)
+
+
+_totals: "weakref.WeakKeyDictionary[Store, _Totals]" = weakref.WeakKeyDictionary()
+
+
+def _spend(store: Store, role: Role | None, task: str | None, today: str) -> dict[str, tuple[int, float]]:
+    """Spend per cap scope for `role` on `task` today."""
+    name = role.name if role is not None else None
+    if store.conn.in_transaction:  # rows this transaction added may roll back: sum them afresh, cache nothing
+        out = {"day": _spent(store, "day=?", (today,))}
+        if name is not None:
+            out["day/role"] = _spent(store, "day=? AND role=?", (today, name))
+        if task:
+            out["task"] = _spent(store, "task_id=?", (task,))
+            if name is not None:
+                out["task/role"] = _spent(store, "task_id=? AND role=?", (task, name))
+        return out
+    tot = _totals.get(store)
+    if tot is None:
+        tot = _totals.setdefault(store, _Totals())
+    tot.refresh(store)
+    return {"day": tot.get("day", today), "day/role": tot.get("day/role", today, name),
+            "task": tot.get("task", task), "task/role": tot.get("task/role", task, name)}
+
+
 def caps(store: Store, settings: TeamSettings, role: Role | None, task: str | None) -> list[Cap]:
     """Every cap that applies to `role` working on `task`, with what has been used (raises included)."""
     out: list[Cap] = []
     b = settings.budget
     rb = role.budget if role is not None else None
     today = day()
+    keys = ["budget:day"] + ([f"budget:task:{task}"] if task else []) + \
+        ([f"budget:role:{role.name}"] if rb is not None else [])
+    raised = _raises(store, keys)
+    spent = _spend(store, role, task, today)
     if task:
-        extra = _raise(store, f"budget:task:{task}")
-        tok, usd = _spent(store, "task_id=?", (task,))
+        extra = raised.get(f"budget:task:{task}", {})
+        tok, usd = spent["task"]
         out += _pair("task", b.usd_per_task, b.tokens_per_task, usd, tok, extra)
         if rb is not None:
-            tok, usd = _spent(store, "task_id=? AND role=?", (task, role.name))
+            tok, usd = spent["task/role"]
             out += _pair("task/role", rb.usd_per_task, rb.tokens_per_task, usd, tok, extra)
-    tok, usd = _spent(store, "day=?", (today,))
-    out += _pair("day", b.usd_per_day, b.tokens_per_day, usd, tok, _raise(store, "budget:day"))
+    tok, usd = spent["day"]
+    out += _pair("day", b.usd_per_day, b.tokens_per_day, usd, tok, raised.get("budget:day", {}))
     if rb is not None:
-        tok, usd = _spent(store, "day=? AND role=?", (today, role.name))
-        out += _pair("day/role", rb.usd_per_day, rb.tokens_per_day, usd, tok, _raise(store, f"budget:role:{role.name}"))
+        tok, usd = spent["day/role"]
+        out += _pair("day/role", rb.usd_per_day, rb.tokens_per_day, usd, tok, raised.get(f"budget:role:{role.name}", {}))
     return out
 
 
