@@ -125,3 +125,61 @@ def test_detach_prints_the_task_id_and_wait_reports_it(team, server, capsys):
     assert task == "t1-write-one-txt"
     assert main(["wait", task, "--timeout", "30", "--json", "-C", str(root)]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "done"
+
+
+def test_the_plan_shows_its_estimate_and_the_planner_may_only_name_team_roles(team, server, capsys):
+    root, st = team
+    server.script("You are planner", [tool_call("submit_plan", title="One file", lanes=PLAN)])
+    server.script("Goal: Write one.txt", [tool_call("write_file", path="one.txt", content="1\n"), finish()])
+    assert main(["delegate", "Write one file", "--yes", "-C", str(root)]) == 0
+    out = capsys.readouterr().out
+    estimates = [line for line in out.splitlines() if line.startswith("estimated cost: ~$")]
+    assert len(estimates) == 1 and "1 lane(s)" in estimates[0]  # --yes: one line, no per-lane table
+    assert out.index("estimated cost") < out.index("task t1-write-one-file: done")
+    tools = next(r for r in server.requests if r.key == "You are planner").body["tools"]
+    lanes = tools[0]["function"]["parameters"]["properties"]["lanes"]
+    assert tools[0]["function"]["name"] == "submit_plan" and lanes["minItems"] == 1
+    assert lanes["items"]["properties"]["role"]["enum"] == ["dev", "writer"]  # the planner itself is not a worker
+    from cowork.tools.specs import SCHEMAS
+
+    assert "enum" not in SCHEMAS["submit_plan"][1]["properties"]["lanes"]["items"]["properties"]["role"]
+
+
+def test_the_estimate_is_shown_before_the_prompt_lane_by_lane(team, server, monkeypatch, capsys):
+    root, st = team
+    server.script("You are planner", [tool_call("submit_plan", title="One file", lanes=PLAN)])
+    monkeypatch.setattr(sys, "stdin", io.StringIO("r\n\n"))
+    assert main(["delegate", "Write one file", "-C", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "estimated cost: ~$" in out and out.index("estimated cost") < out.index("approve, edit or reject")
+    assert any(line.split()[:3] == ["one", "dev", "openai/scripted"] for line in out.splitlines())
+
+
+def test_a_fallback_to_the_embedded_model_is_announced_before_work_starts(team, server, tmp_path, monkeypatch, capsys):
+    from cowork.engines import detect, local_model
+
+    if not local_model.local_available()[0]:
+        pytest.skip("the embedded model is not installed here")
+    root, st = team
+    for var in ["COWORK_MODEL", "COWORK_API_KEY", *(v for p in detect.PROVIDERS for v in p.env)]:
+        monkeypatch.delenv(var, raising=False)
+    toml = (root / "cowork.toml").read_text()
+    (root / "cowork.toml").write_text(toml.replace('name = "openai/scripted"', "").replace(
+        f'api_base = "{server.url}"', ""))
+    git(root, "commit", "-qam", "no model")
+    plan = tmp_path / "plan.md"
+    plan.write_text("---\ntitle: One\n---\n```yaml\nlanes:\n  - {id: one, role: dev, goal: Write one.txt}\n```\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("r\n\n"))
+    assert main(["run", str(plan), "-C", str(root)]) == 1  # rejected at the prompt: no model is ever called
+    err = capsys.readouterr().err
+    assert "will use the SmolLM2-135M (embedded offline model, weak)" in err and "dev" in err
+
+
+def test_pause_and_unpause_name_the_human_from_the_team_repo(team, tmp_path, monkeypatch):
+    root, st = team
+    monkeypatch.chdir(tmp_path)  # not the team's repo: its git user.name (Tester) must still be used
+    monkeypatch.setenv("USER", "someone-else")
+    assert main(["pause", "--task", "t9", "-C", str(root)]) == 0
+    assert st.flag("pause:t9")["set_by"] == "human:Tester"
+    assert main(["unpause", "--task", "t9", "-C", str(root)]) == 0
+    assert [e["actor"] for e in st.events(kinds=["pause.set", "pause.cleared"])] == ["human:Tester"] * 2

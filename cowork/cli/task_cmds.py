@@ -41,6 +41,7 @@ def delegate(text: str = typer.Argument(..., help="what you want done"),
     from cowork.runner import planning
 
     ws, st, settings, roles = _team(root)
+    _announce_fallback(settings, roles)
     draft = planning.create_task(ws, st, settings, roles, text, to=to, attachments=list(attach))
     print(f"task {draft.task}: brief committed (handoffs/{draft.task}/brief.md)")
     if to:
@@ -66,6 +67,7 @@ def run_plan(plan_file: Path = typer.Argument(..., help="a plan file (markdown w
 
     ws, st, settings, roles = _team(root)
     plan = plan_mod.load(plan_file, set(roles.names()), display=str(plan_file))
+    _announce_fallback(settings, roles)
     text = plan.meta.title + (f"\n\n{plan.notes}" if plan.notes else "") + f"\n\n(hand-written plan: {plan_file.name})"
     draft = planning.create_task(ws, st, settings, roles, text, to=None)
     print(f"task {draft.task}: brief committed (handoffs/{draft.task}/brief.md)")
@@ -77,8 +79,10 @@ def _approve_and_run(ws, st, settings, roles, task: str, plan, *, yes: bool, det
     from cowork.runner import launch, planning
 
     text = planning.save_plan(ws, st, settings, task, plan)
+    asking = not (yes or settings.policy.auto_approve_plans)
     _show_plan(text)
-    if not (yes or settings.policy.auto_approve_plans):
+    _show_estimate(plan, roles, settings, detail=asking)
+    if asking:
         plan = _ask(ws, st, settings, roles, task, plan, plan_mod)
         if plan is None:
             print(f"task {task} rejected")
@@ -92,6 +96,31 @@ def _approve_and_run(ws, st, settings, roles, task: str, plan, *, yes: bool, det
         return
     _run_foreground(ws, st, [task], reclaim=False)
     _exit_for(st, task)
+
+
+def _announce_fallback(settings, roles) -> None:
+    """Say so before any work starts when a role would fall back to the weak embedded model."""
+    from cowork.engines.detect import fallback_notice
+
+    notice = fallback_notice(settings, roles.roles)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
+
+
+def _show_estimate(plan, roles, settings, *, detail: bool) -> dict:
+    """Print the plan's rough cost: one line, plus a line per lane when a human is about to decide."""
+    from cowork.team.budgets import estimate_plan
+
+    est = estimate_plan(plan, roles, settings)
+    cap = f" (task cap ${est['usd_cap']:.2f}{', OVER THE CAP' if est['over_cap'] else ''})" \
+        if est["usd_cap"] is not None else ""
+    print(f"estimated cost: ~${est['usd']:.4f}, ~{est['tokens']} tokens for {len(est['lanes'])} lane(s){cap} "
+          "(rough)")
+    if detail:
+        for lane in est["lanes"]:
+            print(f"  {lane['lane']:<16} {lane['role']:<12} {lane['model']:<28} ~{lane['steps']} steps "
+                  f"~${lane['usd']:.4f}")
+    return est
 
 
 def _show_plan(text: str) -> None:
@@ -122,6 +151,7 @@ def _ask(ws, st, settings, roles, task: str, plan, plan_mod):
             if edited is not None:
                 plan = edited
                 _show_plan(planning.save_plan(ws, st, settings, task, plan))
+                _show_estimate(plan, roles, settings, detail=True)
 
 
 def _edit(text: str, roles, plan_mod):
@@ -300,7 +330,7 @@ def pause(lane: Optional[str] = typer.Option(None, "--lane", help="only this lan
 
     ws = workspace(root)
     t, l = _scope(lane, task)
-    key = control.pause(store(ws), by=human_id(), reason=reason, task=t, lane=l)
+    key = control.pause(store(ws), by=human_id(ws.root), reason=reason, task=t, lane=l)
     print(f"paused ({key})")
 
 
@@ -314,7 +344,7 @@ def unpause(lane: Optional[str] = typer.Option(None, "--lane", help="only this l
 
     ws = workspace(root)
     t, l = _scope(lane, task)
-    if control.unpause(store(ws), by=human_id(), task=t, lane=l):
+    if control.unpause(store(ws), by=human_id(ws.root), task=t, lane=l):
         print("unpaused")
     else:
         print("was not paused")

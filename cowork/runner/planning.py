@@ -60,7 +60,7 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
         BadInput: no planning role. ValidationFailed: still invalid after the last try.
     """
     from cowork.engines import models, prompts
-    from cowork.tools.specs import spec
+    from cowork.tools.specs import plan_spec
 
     planner = roles.roles.get(settings.planner)
     if planner is None:
@@ -72,7 +72,7 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
     journal = Journal(store, draft.task, PLAN_LANE)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": draft.brief}]
     journal.record("message", "start", output={"messages": messages})
-    tools = [spec("submit_plan")]
+    tools = [plan_spec(list(workers))]  # built per team: the static spec cannot know the role names
     choice = models.resolve(settings, planner)
     problems: list[Problem] = []
     for _ in range(MAX_PLAN_TRIES):

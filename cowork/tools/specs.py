@@ -1,6 +1,8 @@
 """OpenAI tool schemas for every built-in, team and implicit tool (finish, answer, submit_plan)."""
 from __future__ import annotations
 
+import json
+
 _S = {"type": "string"}
 _I = {"type": "integer"}
 _WHY = {"type": "string", "description": "optional: why this action is needed (shown to a human if it needs approval)"}
@@ -67,6 +69,18 @@ def spec(name: str, description: str | None = None, parameters: dict | None = No
     desc, params = SCHEMAS.get(name, (description or name, parameters or _obj({})))
     return {"type": "function", "function": {"name": name, "description": description or desc,
                                              "parameters": parameters or params}}
+
+
+def plan_spec(role_names: list[str]) -> dict:
+    """`submit_plan` for one team: `role` is an enum of its worker roles and `lanes` needs at least one lane."""
+    tool = spec("submit_plan")
+    params = json.loads(json.dumps(tool["function"]["parameters"]))  # SCHEMAS is shared: never mutate it
+    lanes = params["properties"]["lanes"]
+    lanes["minItems"] = 1
+    if role_names:
+        lanes["items"]["properties"]["role"] = {"type": "string", "enum": sorted(role_names)}
+    tool["function"]["parameters"] = params
+    return tool
 
 
 def validate_finish(args: dict) -> str | None:
