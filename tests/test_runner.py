@@ -325,3 +325,51 @@ def test_merged_lanes_worktrees_are_removed_failed_ones_kept(tmp_path, server):
     assert not (ws.worktrees_dir / task / "good").exists()
     assert (ws.worktrees_dir / task / "bad").is_dir()
     assert git(root, "rev-parse", "--verify", f"cowork/{task}/good")  # the branch stays
+
+
+def test_an_overdue_approval_expires_while_the_runner_runs(tmp_path, server):
+    """An approval no gateway waits on (an agent's MCP server asked, then went quiet) still expires: the runner
+    escalates it and pauses the lane."""
+    import sys
+
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import os, time\n"
+        "from cowork.store import Store\n"
+        "from cowork.team import approvals\n"
+        f"st = Store({str(tmp_path / 'repo' / '.cowork' / 'state.db')!r})\n"
+        "aid = approvals.request(st, task=os.environ['COWORK_TASK'], lane=os.environ['COWORK_LANE'], role='dev',\n"
+        "                        tool='run', action={'command': 'deploy'}, why='ship it', timeout_s=0.3)\n"
+        "deadline = time.time() + 12\n"
+        "while approvals.get(st, aid)['state'] == 'pending' and time.time() < deadline:\n"
+        "    time.sleep(0.1)\n"
+        "time.sleep(1.5)\n"  # an agent keeps working a moment: the lane's pause stops it here
+        "open('out.txt', 'w').write(approvals.get(st, aid)['state'] + '\\n')\n")
+    dev = ("name: dev\nmandate: Implements code changes on its lane's branch.\nengine: command\nescalate_to: lead\n"
+           f"command: [{sys.executable}, {agent}, '{{goal}}']\n")
+    lead = "name: lead\nmandate: Decides what the team does when a lane is stuck.\ntools: []\n"
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev, "lead": lead},
+                        extra_toml="[policy]\napproval_timeout_s = 0.3\n")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(rc=main(["delegate", "Ship it", "--to", "dev", "--yes",
+                                                                "-C", str(root)])), daemon=True)
+    t.start()
+    deadline = time.time() + 10
+    while not st.one("SELECT 1 FROM approvals WHERE state='expired'") and time.time() < deadline:
+        time.sleep(0.05)
+    row = st.one("SELECT * FROM approvals")
+    assert row is not None and row["state"] == "expired" and row["decided_by"] == "cowork"
+    task = only_task(st)
+    assert control.paused(st, task, "work")["key"] == f"pause:{task}/work"
+    esc = st.one("SELECT * FROM messages WHERE kind='escalate'")
+    assert esc["to_role"] == "lead" and "expired" in esc["body"]
+    deadline = time.time() + 5
+    while lane(st, task, "work")["state"] != "paused" and time.time() < deadline:
+        time.sleep(0.05)
+    assert lane(st, task, "work")["state"] == "paused"
+    time.sleep(1.5)
+    assert not (ws.worktrees_dir / task / "work" / "out.txt").exists()  # stopped while paused
+    control.unpause(st, by="human:test", task=task, lane="work")
+    t.join(30)
+    assert result == {"rc": 0}
+    assert git(root, "show", "main:out.txt") == "expired"

@@ -20,6 +20,7 @@ from cowork.store import lanes as lanes_db
 
 WORKING = {"running", "checking", "paused", "waiting-approval"}  # a lane in one of these has (had) a coroutine
 DEAD_DEPS = {"failed", "blocked", "cancelled"}
+EXPIRE_EVERY_S = 5.0  # how often overdue approvals are expired while the runner lives (one indexed SELECT)
 
 
 class Runner:
@@ -66,6 +67,7 @@ class Runner:
                          data={"runner": self.id, "tasks": self.wanted, "reclaim": self.reclaim})
         beat = asyncio.create_task(self._heartbeat())
         merger = asyncio.create_task(self._merger())
+        expirer = asyncio.create_task(self._expirer())
         try:
             self._claim()
             while self.owned:
@@ -86,7 +88,8 @@ class Runner:
                 t.cancel()
             merger.cancel()
             beat.cancel()
-            await asyncio.gather(*self.active.values(), merger, beat, return_exceptions=True)
+            expirer.cancel()
+            await asyncio.gather(*self.active.values(), merger, beat, expirer, return_exceptions=True)
             lease.stop(self.store, self.id, self.owned)
         return self.results
 
@@ -206,6 +209,20 @@ class Runner:
                 lease.heartbeat(self.store, self.id, self.owned)
             except Exception:  # a busy database: the lease has slack for a missed beat
                 pass
+
+    async def _expirer(self) -> None:
+        """Expire approvals past `policy.approval_timeout_s` even when no gateway is waiting on them (a lane
+        resumed elsewhere, a runner restarted): the role's `escalate_to` is told and the lane paused."""
+        from cowork.team.approvals import expire_overdue
+
+        every = min(EXPIRE_EVERY_S, max(self.poll_s, self.settings.policy.approval_timeout_s / 2))
+        while True:
+            try:
+                if await asyncio.to_thread(expire_overdue, self.store, self.settings, self.roles):
+                    self.wake()
+            except Exception:  # a busy database: the next round tries again
+                pass
+            await asyncio.sleep(every)
 
     async def _merger(self) -> None:
         """Merge queued lanes one at a time; a conflict or failed merge check goes back to the lane's role."""
