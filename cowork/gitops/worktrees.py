@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Iterator
 
 from cowork.errors import BadInput, CoworkError
 from cowork.gitops.git import (
-    GitError, agent_identity, branch_exists, git, head, identity_env, is_ancestor, run_git, with_trailers,
+    GitError, agent_identity, branch_exists, git, head, identity_env, is_ancestor, run_git, tips, with_trailers,
 )
 
 MERGE_TREE = "_merge"
@@ -116,7 +117,15 @@ def create_lane_worktree(ws, task: str, lane: str, base: str = "main") -> LaneTr
     """
     ensure_state_ignored(ws)
     branch, path = lane_branch(task, lane), lane_path(ws, task, lane)
-    tip = resolve_base(ws, base)
+    found = tips(ws.root, f"refs/heads/{base}", f"refs/heads/{branch}")  # one git process for both
+    tip = found[f"refs/heads/{base}"] or resolve_base(ws, base)
+    if found[f"refs/heads/{branch}"] is None and not path.exists():
+        # a new lane: branch and worktree in one `git worktree add -b` (it refuses an existing branch, never moves it)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with worktree_mutex(ws):
+            proc = run_git("worktree", "add", "--quiet", "-b", branch, str(path), tip, cwd=ws.root)
+        if proc.returncode == 0:
+            return LaneTree(path, branch, tip, True)
     created = False
     if branch_exists(ws.root, branch):
         base_commit = git("merge-base", f"refs/heads/{branch}", tip, cwd=ws.root)
@@ -183,6 +192,9 @@ def remove_lane_worktree(ws, task: str, lane: str, delete_branch: bool = False, 
         git("branch", "-D", branch, cwd=ws.root)
 
 
+_SUMMARY_SHA = re.compile(r"^\[[^\]]* ([0-9a-f]{40,64})\]", re.M)
+
+
 def commit_all(path: Path | str, message: str, *, role: str, trailers: dict[str, str] | None = None) -> str | None:
     """Commit every change in the worktree at `path` as `role` (see cowork.gitops.git for who is recorded).
 
@@ -192,11 +204,22 @@ def commit_all(path: Path | str, message: str, *, role: str, trailers: dict[str,
     git("add", "--all", cwd=path)
     if run_git("diff", "--cached", "--quiet", cwd=path).returncode == 0:
         return None
-    text = with_trailers(message, trailers, cwd=path)
-    # --cleanup=whitespace: agents write markdown, and the default would drop every "# heading" line as a comment
-    git("commit", "--quiet", "--cleanup=whitespace", "-F", "-", cwd=path,
-        env=identity_env(agent_identity(role), path), input=text)
-    return head(path)
+    env = identity_env(agent_identity(role), path)
+    # trailers as `git interpret-trailers --where end --if-exists addIfDifferent` would add them (with_trailers),
+    # applied by the commit itself, and the full id read from its summary line: one git process, not three
+    args = ["-c", "trailer.where=end", "-c", "trailer.ifexists=addIfDifferent", "-c", "core.abbrev=no", "commit",
+            "--cleanup=whitespace", "-F", "-"]  # whitespace: agents write markdown; "# heading" is no comment
+    for key, value in (trailers or {}).items():
+        args += ["--trailer", f"{key}: {' '.join(str(value).split())}"]
+    proc = run_git(*args, cwd=path, env=env, input=message)
+    if proc.returncode != 0 and "unknown option" in proc.stderr and "trailer" in proc.stderr:  # git < 2.32
+        git("commit", "--quiet", "--cleanup=whitespace", "-F", "-", cwd=path, env=env,
+            input=with_trailers(message, trailers, cwd=path))
+        return head(path)
+    if proc.returncode != 0:
+        raise GitError(["git", "commit"], proc.returncode, proc.stderr, proc.stdout)
+    found = _SUMMARY_SHA.search(proc.stdout)
+    return found.group(1) if found else head(path)
 
 
 def diff_stat(ws, branch: str, base: str) -> str:
