@@ -201,8 +201,9 @@ def commit_all(path: Path | str, message: str, *, role: str, trailers: dict[str,
     Returns:
         The new commit id, or None when there was nothing to commit.
     """
-    git("add", "--all", cwd=path)
-    if run_git("diff", "--cached", "--quiet", cwd=path).returncode == 0:
+    staged = git("add", "--all", "--verbose", cwd=path)
+    # nothing added now may still leave earlier staged changes: ask the index; something added is usually a commit
+    if not staged and run_git("diff", "--cached", "--quiet", cwd=path).returncode == 0:
         return None
     env = identity_env(agent_identity(role), path)
     # trailers as `git interpret-trailers --where end --if-exists addIfDifferent` would add them (with_trailers),
@@ -217,6 +218,8 @@ def commit_all(path: Path | str, message: str, *, role: str, trailers: dict[str,
             input=with_trailers(message, trailers, cwd=path))
         return head(path)
     if proc.returncode != 0:
+        if staged and run_git("diff", "--cached", "--quiet", cwd=path).returncode == 0:
+            return None  # what was added only undid earlier staged changes: the index is HEAD again
         raise GitError(["git", "commit"], proc.returncode, proc.stderr, proc.stdout)
     found = _SUMMARY_SHA.search(proc.stdout)
     return found.group(1) if found else head(path)

@@ -57,7 +57,11 @@ def _trailers(row: dict, role: str) -> dict[str, str]:
 async def _commit(rt: "Runner", path, row: dict, role: str, message: str) -> str | None:
     from cowork.gitops.worktrees import commit_all
 
-    return await asyncio.to_thread(commit_all, path, message, role=role, trailers=_trailers(row, role))
+    rt.committing = getattr(rt, "committing", 0) + 1  # the merger lets lanes' commits go first
+    try:
+        return await asyncio.to_thread(commit_all, path, message, role=role, trailers=_trailers(row, role))
+    finally:
+        rt.committing -= 1
 
 
 class LaneGit:

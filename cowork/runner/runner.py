@@ -20,6 +20,7 @@ from cowork.store import lanes as lanes_db
 
 WORKING = {"running", "checking", "paused", "waiting-approval"}  # a lane in one of these has (had) a coroutine
 DEAD_DEPS = {"failed", "blocked", "cancelled"}
+MERGER_YIELD_TICKS = 100  # at most 1 s of waiting for lanes' commits before a merge
 EXPIRE_EVERY_S = 5.0  # how often overdue approvals are expired while the runner lives (one indexed SELECT)
 
 
@@ -48,6 +49,7 @@ class Runner:
         self.results: dict[str, str] = {}
         self._wake: asyncio.Event | None = None
         self._told_waiting: set[str] = set()
+        self.committing = 0  # lanes' git commits in flight (cowork.runner.lane._commit)
         self.sync_lane = self._sync_lane
 
     def wake(self) -> None:
@@ -235,6 +237,12 @@ class Runner:
             if not waiting:
                 await asyncio.sleep(self.poll_s)
                 continue
+            # lanes finishing together commit their packets first: a merge's git work would slow every one of
+            # them on a small machine (bounded, so a lane that commits all the time never starves the queue)
+            for _ in range(MERGER_YIELD_TICKS):
+                if not self.committing:
+                    break
+                await asyncio.sleep(0.01)
             try:
                 result = await asyncio.to_thread(merge.merge_next, self.ws, self.store, self.settings, self.roles,
                                                  holder=self.id)
