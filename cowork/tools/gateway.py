@@ -58,6 +58,7 @@ class Gateway:
         self.breaker = breakers.Breaker(ctx.store, ctx.task_id, ctx.lane_id, max_failures=pol.max_consecutive_failures,
                                         max_repeats=pol.max_repeated_calls)
         self._wrap_told = False
+        self._budget_memo: tuple | None = None
         self._cursor = 0
         self._mcp = None
 
@@ -226,7 +227,14 @@ class Gateway:
         if self.stop:
             return "exceeded", self.stop
         c = self.ctx
+        conn = c.store.conn
+        # nothing committed by any connection since the last check (and the same day): the answer is the same.
+        # between_steps() and before_model_call() both ask before one model call.
+        mark = (id(conn), conn.total_changes, conn.execute("PRAGMA data_version").fetchone()[0], budgets.day())
+        if self._budget_memo is not None and self._budget_memo[0] == mark:
+            return self._budget_memo[1]
         st = budgets.check(c.store, c.settings, c.role, c.task_id)
+        self._budget_memo = (mark, (st.state, st.message))
         if st.state == "exceeded":
             self.stop = st.message
             c.store.event("budget.exceeded", f"{self.lane_q} stopped: {st.message}", actor="cowork", task=c.task_id,
