@@ -115,6 +115,23 @@ def test_lane_worktree_is_created_then_reused_without_losing_commits(ws):
     assert "work.py" in diff_stat(ws, lt.branch, "main")
 
 
+def test_commit_all_asks_the_index_only_when_add_is_not_conclusive(ws):
+    lt = create_lane_worktree(ws, "t1", "idx")
+    assert commit_all(lt.path, "nothing", role="dev") is None
+    (lt.path / "README.md").write_text("staged then undone\n")
+    git("add", "README.md", cwd=lt.path)
+    # the file goes back to HEAD's text while the index still holds the change: `add` stages the undo
+    (lt.path / "README.md").write_text(git("show", "HEAD:README.md", cwd=lt.path) + "\n")
+    assert commit_all(lt.path, "undo", role="dev") is None and head(lt.path) == lt.base_commit
+    (lt.path / "a.txt").write_text("a\n")
+    git("add", "a.txt", cwd=lt.path)                       # staged earlier (by an agent's own `git add`)
+    sha = commit_all(lt.path, "t: title\n\n# Summary\nbody", role="dev", trailers={"Cowork-Lane": "idx\nx"})
+    assert sha == head(lt.path) and len(sha) == 40
+    body = git("log", "-1", "--format=%B", cwd=lt.path)
+    assert "# Summary" in body and body.rstrip().endswith("Cowork-Lane: idx x")
+    assert git("log", "-1", "--format=%an", cwd=lt.path) == "dev (cowork)"
+
+
 def test_lane_worktree_errors_are_clear(ws):
     with pytest.raises(BadInput, match="names no commit"):
         create_lane_worktree(ws, "t1", "a", base="no-such-branch")
