@@ -40,6 +40,21 @@ def spend(env, usd, *, task="t1", role="dev", tokens=(0, 0)):
                          tokens_out=tokens[1], usd=usd)
 
 
+def test_spend_seen_inside_a_transaction_that_rolls_back_is_not_kept(env):
+    dev = env.roles["dev"]
+    spend(env, 0.5)
+    assert budgets.check(env.store, env.settings, dev, "t1").state == "ok"       # running totals start here
+    with pytest.raises(RuntimeError):
+        with env.store.tx():
+            spend(env, 0.6)
+            assert budgets.check(env.store, env.settings, dev, "t1").state == "exceeded"
+            raise RuntimeError("rolled back")
+    assert budgets.check(env.store, env.settings, dev, "t1").state == "ok"       # $0.50 again
+    spend(env, 0.35)                                                             # the same row id, reused
+    st = budgets.check(env.store, env.settings, dev, "t1")
+    assert st.state == "wrap_up" and "task/role $0.85 of $1.00" in st.message
+
+
 def test_states_follow_the_tightest_cap(env):
     dev = env.roles["dev"]
     assert budgets.check(env.store, env.settings, dev, "t1").state == "ok"
