@@ -175,10 +175,15 @@ class Gateway:
     async def _approval(self, name: str, args: dict, action: dict) -> ToolResult | None:
         """Wait for a human decision on a blocked call. None when approved, else the result for the agent."""
         c = self.ctx
-        aid = approvals.request(c.store, task=c.task_id, lane=c.lane_id, role=c.role.name, tool=name, action=action,
-                                why=self._why(args), timeout_s=c.settings.policy.approval_timeout_s)
-        lane = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
-        waiting = False
+        # one transaction: whoever sees the pending approval also sees the lane waiting for it
+        with c.store.tx():
+            aid = approvals.request(c.store, task=c.task_id, lane=c.lane_id, role=c.role.name, tool=name,
+                                    action=action, why=self._why(args),
+                                    timeout_s=c.settings.policy.approval_timeout_s)
+            lane = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
+            if lane and lane["state"] == "running" and approvals.get(c.store, aid)["decision"] == "pending":
+                lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "waiting-approval", actor=c.role.name,
+                                        detail=f"approval #{aid}: {name}")
         while True:
             row = approvals.get(c.store, aid)
             if row["decision"] != "pending":
@@ -186,10 +191,6 @@ class Gateway:
             if row["expires_at"] is not None and row["expires_at"] <= approvals.now():
                 approvals.expire(c.store, aid, c.settings, c.roles)
                 continue
-            if not waiting and lane and lane["state"] == "running":
-                lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "waiting-approval", actor=c.role.name,
-                                        detail=f"approval #{aid}: {name}")
-                waiting = True
             cur = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
             if cur and cur["state"] in lanes_db.FINAL_LANE_STATES:
                 self.stop = f"lane {cur['state']} while waiting for approval #{aid}"
