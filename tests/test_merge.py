@@ -387,3 +387,12 @@ def test_merge_queue_and_revert_commands(team, cli, monkeypatch):
     assert cli("revert", "t1/zzz").code == 2
     assert cli("revert", "t1").code == 0  # what is left of the task: c
     assert "c.txt" not in git("ls-tree", "--name-only", "main", cwd=team.ws.root)
+
+
+def test_revert_in_a_team_with_no_commits_is_bad_input_not_a_git_error(tmp_path, cli, monkeypatch):
+    """`cowork init --git-init` makes no commit: reverting there says so plainly, with exit 2."""
+    monkeypatch.chdir(tmp_path)
+    assert cli("init", "--git-init").code == 0
+    res = cli("revert", "t1-x/docs")
+    assert res.code == 2 and "has no commits yet" in res.err and "Traceback" not in res.err
+    assert "bad revision" not in res.err

@@ -11,7 +11,7 @@ from typing import Any
 
 from cowork.errors import BadInput
 from cowork.gitops import checkout
-from cowork.gitops.git import MERGER, git, head, identity_env, run_git, trailer_block
+from cowork.gitops.git import MERGER, git, head, identity_env, ref_exists, run_git, trailer_block
 from cowork.gitops.lock import MergeLock
 from cowork.gitops.mergetree import (
     MAX_ATTEMPTS, TargetRaced, cas_move, find_merges, merge_tree, reset_tree, reverted_commits, run_checks,
@@ -57,6 +57,8 @@ def revert(ws, store: Store, settings, target: str, *, by: str, lock: MergeLock 
     """
     task, lane = parse_target(target)
     branch = settings.merge.target
+    if not ref_exists(ws.root, f"refs/heads/{branch}"):
+        raise BadInput(f"{target} was never merged: the merge target '{branch}' has no commits yet")
     merges = find_merges(ws, branch, task, lane)
     if not merges:
         raise BadInput(f"{target} was never merged into {branch}",
