@@ -115,6 +115,8 @@ def test_a_raise_requeues_the_blocked_lane(env, cli):
     with pytest.raises(BadInput):
         budgets.raise_cap(env.store, by="human:x", task="t1")
     assert cli("budget", "raise", "--usd", "1", "-C", str(env.root)).code == 2
+    typo = cli("budget", "raise", "--task", "t9-nope", "--usd", "1", "-C", str(env.root))
+    assert typo.code == 2 and "no task 't9-nope'" in typo.err
 
 
 def test_budget_cli_shows_spend_against_caps(env, cli):

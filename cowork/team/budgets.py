@@ -217,6 +217,8 @@ def raise_cap(store: Store, *, by: str, task: str | None = None, role: str | Non
         raise BadInput("say how much to add: --usd X and/or --tokens N")
     if (usd or 0) < 0 or (tokens or 0) < 0:
         raise BadInput("a raise must be positive")
+    if task and store.one("SELECT 1 FROM tasks WHERE id=?", (task,)) is None:
+        raise BadInput(f"no task '{task}'", hint="`cowork status` and `cowork lanes` list the tasks")
     key = f"budget:task:{task}" if task else (f"budget:role:{role}" if role else "budget:day")
     cur = _raise(store, key)
     new = {"usd": float(cur.get("usd", 0.0)) + float(usd or 0.0), "tokens": int(cur.get("tokens", 0)) + int(tokens or 0)}
