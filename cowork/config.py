@@ -113,6 +113,17 @@ def _toml_line(text: str, dotted: tuple) -> int | None:
     return None
 
 
+def apply_env_overrides(data: dict, env: dict[str, str]) -> dict:
+    """Write the COWORK_* overrides set in `env` into raw settings `data` (in place; returned for convenience)."""
+    for var, dotted in ENV_OVERRIDES.items():
+        if env.get(var):
+            node = data
+            for part in dotted[:-1]:
+                node = node.setdefault(part, {})
+            node[dotted[-1]] = env[var]
+    return data
+
+
 def load_settings(path: Path, env: dict[str, str] | None = None, display: str | None = None) -> TeamSettings:
     """Read cowork.toml and apply COWORK_* overrides from `env` (default os.environ).
 
@@ -134,12 +145,7 @@ def load_settings(path: Path, env: dict[str, str] | None = None, display: str | 
         line, column = (int(pos.group(1)), int(pos.group(2))) if pos else (getattr(exc, "lineno", None), None)
         raise ValidationFailed([Problem(f"invalid TOML: {msg[:pos.start()] if pos else msg}", file=display, line=line,
                                         column=column, hint="see https://toml.io for the syntax")]) from None
-    for var, dotted in ENV_OVERRIDES.items():
-        if env.get(var):
-            node = data
-            for part in dotted[:-1]:
-                node = node.setdefault(part, {})
-            node[dotted[-1]] = env[var]
+    apply_env_overrides(data, env)
     try:
         return TeamSettings.model_validate(data)
     except ValidationError as exc:

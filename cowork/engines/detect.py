@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from cowork.config import ENV_OVERRIDES, TeamSettings, api_key_for
+from cowork.config import TeamSettings, api_key_for, apply_env_overrides
 from cowork.engines import local_model
 from cowork.errors import CoworkError
 
@@ -277,14 +277,7 @@ def is_local_model(name: str | None, api_base: str | None = None) -> bool:
 def settings_from_env(env: Mapping[str, str] | None = None) -> TeamSettings:
     """Default team settings with the COWORK_* overrides applied (for use outside a team repo)."""
     env = os.environ if env is None else env
-    data: dict = {}
-    for var, dotted in ENV_OVERRIDES.items():
-        if env.get(var):
-            node = data
-            for part in dotted[:-1]:
-                node = node.setdefault(part, {})
-            node[dotted[-1]] = env[var]
-    return TeamSettings.model_validate(data)
+    return TeamSettings.model_validate(apply_env_overrides({}, env))
 
 
 def _key(env: Mapping[str, str], *names: str | None) -> tuple[str | None, str | None]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from cowork.errors import CoworkError
+from cowork.procs import pid_alive
 
 ALIAS = "cowork-local"
 MODEL = f"openai/{ALIAS}"  # the litellm model string
@@ -207,16 +208,6 @@ class LocalEndpoint:
 _detached: list[subprocess.Popen] = []  # keep handles so Python does not warn that they are "still running"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_our_server(pid: int) -> bool:
     """Guard against pid reuse before signalling a recorded pid."""
     cmdline = Path(f"/proc/{pid}/cmdline")
@@ -225,7 +216,7 @@ def _is_our_server(pid: int) -> bool:
             return b"llama_cpp.server" in cmdline.read_bytes()
         except OSError:
             return False
-    return _pid_alive(pid)
+    return pid_alive(pid)
 
 
 @contextmanager
@@ -266,7 +257,7 @@ def ensure_local_server(state_dir: Path, *, log_path: Path | None = None,
         wanted = find_gguf()
         # a server busy with a long generation may not answer a probe in time: a live recorded pid that is
         # a llama_cpp.server is trusted, or we would start a second server and orphan the first
-        if rec and _pid_alive(rec["pid"]) and (_answers(rec["port"]) or _is_our_server(rec["pid"])):
+        if rec and pid_alive(rec["pid"]) and (_answers(rec["port"]) or _is_our_server(rec["pid"])):
             if wanted is None or rec.get("model_path") == str(wanted):
                 return LocalEndpoint(**{**rec, "reused": True})
             _stop_pid(rec["pid"])  # a different GGUF was asked for
@@ -306,7 +297,7 @@ def _reaped_or_gone(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return bool(done)
     except ChildProcessError:  # not our child: its parent reaps it; a zombie has an empty cmdline
-        return not _pid_alive(pid) or not _is_our_server(pid)
+        return not pid_alive(pid) or not _is_our_server(pid)
 
 
 def stop_local_server(state_dir: Path) -> bool:
@@ -315,7 +306,7 @@ def stop_local_server(state_dir: Path) -> bool:
     with _locked(state_dir):
         rec = _read_record(state_dir)
         (state_dir / RECORD).unlink(missing_ok=True)
-        if not rec or not _pid_alive(rec["pid"]):
+        if not rec or not pid_alive(rec["pid"]):
             return False
         _stop_pid(rec["pid"])
         return True

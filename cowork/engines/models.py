@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from cowork.config import TeamSettings
 from cowork.errors import CoworkError
+from cowork.procs import pid_alive
 
 
 class ModelError(CoworkError):
@@ -172,19 +173,9 @@ def local_endpoint(refresh: bool = False) -> Any:
     state = detect.local_state_dir()
     with _local_lock:
         ep = _local_endpoints.get(str(state))
-        if ep is None or refresh or not _pid_alive(ep.pid):
+        if ep is None or refresh or not pid_alive(ep.pid):
             ep = _local_endpoints[str(state)] = local_model.ensure_local_server(state)
         return ep
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def complete_local(choice: ModelChoice, messages: list[dict], tools: list[dict] | None = None) -> Completion:

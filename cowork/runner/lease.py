@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 
+from cowork.procs import pid_alive
 from cowork.store import Store, now
 
 LEASE_S = 20.0
@@ -52,27 +53,12 @@ def release(store: Store, runner_id: str, task: str) -> None:
     store.execute("DELETE FROM locks WHERE name=? AND holder=?", (lock_name(task), runner_id))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child (killed, not yet reaped by its parent) is dead for our purposes
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def alive(store: Store, runner_id: str) -> bool:
     """Whether a runner is still running: a fresh heartbeat, and (on this host) a live process."""
     row = store.one("SELECT * FROM runners WHERE id=?", (runner_id,))
     if row is None or row["state"] != "running":
         return False
-    if row["host"] == socket.gethostname() and not _pid_alive(row["pid"]):
+    if row["host"] == socket.gethostname() and not pid_alive(row["pid"]):
         return False
     return now() - row["heartbeat_at"] < STALE_S
 
