@@ -13,7 +13,7 @@ from cowork.runner.launch import run_here
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
 from cowork.workspace import Workspace
-from tests.support.scripted_server import ScriptedServer, delay, tool_call
+from tests.support.scripted_server import ScriptedServer, delay, text, tool_call
 from tests.support.team import DEV, PLANNER, REVIEWER, WRITER, git, make_team
 
 
@@ -373,3 +373,28 @@ def test_an_overdue_approval_expires_while_the_runner_runs(tmp_path, server):
     t.join(30)
     assert result == {"rc": 0}
     assert git(root, "show", "main:out.txt") == "expired"
+
+
+def test_cheap_steps_go_to_the_cheap_model(tmp_path, server):
+    """`[model] cheap` writes the task's overview in summary.md: one call to that model, its cost recorded; the
+    lanes still use the main model. A failing cheap model never changes how the task ended."""
+    root, ws, st = team(tmp_path, server, extra_toml='cheap = "openai/cheapo"\n')
+    server.script("Goal: Add a hello file", [tool_call("write_file", path="hello.txt", content="hi\n"),
+                                             finish("wrote hello.txt")])
+    server.script("You summarise a finished task", [text("The dev lane added hello.txt and it merged cleanly.")])
+    assert main(["delegate", "Add a hello file", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    summary = git(root, "show", f"main:handoffs/{task}/summary.md")
+    assert "The dev lane added hello.txt and it merged cleanly." in summary
+    cheap = [r for r in server.requests if r.key == "You summarise a finished task"]
+    assert len(cheap) == 1 and cheap[0].model == "cheapo" and "wrote hello.txt" in cheap[0].text
+    assert all(r.model == "scripted" for r in server.requests if r.key != "You summarise a finished task")
+    assert st.scalar("SELECT count(*) FROM costs WHERE task_id=? AND model='openai/cheapo'", (task,)) == 1
+
+    server.fail_model("cheapo")
+    server.script("Goal: Add a second file", [tool_call("write_file", path="two.txt", content="2\n"),
+                                              finish("wrote two.txt")])
+    assert main(["delegate", "Add a second file", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    task2 = only_task(st)
+    assert lanes_db.get_task(st, task2)["state"] == "done"
+    assert "task.overview_failed" in [e["kind"] for e in st.events(task=task2)]

@@ -113,6 +113,39 @@ def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: Te
     return (tokens_in * price.input_per_mtok + tokens_out * price.output_per_mtok) / 1_000_000
 
 
+def cheap_choice(settings: TeamSettings) -> ModelChoice | None:
+    """The model for cheap steps (summaries, classification): `[model] cheap` in cowork.toml, or None."""
+    from cowork.config import api_key_for
+
+    m = settings.model
+    if not m.cheap:
+        return None
+    return ModelChoice(model=m.cheap, api_base=m.api_base, api_key=api_key_for(m), timeout_s=min(m.timeout_s, 30.0),
+                       label=m.cheap, source="cowork.toml [model] cheap")
+
+
+def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int = 400) -> Completion:
+    """One plain-text reply, blocking and without tools or fallbacks: for short cheap steps.
+
+    Raises:
+        ModelError: the provider failed; the caller decides whether the step matters.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    try:
+        resp = litellm.completion(model=choice.model, api_base=choice.api_base, api_key=choice.api_key,
+                                  messages=messages, max_tokens=max_tokens, timeout=choice.timeout_s, num_retries=0)
+    except Exception as exc:  # noqa: BLE001 - any provider failure becomes one clear error
+        raise ModelError(f"{choice.model} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+    usage = getattr(resp, "usage", None)
+    cost = (getattr(resp, "_hidden_params", None) or {}).get("response_cost") or 0.0
+    return Completion(message={"role": "assistant", "content": resp.choices[0].message.content or ""},
+                      model=choice.model, tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
+                      tokens_out=getattr(usage, "completion_tokens", 0) or 0, usd=float(cost))
+
+
 async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] | None = None, *,
                    settings: TeamSettings | None = None,
                    on_fallback: Callable[[str, str, Exception], None] | None = None) -> Completion:

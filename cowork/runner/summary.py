@@ -9,8 +9,8 @@ from cowork.store import lanes as lanes_db
 ENDED_OK = {"merged", "done"}
 
 
-def render_summary(task: dict, rows: list[dict], state: str, packets: dict[str, str]) -> str:
-    """The markdown of summary.md."""
+def render_summary(task: dict, rows: list[dict], state: str, packets: dict[str, str], overview: str = "") -> str:
+    """The markdown of summary.md (`overview`: a few sentences from the cheap model, when one is set)."""
     t_in = sum(r["tokens_in"] for r in rows)
     t_out = sum(r["tokens_out"] for r in rows)
     usd = round(sum(r["usd"] for r in rows), 6)
@@ -22,7 +22,10 @@ def render_summary(task: dict, rows: list[dict], state: str, packets: dict[str, 
     for r in rows:
         table.append(f"| {r['id']} | {r['role']} | {r['kind']} | {r['state']} | {(r['merge_commit'] or '-')[:12]} "
                      f"| {r['tokens_in']}/{r['tokens_out']} | {r['usd']:.4f} |")
-    parts = [f"# {task['title']}\n", f"Task {task['id']} ended **{state}**.\n", "\n".join(table) + "\n"]
+    parts = [f"# {task['title']}\n", f"Task {task['id']} ended **{state}**.\n"]
+    if overview:
+        parts.append(f"{overview.strip()}\n")
+    parts.append("\n".join(table) + "\n")
     for r in rows:
         lines = [f"## {r['id']} ({r['role']}): {r['state']}"]
         if packets.get(r["id"]):
@@ -52,6 +55,33 @@ def _packet_summary(rt, row: dict) -> str:
         return ""
 
 
+def _overview(rt, task: dict, state: str, rows: list[dict], packets: dict[str, str]) -> str:
+    """A short overview of the task by the cheap model (`[model] cheap`), or "" when none is set or it fails.
+
+    A cheap step: one short call with a tight timeout; it never changes how the task ended.
+    """
+    from cowork.engines import models
+    from cowork.team import budgets
+
+    choice = models.cheap_choice(rt.settings)
+    if choice is None:
+        return ""
+    lanes = "\n".join(f"- {r['id']} ({r['role']}, {r['state']}): {' '.join(packets.get(r['id'], '').split())[:600]}"
+                      for r in rows)
+    messages = [{"role": "system", "content": "You summarise a finished task of a software team for the humans who "
+                                              "review it. Answer with two or three plain sentences, no headings."},
+                {"role": "user", "content": f"Task: {task['title']}\nOutcome: {state}\nLanes:\n{lanes}"}]
+    try:
+        reply = models.complete_text(choice, messages, max_tokens=200)
+    except models.ModelError as exc:
+        rt.store.event("task.overview_failed", f"{task['id']}: {exc.message}"[:300], actor="runner", task=task["id"])
+        return ""
+    budgets.record_usage(rt.store, task=task["id"], lane=None, role=None, model=choice.model,
+                         tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, usd=reply.usd or None,
+                         settings=rt.settings)
+    return " ".join((reply.message.get("content") or "").split())[:1200]
+
+
 def close_task(rt, task_id: str, rows: list[dict]) -> str:
     """Write and commit summary.md, then set the task done (every work lane merged) or failed. Returns the state."""
     task = lanes_db.get_task(rt.store, task_id)
@@ -59,7 +89,7 @@ def close_task(rt, task_id: str, rows: list[dict]) -> str:
     ok = bool(work) and all(r["state"] in ENDED_OK for r in work)
     state = "done" if ok else "failed"
     packets = {r["id"]: _packet_summary(rt, r) for r in rows}
-    text = render_summary(task, rows, state, packets)
+    text = render_summary(task, rows, state, packets, _overview(rt, task, state, rows, packets))
     error = None
     try:
         from cowork.runner.mainline import commit_to_target
