@@ -84,3 +84,12 @@ def cli(capsys):
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture
+def server():
+    """A scripted OpenAI-compatible model server on 127.0.0.1 (tests/support/scripted_server.py), stopped after."""
+    from tests.support.scripted_server import ScriptedServer
+
+    with ScriptedServer() as s:
+        yield s

@@ -10,18 +10,12 @@ import pytest
 from cowork.cli.app import main
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
-from tests.support.scripted_server import ScriptedServer, text, tool_call
+from tests.support.scripted_server import text, tool_call
 from tests.support.team import DEV, PLANNER, WRITER, git, make_team
 
 
 def finish(summary="done"):
     return tool_call("finish", status="done", summary=summary, checklist=[])
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as s:
-        yield s
 
 
 @pytest.fixture

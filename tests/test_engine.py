@@ -11,18 +11,12 @@ from cowork.runner import control
 from cowork.runner.journal import Journal
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
-from tests.support.scripted_server import ScriptedServer, raw_tool_call, text, tool_call
+from tests.support.scripted_server import raw_tool_call, text, tool_call
 from tests.support.team import DEV, PLANNER, git, make_team
 
 
 def finish(summary="done", status="done"):
     return tool_call("finish", status=status, summary=summary, checklist=[{"item": summary, "done": True}])
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as s:
-        yield s
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from cowork.cli.app import main
 from cowork.runner.journal import Journal
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
-from tests.support.scripted_server import ScriptedServer, delay, tool_call
+from tests.support.scripted_server import delay, tool_call
 from tests.support.team import PLANNER, git, make_team
 
 DEV = """name: dev
@@ -20,12 +20,6 @@ tools: [read_file, write_file, run]
 run_allow: ["python3 count.py *"]
 """
 COUNT = "import sys\nopen(sys.argv[1], 'a').write('ran\\n')\n"
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as s:
-        yield s
 
 
 def _wait_for(cond, timeout: float, what: str) -> None:

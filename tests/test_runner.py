@@ -13,18 +13,12 @@ from cowork.runner.launch import run_here
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
 from cowork.workspace import Workspace
-from tests.support.scripted_server import ScriptedServer, delay, text, tool_call
+from tests.support.scripted_server import delay, text, tool_call
 from tests.support.team import DEV, PLANNER, REVIEWER, WRITER, git, make_team
 
 
 def finish(summary: str = "done", status: str = "done", **kw):
     return tool_call("finish", status=status, summary=summary, checklist=[{"item": summary, "done": True}], **kw)
-
-
-@pytest.fixture
-def server():
-    with ScriptedServer() as s:
-        yield s
 
 
 @pytest.fixture(autouse=True)

@@ -46,12 +46,6 @@ def ask(server: ScriptedServer, messages: list[dict] | str, **kw):
     return litellm.completion(api_base=server.url, api_key="test", messages=messages, num_retries=0, **kw)
 
 
-@pytest.fixture
-def server():
-    with ScriptedServer() as s:
-        yield s
-
-
 def test_text_reply_and_usage(server):
     server.script("", [text("hello from the script")])
     r = ask(server, "hi")
