@@ -97,7 +97,7 @@ def test_the_gateway_warns_once_then_stops_at_the_cap(env):
     assert g.budget_state()[0] == "exceeded"
     assert len(env.events("budget.exceeded")) == 1
     row = lanes_db.get_lane(env.store, "t1", "l1")
-    assert row["state"] == "blocked" and "budget exceeded" in row["error"]
+    assert row["state"] == "blocked" and row["error"].startswith("budget exceeded: ")
 
 
 def test_a_raise_requeues_the_blocked_lane(env, cli):

@@ -16,7 +16,7 @@ from cowork.config import TeamSettings, load_settings
 from cowork.errors import BadInput
 from cowork.gitops.git import current_branch, git, head, is_clean, read_trailers
 from cowork.gitops.lock import lock_row
-from cowork.gitops.merge import enqueue, lock_status, merge_lane, merge_next, process_queue, queue, revert
+from cowork.gitops.merge import blocked_by, enqueue, lock_status, merge_lane, merge_next, process_queue, queue, revert
 from cowork.gitops.worktrees import commit_all, create_lane_worktree
 from cowork.store import Store
 from cowork.workspace import Workspace
@@ -134,6 +134,7 @@ def test_conflict_returns_files_and_leaves_main_untouched(team):
     assert is_clean(team.ws.root)
     row = team.row("t1", "impl")
     assert row["state"] == "blocked" and row["conflict_returns"] == 1 and "shared.txt" in row["feedback"]
+    assert blocked_by(row["feedback"]) == "conflict"
     ev = team.store.events(kinds=["merge.conflict"])[-1]
     assert ev["data"]["files"] == ["shared.txt"] and ev["data"]["tip"] == before
     assert team.store.scalar("SELECT state FROM merge_queue") == "conflict"
@@ -142,11 +143,14 @@ def test_conflict_returns_files_and_leaves_main_untouched(team):
 def test_failing_merge_checks_leave_main_untouched(team):
     old = team.main()
     team.lane("t1", "impl", {"feature.py": "x = 1\n"})
-    team.settings.merge.checks = ["test -f feature.py", "echo checking $COWORK_TASK/$COWORK_LANE; exit 3"]
+    team.settings.merge.checks = ["test -f feature.py",
+                                  "echo checking $COWORK_TASK/$COWORK_LANE; echo test_merge_conflict FAILED; exit 3"]
     res = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")
     assert res.status == "checks_failed" and team.main() == old
     assert "checking t1/impl" in res.output and "$ echo checking" in res.output
     assert team.row("t1", "impl")["state"] == "blocked" and "exit 3" in team.row("t1", "impl")["feedback"]
+    # check output may say anything ("conflict" here): the runner reads why from the feedback's prefix
+    assert blocked_by(team.row("t1", "impl")["feedback"]) == "checks"
     assert team.store.events(kinds=["check.failed"])[-1]["data"]["exit"] == 3
 
     team.settings.merge.checks, team.settings.merge.checks_timeout_s = ["sleep 30"], 0.3

@@ -298,7 +298,7 @@ def test_a_lane_at_its_budget_cap_waits_for_a_human_then_finishes(tmp_path, serv
     while not st.events(task=draft.task, kinds=["task.waiting"]) and time.time() < deadline:
         time.sleep(0.05)
     row = lane(st, draft.task, "work")
-    assert row["state"] == "blocked" and "budget exceeded" in row["error"]
+    assert row["state"] == "blocked" and row["error"].startswith("budget exceeded: ")
     assert t.is_alive() and lanes_db.get_task(st, draft.task)["state"] == "running"  # open, waiting for a human
     assert len([r for r in server.requests if r.key == "Goal: Spend"]) == 1
     budgets.raise_cap(st, by="human:test", task=draft.task, tokens=100_000)

@@ -174,7 +174,7 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
         extra = list(gateway.between_steps())
         stop = gateway.before_model_call()
         if stop:
-            return LaneOutcome("blocked", error=f"lane {lane_name} stopped: {stop}")
+            return LaneOutcome("blocked", error=stop)  # the gateway's reason as written: readers key on its prefix
         left = max_steps - calls
         if left <= max(2, max_steps // 10) and not any(s.name == "step_cap" for s in journal.steps):
             journal.record("message", "step_cap", output={"messages": [

@@ -219,13 +219,28 @@ def _already(ws, store, res: MergeResult, row, old: str, ev) -> MergeResult:
     return res
 
 
+# A lane the merger blocks gets `feedback` starting with one of these, so the runner can tell why without reading
+# the rest (check output is free text and may say anything, "conflict" included).
+CONFLICT_FEEDBACK = "merge conflict: "
+CHECKS_FEEDBACK = "merge check "
+
+
+def blocked_by(feedback: str | None) -> str | None:
+    """Why the merger sent a lane back, from the feedback it wrote: "conflict", "checks", or None (not the merger)."""
+    if (feedback or "").startswith(CONFLICT_FEEDBACK):
+        return "conflict"
+    if (feedback or "").startswith(CHECKS_FEEDBACK):
+        return "checks"
+    return None
+
+
 def _conflict(store, res: MergeResult, row, old: str, branch: str, ev) -> MergeResult:
     res.status = "conflict"
     res.output = (f"merging {branch} onto {res.target} ({old[:9]}) conflicts in {len(res.conflicts)} file(s): "
                   + ", ".join(res.conflicts))
     if row is not None:
         set_lane_state(store, res.task, res.lane, "blocked", actor="merger", detail="merge conflict",
-                       feedback=res.output + f"\nupdate the lane from {res.target} and resolve them",
+                       feedback=CONFLICT_FEEDBACK + res.output + f"\nupdate the lane from {res.target} and resolve them",
                        conflict_returns=row["conflict_returns"] + 1)
     store.event("merge.conflict", f"{res.task}/{res.lane} conflicts with {res.target}: " + ", ".join(res.conflicts[:10]),
                 data={"files": res.conflicts, "target": res.target, "tip": old, "branch": branch}, **ev)
@@ -236,7 +251,7 @@ def _checks_failed(store, res: MergeResult, row, checks, ev) -> MergeResult:
     res.status, res.output = "checks_failed", checks.output
     if row is not None:
         set_lane_state(store, res.task, res.lane, "blocked", actor="merger", detail=f"merge check failed: {checks.command}",
-                       feedback=f"merge check `{checks.command}` failed on the merge with {res.target}:\n{checks.output}")
+                       feedback=f"{CHECKS_FEEDBACK}`{checks.command}` failed on the merge with {res.target}:\n{checks.output}")
     store.event("check.failed", f"merge check failed for {res.task}/{res.lane}: {checks.command}",
                 data={"stage": "merge", "command": checks.command, "exit": checks.returncode,
                       "output": checks.output[-4000:]}, **ev)

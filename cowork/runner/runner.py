@@ -11,12 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cowork.config import load_settings
+from cowork.gitops import merge
 from cowork.roles import load_roles
 from cowork.runner import control, lease
 from cowork.runner.lane import run_lane
 from cowork.runner.tasks import ACTIVE_LANE_STATES
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
+from cowork.team import budgets
 
 WORKING = {"running", "checking", "paused", "waiting-approval"}  # a lane in one of these has (had) a coroutine
 DEAD_DEPS = {"failed", "blocked", "cancelled"}
@@ -158,16 +160,10 @@ class Runner:
 
     def _return_to_role(self, row: dict) -> bool:
         """A lane the merger blocked (conflict, failed merge check) goes back to its role while retries remain."""
-        pol = self.settings.policy
-        if row["conflict_returns"] and "conflict" in (row["feedback"] or ""):
-            if row["conflict_returns"] > pol.max_conflict_returns:
-                return False
-        elif "merge check" in (row["feedback"] or ""):
-            if row["check_failures"] >= pol.max_check_retries:
-                return False
-            lanes_db.update_lane(self.store, row["task_id"], row["id"], check_failures=row["check_failures"] + 1)
-        else:
+        if not self._could_return(row):
             return False
+        if merge.blocked_by(row["feedback"]) == "checks":
+            lanes_db.update_lane(self.store, row["task_id"], row["id"], check_failures=row["check_failures"] + 1)
         lanes_db.set_lane_state(self.store, row["task_id"], row["id"], "queued", detail="returned to its role: "
                                 + (row["feedback"] or "")[:200])
         return True
@@ -181,7 +177,7 @@ class Runner:
             return False
         if any(r["state"] == "blocked" and r["feedback"] and self._could_return(r) for r in rows):
             return False
-        waiting = [r for r in rows if r["state"] == "blocked" and "budget exceeded" in (r["error"] or "")]
+        waiting = [r for r in rows if r["state"] == "blocked" and budgets.blocked_by_budget(r["error"])]
         if waiting:  # at a budget cap a lane waits for a human to raise it (`budgets.raise_cap` requeues it)
             if task not in self._told_waiting:
                 self._told_waiting.add(task)
@@ -195,10 +191,12 @@ class Runner:
         return True
 
     def _could_return(self, row: dict) -> bool:
+        """Whether a lane the merger blocked may go back to its role (its retries for that reason remain)."""
         pol = self.settings.policy
-        if "conflict" in (row["feedback"] or ""):
+        why = merge.blocked_by(row["feedback"])
+        if why == "conflict":
             return row["conflict_returns"] <= pol.max_conflict_returns
-        if "merge check" in (row["feedback"] or ""):
+        if why == "checks":
             return row["check_failures"] < pol.max_check_retries
         return False
 
@@ -228,7 +226,6 @@ class Runner:
 
     async def _merger(self) -> None:
         """Merge queued lanes one at a time; a conflict or failed merge check goes back to the lane's role."""
-        from cowork.gitops import merge
 
         while True:
             waiting = self.store.scalar(

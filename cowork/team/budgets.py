@@ -40,6 +40,10 @@ class Cap:
         return f"{self.scope} {fmt(self.used)} of {fmt(self.limit)}"
 
 
+# The lane error a budget stop writes starts with this; `blocked_by_budget` and `requeue_blocked` read it.
+BUDGET_EXCEEDED = "budget exceeded: "
+
+
 @dataclass
 class BudgetState:
     state: str                 # ok | wrap_up | exceeded
@@ -197,7 +201,7 @@ def check(store: Store, settings: TeamSettings, role: Role | None, task: str | N
     found = caps(store, settings, role, task)
     over = [c for c in found if c.used >= c.limit]
     if over:
-        return BudgetState("exceeded", "budget exceeded: " + "; ".join(c.label() for c in over), found)
+        return BudgetState("exceeded", BUDGET_EXCEEDED + "; ".join(c.label() for c in over), found)
     near = [c for c in found if c.fraction >= settings.budget.wrap_up_at]
     if near:
         return BudgetState("wrap_up", "budget nearly spent (" + "; ".join(c.label() for c in near) +
@@ -230,11 +234,16 @@ def raise_cap(store: Store, *, by: str, task: str | None = None, role: str | Non
     return new
 
 
+def blocked_by_budget(error: str | None) -> bool:
+    """Whether a blocked lane's error says a budget cap stopped it (so a raise resumes it)."""
+    return (error or "").startswith(BUDGET_EXCEEDED)
+
+
 def requeue_blocked(store: Store, *, task: str | None = None, role: str | None = None) -> list[str]:
     """Lanes blocked by a budget cap, moved back to queued so the runner resumes them."""
     from cowork.store import lanes as lanes_db
 
-    sql, params = "SELECT task_id, id FROM lanes WHERE state='blocked' AND error LIKE '%budget exceeded%'", []
+    sql, params = "SELECT task_id, id FROM lanes WHERE state='blocked' AND error LIKE ?", [BUDGET_EXCEEDED + "%"]
     if task:
         sql += " AND task_id=?"
         params.append(task)
