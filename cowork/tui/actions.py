@@ -105,7 +105,9 @@ class Actions:
     def action_show(self, name: str) -> None:
         self._to_main()
         self.tabs.active = TABS[name]
-        self.call_after_refresh(lambda: self.query_one(FOCUS[name]).focus())
+        # after the messages the switch posts (the pane is shown then), not after the next refresh, which a busy
+        # loop can delay for seconds
+        self.call_later(lambda: self.query_one(FOCUS[name]).focus())
         self.refresh_bindings()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
