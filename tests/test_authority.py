@@ -76,6 +76,42 @@ def test_symlinks_pointing_out_are_denied(env, tmp_path):
     assert secret.read_text() == "top secret\n" and not (tmp_path / "new.txt").exists()
 
 
+def test_paths_resolve_exactly_as_realpath_does(tmp_path):
+    """The worktree-relative walk (one lstat per component inside the worktree) agrees with os.path.realpath on
+    links inside, links out, chains, dangling links, missing parents and a file used as a directory."""
+    from cowork.tools.authority import Denied, resolve_path
+
+    tmp_path = tmp_path.resolve()
+    wt, out = tmp_path / "wt", tmp_path / "outside"
+    (wt / "src" / "pkg").mkdir(parents=True)
+    out.mkdir()
+    (wt / "src" / "pkg" / "a.py").write_text("x\n")
+    (wt / "inner").symlink_to("src/pkg")              # a link that stays inside
+    (wt / "chain").symlink_to("inner")                # a link to a link
+    (wt / "src" / "up").symlink_to("..")              # a link to the worktree itself
+    (wt / "src" / "pkg" / "esc").symlink_to(out)      # a link out, two levels down
+    (wt / "dangling").symlink_to("nowhere/at/all")
+    cases = ["src/pkg/a.py", "inner/a.py", "chain/a.py", "src/up/inner/a.py", "src/pkg/esc/x.txt", "dangling/f",
+             "new/dir/file.txt", "src/pkg/a.py/below", "./src//pkg/./a.py", "chain", "."]
+    for case in cases:
+        expected = os.path.realpath(wt / case)
+        inside = expected == str(wt) or expected.startswith(f"{wt}/")
+        try:
+            full, rel = resolve_path(wt, case, default=".")
+        except Denied:
+            assert not inside, case
+            continue
+        assert inside and str(full) == expected, (case, str(full), expected)
+        assert rel == (os.path.relpath(expected, wt) if expected != str(wt) else "."), case
+    # the worktree's real path is remembered, but not across the directory being swapped for a link
+    (tmp_path / "wt2").mkdir()
+    resolve_path(tmp_path / "wt2", "a.txt")
+    (tmp_path / "wt2").rmdir()
+    (tmp_path / "wt2").symlink_to(out)
+    full, _ = resolve_path(tmp_path / "wt2", "a.txt")
+    assert str(full) == str(out / "a.txt")
+
+
 def test_roles_and_cowork_toml_are_read_only_without_change_roles(env):
     g = env.gateway("dev")
     assert call(g, "read_file", path="roles/dev.yaml").ok

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from cowork.config import TeamSettings, api_key_for, apply_env_overrides
+from cowork.config import TeamSettings, apply_env_overrides
 from cowork.engines import local_model
 from cowork.errors import CoworkError
 

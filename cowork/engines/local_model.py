@@ -446,12 +446,11 @@ def constrained_tool_call(messages: list[Any], tools: list[Any], *, api_base: st
     Returns:
         (tool name, arguments dict, usage dict with prompt_tokens, completion_tokens, total_tokens, seconds).
     """
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    from cowork.engines.models import litellm
 
     names = [_function(t)["name"] for t in tools]
     started = time.monotonic()
-    resp = litellm.completion(
+    resp = litellm().completion(
         model=model, api_base=api_base, api_key="local", messages=local_messages(messages, tools),
         response_format={"type": "json_object", "schema": call_schema(tools, choose)},
         max_tokens=max_tokens, temperature=temperature, timeout=timeout, num_retries=0)

@@ -69,12 +69,26 @@ _unpriced: set[str] = set()  # models litellm has no price for (asked once per p
 
 
 def litellm():
-    """The litellm module, imported on first use with the local cost map and no telemetry."""
+    """The litellm module, imported on first use with the local cost map and no telemetry.
+
+    Importing it builds about 400,000 long-lived objects. With the cyclic collector on, each full collection during
+    the import walks all of them again (about 0.5 s of a 2 s import here), and every later full collection in a
+    busy runner does too (100-300 ms pauses of every lane). So the import runs with the collector off and what it
+    built is then frozen out of later collections (`gc.freeze`); objects freed by reference counting still are.
+    """
     global _litellm
     if _litellm is None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm as _mod
+        import gc
 
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            import litellm as _mod
+        finally:
+            if was_enabled:
+                gc.enable()
+        gc.freeze()
         _mod.suppress_debug_info = True
         _mod.telemetry = False
         _litellm = _mod
@@ -130,12 +144,8 @@ def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int 
     Raises:
         ModelError: the provider failed; the caller decides whether the step matters.
     """
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
     try:
-        resp = litellm.completion(model=choice.model, api_base=choice.api_base, api_key=choice.api_key,
+        resp = litellm().completion(model=choice.model, api_base=choice.api_base, api_key=choice.api_key,
                                   messages=messages, max_tokens=max_tokens, timeout=choice.timeout_s, num_retries=0)
     except Exception as exc:  # noqa: BLE001 - any provider failure becomes one clear error
         raise ModelError(f"{choice.model} failed: {type(exc).__name__}: {str(exc)[:300]}") from None

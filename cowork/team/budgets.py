@@ -6,7 +6,6 @@ table (keys `budget:task:<id>`, `budget:role:<name>`, `budget:day`), so every pr
 """
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -59,10 +58,9 @@ def price(settings: TeamSettings | None, model: str, tokens_in: int, tokens_out:
     if p is not None:
         return (tokens_in * p.input_per_mtok + tokens_out * p.output_per_mtok) / 1_000_000
     try:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
+        from cowork.engines.models import litellm
 
-        cin, cout = litellm.cost_per_token(model=model, prompt_tokens=tokens_in, completion_tokens=tokens_out)
+        cin, cout = litellm().cost_per_token(model=model, prompt_tokens=tokens_in, completion_tokens=tokens_out)
         return float(cin + cout)
     except Exception:  # noqa: BLE001 - unknown model: no price
         return 0.0
