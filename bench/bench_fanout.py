@@ -18,28 +18,8 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.scripted_server import delay, tool_call  # noqa: E402
+from tests.support.scripted_server import ServerProcess, delay, tool_call  # noqa: E402
 from tests.support.team import DEV, PLANNER, make_team  # noqa: E402
-
-
-class ServerProcess:
-    """The scripted server in its own process, as a real provider would be: its CPU is not cowork's."""
-
-    def __init__(self, scripts: dict, base: Path):
-        import json
-        import subprocess
-
-        spec = base / f"scripts-{len(scripts)}-{time.time_ns()}.json"
-        spec.write_text(json.dumps({"scripts": scripts}))
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_server", "--script", str(spec)],
-                                     stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parents[1]))
-        line = self.proc.stdout.readline().strip()
-        assert line.startswith("READY "), line
-        self.url = line.split(" ", 1)[1]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def run_one(n: int, latency: float, base: Path) -> dict:

@@ -130,3 +130,32 @@ def test_flags(tmp_path):
     assert store.flag("pause")["value"] == {"reason": "lunch"}
     assert [f["key"] for f in store.flags("pause")] == ["pause", "pause:t1/a"]
     assert store.clear_flag("pause") and not store.clear_flag("pause") and store.flag("pause") is None
+
+
+def test_cached_control_reads_see_every_writer(tmp_path):
+    """Pause flags are read through a cache; a flag set by this store, by another connection, from another thread
+    or by another process is seen by the very next read."""
+    import threading
+
+    from cowork.runner import control
+
+    a, b = Store(tmp_path / "state.db"), Store(tmp_path / "state.db")
+    assert control.paused(a, "t1", "l1") is None
+    control.pause(b, by="human:ann", reason="other connection")
+    assert control.paused(a, "t1", "l1")["reason"] == "other connection"
+    control.unpause(a, by="human:ann")
+    assert control.paused(a, "t1", "l1") is None and control.paused(b, "t1", "l1") is None
+    worker = threading.Thread(target=lambda: control.pause(a, by="human:ann", task="t1", reason="a thread"))
+    worker.start()
+    worker.join()
+    assert control.paused(a, "t1", "l1")["key"] == "pause:t1"
+    code = ("import sys; from cowork.store import Store; from cowork.runner import control; "
+            "control.pause(Store(sys.argv[1]), by='human:bo', reason='a process')")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "state.db")], check=True, cwd=ROOT)
+    assert control.paused(a, "t1", "l1")["reason"] == "a process"  # pause-all wins over the task's pause
+    with a.tx():  # inside a transaction that then rolls back, the read still matches the database
+        control.unpause(a, by="human:ann")
+        assert control.paused(a, "t1", "l1")["key"] == "pause:t1"
+        a.conn.execute("ROLLBACK")
+        a.conn.execute("BEGIN")
+    assert control.paused(a, "t1", "l1")["reason"] == "a process"

@@ -116,6 +116,23 @@ def test_every_call_is_an_audit_event(env):
     assert events[0]["role"] == "dev" and events[0]["task_id"] == "t1"
 
 
+def test_the_callers_record_and_the_audit_event_commit_together(env):
+    """The engine journals a tool step in the audit event's transaction: if its write fails, neither is kept, and
+    a denial is recorded the same way."""
+    g = env.gateway("dev")
+    seen = []
+
+    def broken(result):
+        seen.append(result.ok)
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(g.call("read_file", {"path": "README.md"}, then=broken))
+    assert seen == [True] and env.events("tool.call", lane="l1") == []
+    r = asyncio.run(g.call("read_file", {"path": "../etc/passwd"}, then=lambda res: seen.append(res.ok)))
+    assert not r.ok and seen == [True, False] and len(env.events("tool.denied", lane="l1")) == 1
+
+
 def test_lane_worktree_is_a_real_branch(env):
     g = env.gateway("dev")
     assert git(g.ctx.worktree, "rev-parse", "--abbrev-ref", "HEAD") == "cowork/t1/l1"

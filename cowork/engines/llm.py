@@ -6,13 +6,14 @@ re-sent, completed tool calls are not re-run, and a call caught mid-flight is re
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from cowork.engines import models
 from cowork.engines import prompts
-from cowork.runner.journal import INTERRUPTED_NOTE, Journal
+from cowork.runner.journal import INTERRUPTED_NOTE, Journal, Step
 
 MAX_BROKEN = 5  # broken tool calls (or replies without one) in a row before the lane fails
 WRITE_TOOLS = {"write_file", "run", "delegate"}
@@ -37,21 +38,39 @@ class Hooks:
 
 
 def rebuild(journal: Journal) -> list[dict]:
-    """The conversation as the journal holds it."""
-    messages: list[dict] = []
-    for s in journal.steps:
-        if s.kind == "message" and s.state == "done":
-            messages.extend((s.output or {}).get("messages", []))
-        elif s.kind == "model" and s.state == "done":
-            messages.append(s.output["message"])
-        elif s.kind == "tool":
-            call_id = (s.input or {}).get("id")
-            if s.state in ("done", "failed"):
-                content = (s.output or {}).get("content", "")
-            else:  # started by a dead runner (recover() turns it into interrupted) or interrupted
-                content = f"INTERRUPTED: {INTERRUPTED_NOTE}"
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+    """The conversation as the journal holds it (a new list each time).
+
+    Steps are only ever appended, and a step in a final state never changes again, so the messages of the leading
+    run of final steps are kept on the journal and only the steps after them are read again.
+    """
+    done, kept = getattr(journal, "_conversation", (0, []))
+    messages = list(kept)
+    steps = journal.steps
+    for i in range(done, len(steps)):
+        s = steps[i]
+        if s.state == "started":
+            break  # in flight: read again next time, with what follows it
+        _add(messages, s)
+        done, kept = i + 1, None
+    if kept is None:
+        journal._conversation = (done, list(messages))
+    for s in steps[done:]:
+        _add(messages, s)
     return messages
+
+
+def _add(messages: list[dict], s: Step) -> None:
+    """The messages one journal step contributes to the conversation."""
+    if s.kind == "message" and s.state == "done":
+        messages.extend((s.output or {}).get("messages", []))
+    elif s.kind == "model" and s.state == "done":
+        messages.append(s.output["message"])
+    elif s.kind == "tool" and s.state != "started":  # a started one is in flight in this run (recover() turned
+        if s.state in ("done", "failed"):              # a dead runner's into interrupted)
+            content = (s.output or {}).get("content", "")
+        else:
+            content = f"INTERRUPTED: {INTERRUPTED_NOTE}"
+        messages.append({"role": "tool", "tool_call_id": (s.input or {}).get("id"), "content": content})
 
 
 def _pending_calls(messages: list[dict]) -> list[dict]:
@@ -126,6 +145,8 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
         hooks: pause, early commit, budget and fallback callbacks from the runner.
     """
     hooks = hooks or Hooks()
+    if hooks.hold:  # the gateway holds every tool call through a pause; with this, the lane shows as paused
+        gateway.hold = hooks.hold
     store, settings, role = ctx.store, ctx.settings, ctx.role
     journal.recover()
     if not journal.steps:
@@ -148,11 +169,16 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
         pending = _pending_calls(messages)
         if pending:
             for i, call in enumerate(pending):
-                if hooks.hold:
-                    await hooks.hold()
-                if hooks.before_tool:
-                    await hooks.before_tool()
-                outcome = await _tool_step(ctx, gateway, journal, call, by_name, hooks)
+                try:
+                    if hooks.hold:
+                        await hooks.hold()
+                    if hooks.before_tool:
+                        await hooks.before_tool()
+                except asyncio.CancelledError:  # stopped before the call ran: say so, not "interrupted"
+                    _not_run(journal, call)
+                    raise
+                after = pending[i + 1] if i + 1 < len(pending) else None
+                outcome = await _tool_step(ctx, gateway, journal, call, by_name, hooks, after)
                 if outcome is not None:
                     for rest in pending[i + 1:]:
                         s = journal.start("tool", rest["function"]["name"], {"id": rest["id"]})
@@ -198,6 +224,8 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
                         task=ctx.task_id, lane=ctx.lane_id, role=role.name, tokens_in=reply.tokens_in,
                         tokens_out=reply.tokens_out, usd=reply.usd)
             _record_usage(store, ctx, reply)
+            if reply.message.get("tool_calls"):  # the first call's "before" record rides this commit
+                _start_tool(journal, reply.message["tool_calls"][0], by_name)
         if not reply.message.get("tool_calls"):
             streak = _broken_streak(journal) + 1
             journal.record("message", "nudge", output={"broken": True, "messages": [
@@ -207,35 +235,73 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
                                                    "tool call")
 
 
-async def _tool_step(ctx: Any, gateway: Any, journal: Journal, call: dict, by_name: dict,
-                     hooks: Hooks) -> LaneOutcome | None:
-    """Run one tool call (journaled). Returns an outcome when it was an accepted `finish`."""
+def _started_ahead(journal: Journal, call: dict) -> Step | None:
+    """The journal's last step when it is this call's, started and not yet run."""
+    last = journal.steps[-1] if journal.steps else None
+    if last is None or last.kind != "tool" or last.state != "started":
+        return None
+    return last if (last.input or {}).get("id") == call["id"] else None
+
+
+def _not_run(journal: Journal, call: dict) -> None:
+    """Record that a call started ahead (see `_start_tool`) never ran: the lane stopped first."""
+    last = _started_ahead(journal, call)
+    if last is not None:
+        journal.finish(last, {"content": "not run: the lane stopped before this call ran; call it again if you still "
+                                          "need it"}, ok=False)
+
+
+def _parse_call(call: dict, by_name: dict) -> tuple[str, Any, str | None]:
+    """(tool name, arguments (the raw text when it is not JSON), what is wrong with the call or None)."""
     name, raw = call["function"]["name"], call["function"].get("arguments") or "{}"
-    problem, args = None, None
     try:
         args = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
-        problem = f"the arguments are not valid JSON ({exc.msg} at char {exc.pos}); send a JSON object"
-    if problem is None and name not in by_name:
-        problem = f"unknown tool '{name}'; your tools are: {', '.join(sorted(by_name))}"
-    if problem is None:
-        problem = check_args(by_name[name], args)
-    step = journal.start("tool", name, {"id": call["id"], "args": args if args is not None else raw})
+        return name, raw, f"the arguments are not valid JSON ({exc.msg} at char {exc.pos}); send a JSON object"
+    if name not in by_name:
+        return name, args, f"unknown tool '{name}'; your tools are: {', '.join(sorted(by_name))}"
+    return name, args, check_args(by_name[name], args)
+
+
+def _start_tool(journal: Journal, call: dict, by_name: dict) -> tuple[Step, str, Any, str | None]:
+    """The journal step of a tool call: the one already started for it (its "before" record rode the commit of
+    the step before it), or a new one."""
+    name, args, problem = _parse_call(call, by_name)
+    if _started_ahead(journal, call) is not None:
+        return journal.steps[-1], name, args, problem
+    return journal.start("tool", name, {"id": call["id"], "args": args}), name, args, problem
+
+
+async def _tool_step(ctx: Any, gateway: Any, journal: Journal, call: dict, by_name: dict,
+                     hooks: Hooks, after: dict | None = None) -> LaneOutcome | None:
+    """Run one tool call (journaled). Returns an outcome when it was an accepted `finish`.
+
+    `after`, the next call of the same reply, is started in the commit that records this one's result.
+    """
+    step, name, args, problem = _start_tool(journal, call, by_name)
     if problem is not None:
-        journal.finish(step, {"content": f"ERROR: {problem}", "broken": True}, ok=False)
+        with journal.store.tx():
+            journal.finish(step, {"content": f"ERROR: {problem}", "broken": True}, ok=False)
+            if after is not None:
+                _start_tool(journal, after, by_name)
         return None
-    result = await gateway.call(name, args)
-    if name == "finish":
-        if not result.ok:
+
+    def record(result: Any) -> None:  # in the transaction of the call's audit event
+        if name == "finish":
+            if result.ok:
+                journal.finish(step, {"content": "finish recorded; your work is being committed and checked.",
+                                      "finish": args})
+                return  # the calls after an accepted finish are not run
             journal.finish(step, {"content": f"ERROR: {result.content}", "broken": True}, ok=False)
-            return None
-        journal.finish(step, {"content": "finish recorded; your work is being committed and checked.",
-                              "finish": args})
-        return LaneOutcome(args["status"], args)
-    content = getattr(result, "content", str(result))
-    ok = bool(getattr(result, "ok", True))
-    journal.finish(step, {"content": content, "ok": ok}, ok=ok)
-    if ok and name in WRITE_TOOLS and hooks.after_write:
+        else:
+            journal.finish(step, {"content": result.content, "ok": result.ok}, ok=result.ok)
+        if after is not None:
+            _start_tool(journal, after, by_name)
+
+    result = await gateway.call(name, args, then=record)
+    if name == "finish":
+        return LaneOutcome(args["status"], args) if result.ok else None
+    if result.ok and name in WRITE_TOOLS and hooks.after_write:
         await hooks.after_write(name)
     return None
 

@@ -46,12 +46,11 @@ def paused(store: Store, task: str | None = None, lane: str | None = None) -> di
         keys.append(f"pause:{task}")
         if lane:
             keys.append(f"pause:{task}/{lane}")
-    rows = store.all(f"SELECT * FROM control WHERE key IN ({','.join('?' * len(keys))})", tuple(keys))
-    if not rows:
+    found = store.control_rows(keys)
+    if not found:
         return None
-    rows.sort(key=lambda r: keys.index(r["key"]))
     from cowork.store.store import loads
 
-    row = rows[0]
+    row = next(found[k] for k in keys if k in found)
     value = loads(row["value"], {}) or {}
     return {"key": row["key"], "reason": value.get("reason", ""), "by": row["set_by"], "since": row["set_at"]}

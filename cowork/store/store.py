@@ -49,6 +49,7 @@ class Store:
         self.path = Path(path)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._control_gen = 0  # bumped by every flag this store writes (see `control_rows`)
         migrate(self.conn)
 
     @classmethod
@@ -149,7 +150,28 @@ class Store:
 
     # -- control flags (pause) --------------------------------------------------------------------------------
 
+    def control_rows(self, keys: list[str]) -> dict[str, dict]:
+        """The control rows (pause flags, budget raises) for `keys`, by key, read through a cache of the small
+        control table: every step of every lane asks several times, and the answer changes a few times a day.
+
+        The cache is dropped when another connection commits anything (`PRAGMA data_version`, a few microseconds)
+        or this store writes a flag (`set_flag`/`clear_flag` are the only writers of the table).
+        """
+        conn = self.conn
+        if conn.in_transaction:  # what this transaction sees may yet roll back: read it, remember nothing
+            self._local.control = None
+            return {k: dict(r) for k in keys
+                    for r in conn.execute("SELECT * FROM control WHERE key=?", (k,)).fetchall()}
+        mark = (conn.execute("PRAGMA data_version").fetchone()[0], self._control_gen)
+        cached = getattr(self._local, "control", None)
+        if cached is None or cached[0] != mark or cached[2] is not conn:
+            rows = {r["key"]: dict(r) for r in conn.execute("SELECT * FROM control").fetchall()}
+            cached = (mark, rows, conn)
+            self._local.control = cached
+        return {k: cached[1][k] for k in keys if k in cached[1]}
+
     def set_flag(self, key: str, value: Any, by: str) -> None:
+        self._control_gen += 1
         self.conn.execute(
             "INSERT INTO control(key, value, set_by, set_at) VALUES (?,?,?,?) "
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value, set_by=excluded.set_by, set_at=excluded.set_at",
@@ -157,6 +179,7 @@ class Store:
         )
 
     def clear_flag(self, key: str) -> bool:
+        self._control_gen += 1
         return self.conn.execute("DELETE FROM control WHERE key=?", (key,)).rowcount > 0
 
     def flag(self, key: str) -> dict | None:

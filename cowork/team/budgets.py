@@ -101,8 +101,7 @@ def _raise(store: Store, key: str) -> dict:
 
 def _raises(store: Store, keys: list[str]) -> dict[str, dict]:
     """The raises in force for `keys`, read in one query."""
-    rows = store.all(f"SELECT key, value FROM control WHERE key IN ({','.join('?' * len(keys))})", tuple(keys))
-    return {r["key"]: loads(r["value"], {}) or {} for r in rows}
+    return {k: loads(r["value"], {}) or {} for k, r in store.control_rows(keys).items()}
 
 
 class _Totals:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from cowork.redact import redact, redact_obj
 from cowork.roles import BUILTIN_TOOLS
@@ -60,7 +60,10 @@ class Gateway:
         self._wrap_told = False
         self._budget_memo: tuple | None = None
         self._cursor = 0
+        self._looked = 0  # every message up to this id has been considered (taken, or not for this lane)
         self._mcp = None
+        # waits out a pause; an engine lends the runner's, which also shows the lane as paused meanwhile
+        self.hold: Callable[[], Awaitable[None]] | None = None
 
     @property
     def lane_q(self) -> str:
@@ -87,19 +90,34 @@ class Gateway:
 
     # -- the door -------------------------------------------------------------------------------------------
 
-    async def call(self, name: str, args: dict) -> ToolResult:
-        """Run one tool call through authority, pause, approvals, redaction, audit and the breaker."""
+    async def call(self, name: str, args: dict, *, then: Callable[[ToolResult], None] | None = None) -> ToolResult:
+        """Run one tool call through authority, pause, approvals, redaction, audit and the breaker.
+
+        Args:
+            then: called with the result inside the transaction that records the call's audit event (the
+                engine's journal write): one commit per tool step, and never an audited call without its step.
+        """
+        result, record = await self._run(name, args)
+        with self.ctx.store.tx():
+            if record is not None:
+                record()
+            if then is not None:
+                then(result)
+        return result
+
+    async def _run(self, name: str, args: dict) -> tuple[ToolResult, Callable[[], None] | None]:
+        """The result of one call, and the writes that record it (audit, notify, breaker) for `call` to commit."""
         if not isinstance(args, dict):
             args = {}
         if name == "finish":
             problem = validate_finish(args)
-            return ToolResult(False, problem) if problem else ToolResult(True, "finishing", dict(args))
+            return (ToolResult(False, problem) if problem else ToolResult(True, "finishing", dict(args))), None
         if name == "submit_plan":
             if not isinstance(args.get("lanes"), list) or not args.get("title"):
-                return ToolResult(False, "submit_plan needs a title and a list of lanes")
-            return ToolResult(True, "plan submitted", dict(args))
+                return ToolResult(False, "submit_plan needs a title and a list of lanes"), None
+            return ToolResult(True, "plan submitted", dict(args)), None
         if self.stop:
-            return ToolResult(False, f"lane is stopping: {self.stop}", {"stop": self.stop})
+            return ToolResult(False, f"lane is stopping: {self.stop}", {"stop": self.stop}), None
         name = self._mcp_alias(name)
         tier = "auto"
         try:
@@ -113,8 +131,9 @@ class Gateway:
             if result is None:
                 result = await self._dispatch(name, args)
         except Denied as exc:
-            self._denied(name, args, exc.reason)
-            return ToolResult(False, f"denied: {exc.reason}", {"denied": exc.reason})
+            reason = exc.reason
+            return (ToolResult(False, f"denied: {reason}", {"denied": reason}),
+                    lambda: self._denied(name, args, reason))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a tool's own failure goes back to the agent, never crashes the lane
@@ -122,11 +141,13 @@ class Gateway:
         result.content = redact(result.content)
         if result.data:
             result.data = redact_obj(result.data)
-        if tier == "notify" and result.ok:
-            self._notify(name, args, action)
-        self._audit(name, args, result, tier)
-        self._count(name, args, result.ok)
-        return result
+
+        def record() -> None:
+            if tier == "notify" and result.ok:
+                self._notify(name, args, action)
+            self._audit(name, args, result, tier)
+            self._count(name, args, result.ok)
+        return result, record
 
     async def _dispatch(self, name: str, args: dict) -> ToolResult:
         c = self.ctx
@@ -169,6 +190,9 @@ class Gateway:
 
     async def _hold(self) -> None:
         """Wait while the team, the task or this lane is paused: no tool runs while paused."""
+        if self.hold is not None:
+            await self.hold()
+            return
         while control.paused(self.ctx.store, self.ctx.task_id, self.ctx.lane_id):
             await asyncio.sleep(self.poll_s)
 
@@ -278,9 +302,14 @@ class Gateway:
 
     def _take_new(self) -> list[dict]:
         c = self.ctx
+        # the common answer, "no message at all since the last look", in one indexed read (message ids only grow)
+        top = c.store.scalar("SELECT max(id) FROM messages", default=0)
+        if top <= self._looked:
+            return []
         row = c.store.one("SELECT msg_cursor FROM lanes WHERE task_id=? AND id=?", (c.task_id, c.lane_id))
         cursor = max(self._cursor, row["msg_cursor"] if row else 0)
         new = msgs.for_lane(c.store, c.task_id, c.lane_id, c.role.name, cursor)
+        self._looked = top
         if not new:
             return []
         self._cursor = new[-1]["id"]

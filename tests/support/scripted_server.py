@@ -327,6 +327,42 @@ def load_script_file(server: ScriptedServer, path: str) -> None:
         server.fail_model(model, int(status))
 
 
+class ServerProcess:
+    """The scripted server in a process of its own, as a real provider is: its CPU and its threads are not the
+    client's (in-process, the server's thread holds the GIL while the client's steps want it). For benchmarks.
+
+    Args:
+        scripts: {key: [reply, ...]} as ``--script`` files hold them (replies as built by the helpers above).
+        workdir: where the script file is written.
+    """
+
+    def __init__(self, scripts: dict, workdir: str | Any) -> None:
+        import os
+        import subprocess
+        from pathlib import Path
+
+        spec = Path(workdir) / f"scripts-{os.getpid()}-{time.time_ns()}.json"
+        spec.write_text(json.dumps({"scripts": scripts}))
+        root = Path(__file__).resolve().parents[2]
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_server", "--script", str(spec)],
+                                     stdout=subprocess.PIPE, text=True, cwd=str(root))
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("READY "):
+            self.proc.kill()
+            raise RuntimeError(f"scripted server did not start: {line!r}")
+        self.url = line.split(" ", 1)[1]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible chat-completions server.")
     parser.add_argument("--script", required=True, help='JSON file: {"scripts": {"key": [reply, ...]}}')
