@@ -163,11 +163,24 @@ _config_cache: dict[str, tuple[float, dict[str, str]]] = {}
 _CONFIG_TTL_S = 5.0  # a merge burst asks once; a changed user.name is seen within seconds
 
 
+def _repo_key(cwd: Path | str) -> str:
+    """The repository `cwd` belongs to, read from files (its common git dir), so every lane worktree of one repo
+    shares one cached identity instead of asking git once per worktree. Falls back to `cwd` itself."""
+    try:
+        gd = git_dir(cwd)
+        common = gd / "commondir"
+        if common.is_file():
+            gd = (gd / common.read_text(encoding="utf-8").strip()).resolve()
+        return str(gd)
+    except (OSError, GitError):
+        return str(cwd)
+
+
 def human_identity(cwd: Path | str) -> Identity | None:
     """The person running cowork, as git would record them (environment, then config), or None if unset."""
     name, email = os.environ.get("GIT_COMMITTER_NAME"), os.environ.get("GIT_COMMITTER_EMAIL")
     if not (name and email):
-        key = str(cwd)
+        key = _repo_key(cwd)
         hit = _config_cache.get(key)
         if hit is None or time.monotonic() - hit[0] > _CONFIG_TTL_S:
             out = run_git("config", "--get-regexp", r"^user\.(name|email)$", cwd=cwd).stdout
