@@ -153,3 +153,37 @@ def test_command_engine_packet_from_output_and_diff(tmp_path, server):
     packet = git(root, "show", f"main:handoffs/{task}/work.md")
     assert "exited with 0" in packet and "all good" in packet and "out.txt" in packet
     assert not server.requests  # a command lane never calls the model
+
+
+def test_a_call_held_by_a_pause_and_then_stopped_is_recorded_as_not_run(tmp_path, server):
+    """A runner stopped while a tool call waits out a pause: the call never ran, and the journal says so (a resumed
+    agent is told to call it again, not that it "may or may not have taken effect")."""
+    import asyncio
+
+    from cowork.engines.llm import run_llm_lane
+    from cowork.tools.gateway import Gateway
+    from tests.support.lanectx import TeamEnv
+    from tests.support.scripted_server import delay
+
+    env = TeamEnv(tmp_path, {"dev": {"tools": ["write_file"]}}, f'[model]\nname = "openai/scripted"\n'
+                  f'api_base = "{server.url}"\napi_key_env = "SCRIPTED_KEY"\n')
+    server.script("held lane", [delay(0.5, tool_call("write_file", path="x.txt", content="x\n")), finish()])
+    ctx = env.ctx("dev")
+    journal = Journal(ctx.store, ctx.task_id, ctx.lane_id)
+
+    async def run() -> None:
+        lane = asyncio.ensure_future(run_llm_lane(ctx, Gateway(ctx), journal, system="held lane", kickoff="go"))
+        while not any(s.kind == "model" for s in journal.steps):
+            await asyncio.sleep(0.01)
+        control.pause(ctx.store, by="human:ann", reason="hold the tool")  # while the model call is in flight
+        while not any(s.kind == "tool" for s in journal.steps):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # the call waits in the gateway
+        lane.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await lane
+
+    asyncio.run(run())
+    tool = [s for s in Journal(ctx.store, ctx.task_id, ctx.lane_id).steps if s.kind == "tool"]
+    assert len(tool) == 1 and tool[0].state == "failed" and tool[0].output["content"].startswith("not run")
+    assert not (ctx.worktree / "x.txt").exists()

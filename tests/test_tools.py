@@ -54,6 +54,19 @@ def test_read_file_pages_through_long_files(env):
     assert not call(g, "read_file", path="missing.txt").ok
     (g.ctx.worktree / "bin.dat").write_bytes(b"\x00\x01\x02")
     assert "binary" in call(g, "read_file", path="bin.dat").content
+    (g.ctx.worktree / "empty.txt").write_text("")
+    assert call(g, "read_file", path="empty.txt").ok
+    (g.ctx.worktree / "sub").mkdir()
+    assert "is a directory" in call(g, "read_file", path="sub").content
+
+
+def test_read_file_never_blocks_on_a_fifo(env):
+    import os
+
+    g = env.gateway("dev")
+    os.mkfifo(g.ctx.worktree / "pipe")  # nobody writes to it: a blocking open would hang the lane
+    r = call(g, "read_file", path="pipe")
+    assert not r.ok and "not a regular file" in r.content
 
 
 def test_write_then_list_search_and_git_diff_see_new_files(env):

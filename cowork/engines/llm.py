@@ -170,8 +170,6 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
         if pending:
             for i, call in enumerate(pending):
                 try:
-                    if hooks.hold:
-                        await hooks.hold()
                     if hooks.before_tool:
                         await hooks.before_tool()
                 except asyncio.CancelledError:  # stopped before the call ran: say so, not "interrupted"
@@ -298,7 +296,12 @@ async def _tool_step(ctx: Any, gateway: Any, journal: Journal, call: dict, by_na
         if after is not None:
             _start_tool(journal, after, by_name)
 
-    result = await gateway.call(name, args, then=record)
+    try:
+        result = await gateway.call(name, args, then=record)
+    except asyncio.CancelledError:
+        if not gateway.dispatched:  # stopped while held (a pause) before the tool ran
+            _not_run(journal, call)
+        raise
     if name == "finish":
         return LaneOutcome(args["status"], args) if result.ok else None
     if result.ok and name in WRITE_TOOLS and hooks.after_write:

@@ -12,6 +12,7 @@ import fnmatch
 import os
 import re
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -49,17 +50,43 @@ def lane_files(worktree: Path, under: str = ".") -> list[str]:
     return sorted({f for f in out.split("\0") if f and (worktree / f).is_file()})
 
 
+def _read_regular(path: Path, limit: int) -> tuple[bytes, int] | None:
+    """The first `limit` bytes of a regular file and its size, or None when it is missing or not a regular file.
+    One open, fstat and read (non-blocking open: a FIFO planted in the worktree cannot hang the lane)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        chunks, left = [], min(limit, st.st_size) or limit
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), st.st_size
+    finally:
+        os.close(fd)
+
+
 def read_file(ctx: LaneCtx, args: dict) -> ToolResult:
     full, rel = resolve_path(ctx.worktree, args.get("path"), default="")
     if rel == ".":
         raise Denied("read_file needs a file path")
-    if not full.is_file():
-        return ToolResult(False, f"no such file: {rel}" + (" (it is a directory; use list_files)" if full.is_dir() else ""))
     offset = max(1, int(args.get("offset") or 1))
     limit = max(1, min(int(args.get("limit") or MAX_READ_LINES), MAX_READ_LINES))
-    data = full.read_bytes()[:MAX_FILE_BYTES]
-    if b"\0" in data[:8192]:
-        return ToolResult(False, f"{rel} is a binary file ({full.stat().st_size} bytes)")
+    found = _read_regular(full, MAX_FILE_BYTES)
+    if found is None:
+        if full.is_dir():
+            return ToolResult(False, f"{rel} is a directory; use list_files")
+        return ToolResult(False, f"{rel} is not a regular file" if full.exists() else f"no such file: {rel}")
+    data, size = found
+    if data.find(b"\0", 0, 8192) != -1:
+        return ToolResult(False, f"{rel} is a binary file ({size} bytes)")
     lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
     chunk = lines[offset - 1:offset - 1 + limit]
     text = "".join(chunk)

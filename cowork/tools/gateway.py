@@ -64,6 +64,7 @@ class Gateway:
         self._mcp = None
         # waits out a pause; an engine lends the runner's, which also shows the lane as paused meanwhile
         self.hold: Callable[[], Awaitable[None]] | None = None
+        self.dispatched = False  # whether the current call got past authority, pause and approval to the tool
 
     @property
     def lane_q(self) -> str:
@@ -97,6 +98,7 @@ class Gateway:
             then: called with the result inside the transaction that records the call's audit event (the
                 engine's journal write): one commit per tool step, and never an audited call without its step.
         """
+        self.dispatched = False
         result, record = await self._run(name, args)
         with self.ctx.store.tx():
             if record is not None:
@@ -129,6 +131,7 @@ class Gateway:
             tier = self.ctx.role.tier(name, self.ctx.settings.policy.approvals)
             result = await self._approval(name, args, action) if tier == "block" else None
             if result is None:
+                self.dispatched = True
                 result = await self._dispatch(name, args)
         except Denied as exc:
             reason = exc.reason
