@@ -43,7 +43,7 @@ def rebuild(journal: Journal) -> list[dict]:
     Steps are only ever appended, and a step in a final state never changes again, so the messages of the leading
     run of final steps are kept on the journal and only the steps after them are read again.
     """
-    done, kept = getattr(journal, "_conversation", (0, []))
+    done, kept = journal.conversation
     messages = list(kept)
     steps = journal.steps
     for i in range(done, len(steps)):
@@ -53,7 +53,7 @@ def rebuild(journal: Journal) -> list[dict]:
         _add(messages, s)
         done, kept = i + 1, None
     if kept is None:
-        journal._conversation = (done, list(messages))
+        journal.conversation = (done, list(messages))
     for s in steps[done:]:
         _add(messages, s)
     return messages
@@ -265,9 +265,8 @@ def _start_tool(journal: Journal, call: dict, by_name: dict) -> tuple[Step, str,
     """The journal step of a tool call: the one already started for it (its "before" record rode the commit of
     the step before it), or a new one."""
     name, args, problem = _parse_call(call, by_name)
-    if _started_ahead(journal, call) is not None:
-        return journal.steps[-1], name, args, problem
-    return journal.start("tool", name, {"id": call["id"], "args": args}), name, args, problem
+    step = _started_ahead(journal, call) or journal.start("tool", name, {"id": call["id"], "args": args})
+    return step, name, args, problem
 
 
 async def _tool_step(ctx: Any, gateway: Any, journal: Journal, call: dict, by_name: dict,

@@ -54,6 +54,8 @@ class Journal:
             Step(r["seq"], r["kind"], r["name"], loads(r["input"]), loads(r["output"]), r["state"],
                  r["tokens_in"], r["tokens_out"], r["usd"], r["started_at"]) for r in rows]
         self._next = (self.steps[-1].seq + 1) if self.steps else 1
+        # (steps folded in, their messages): cowork.engines.llm.rebuild's cache of the final prefix
+        self.conversation: tuple[int, list[dict]] = (0, [])
 
     def recover(self) -> list[Step]:
         """Mark steps a dead runner left `started` as `interrupted`. Returns them."""
