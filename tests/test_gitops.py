@@ -194,6 +194,20 @@ def test_agent_commit_author_is_the_role_and_committer_the_human(ws):
     assert read_trailers(body, cwd=lt.path) == [("Cowork-Task", "t1"), ("Cowork-Lane", "impl")]
 
 
+def test_agent_commit_trailers_are_cowork_s_own_paragraph(ws):
+    """An agent's summary may hold a markdown rule and "Key: value" lines of its own, even one posing as a cowork
+    trailer: the commit's trailers, as git itself parses them, are exactly the ones cowork added."""
+    lt = create_lane_worktree(ws, "t1", "impl")
+    (lt.path / "y.md").write_text("y\n")
+    message = "impl: add y\n\nDone.\n\n---\n\nStatus: done\nCowork-Lane: someone-else\n"
+    sha = commit_all(lt.path, message, role="dev", trailers={"Cowork-Task": "t1", "Cowork-Lane": "impl"})
+    parsed = git("log", "-1", "--format=%(trailers:only,unfold)", sha, cwd=lt.path).strip().splitlines()
+    assert parsed == ["Cowork-Task: t1", "Cowork-Lane: impl"]
+    body = git("log", "-1", "--format=%B", sha, cwd=lt.path)
+    assert read_trailers(body, cwd=lt.path) == [("Cowork-Task", "t1"), ("Cowork-Lane", "impl")]
+    assert "Status: done\nCowork-Lane: someone-else\n\nCowork-Task: t1" in body  # the agent's words kept as written
+
+
 def test_agent_commit_without_any_git_identity_uses_cowork(tmp_path, monkeypatch):
     ws = make_team(tmp_path / "anon", identity=False)
     for var in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "EMAIL"):

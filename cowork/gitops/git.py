@@ -221,7 +221,8 @@ def trailer_block(message: str, trailers: list[tuple[str, str]]) -> str:
 
 def read_trailers(message: str, *, cwd: Path | str) -> list[tuple[str, str]]:
     """The trailers of a commit message, in order."""
-    out = git("interpret-trailers", "--parse", cwd=cwd, input=message)
+    # a commit message has no patch after it: a markdown rule ("---") in an agent's text ends nothing
+    out = git("interpret-trailers", "--parse", "--no-divider", cwd=cwd, input=message)
     pairs = []
     for line in out.splitlines():
         key, _, value = line.partition(":")

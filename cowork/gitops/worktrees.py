@@ -16,7 +16,7 @@ from typing import Iterator
 
 from cowork.errors import BadInput, CoworkError
 from cowork.gitops.git import (
-    GitError, agent_identity, branch_exists, git, head, identity_env, is_ancestor, run_git, tips, with_trailers,
+    GitError, agent_identity, branch_exists, git, head, identity_env, is_ancestor, run_git, tips, trailer_block,
 )
 
 MERGE_TREE = "_merge"
@@ -206,17 +206,13 @@ def commit_all(path: Path | str, message: str, *, role: str, trailers: dict[str,
     if not staged and run_git("diff", "--cached", "--quiet", cwd=path).returncode == 0:
         return None
     env = identity_env(agent_identity(role), path)
-    # trailers as `git interpret-trailers --where end --if-exists addIfDifferent` would add them (with_trailers),
-    # applied by the commit itself, and the full id read from its summary line: one git process, not three
-    args = ["-c", "trailer.where=end", "-c", "trailer.ifexists=addIfDifferent", "-c", "core.abbrev=no", "commit",
-            "--cleanup=whitespace", "-F", "-"]  # whitespace: agents write markdown; "# heading" is no comment
-    for key, value in (trailers or {}).items():
-        args += ["--trailer", f"{key}: {' '.join(str(value).split())}"]
-    proc = run_git(*args, cwd=path, env=env, input=message)
-    if proc.returncode != 0 and "unknown option" in proc.stderr and "trailer" in proc.stderr:  # git < 2.32
-        git("commit", "--quiet", "--cleanup=whitespace", "-F", "-", cwd=path, env=env,
-            input=with_trailers(message, trailers, cwd=path))
-        return head(path)
+    # one git process: the trailers are a paragraph of their own at the very end (as `git commit --trailer` puts
+    # them, but without its `interpret-trailers` child; an agent's own "Key: value" lines never join the block),
+    # the full id is read from the summary line, and the automatic upkeep `git maintenance run --auto` (another
+    # child per commit) is left to the user's own git commands: lane commits come in bursts while lanes wait
+    text = trailer_block(message, list(trailers.items())) if trailers else message
+    proc = run_git("-c", "core.abbrev=no", "-c", "maintenance.auto=false", "commit", "--cleanup=whitespace", "-F", "-",
+                   cwd=path, env=env, input=text)  # whitespace: agents write markdown; "# heading" is no comment
     if proc.returncode != 0:
         if staged and run_git("diff", "--cached", "--quiet", cwd=path).returncode == 0:
             return None  # what was added only undid earlier staged changes: the index is HEAD again
