@@ -242,3 +242,32 @@ def test_subprocess_mode(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_server_process_keeps_connections_alive(tmp_path):
+    """ServerProcess (the benchmarks' server) answers several requests on one HTTP/1.1 connection, as a provider
+    does; a stream still ends with its connection."""
+    import http.client
+
+    from tests.support.scripted_server import ServerProcess
+
+    with ServerProcess({"": [text("one"), text("two")]}, tmp_path) as server:
+        host, port = server.url.split("//")[1].split("/")[0].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        messages: list[dict] = [{"role": "user", "content": "hi"}]
+        seen, socks = [], []
+        for _ in range(2):
+            conn.request("POST", "/v1/chat/completions", json.dumps({"model": "m", "messages": messages}),
+                         {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            assert reply.version == 11 and reply.getheader("Connection") != "close"
+            msg = json.loads(reply.read())["choices"][0]["message"]
+            seen.append(msg["content"])
+            messages += [msg, {"role": "user", "content": "again"}]
+            socks.append(conn.sock)
+        assert seen == ["one", "two"]
+        assert socks[0] is not None and socks[0] is socks[1]  # http.client reconnects (a new socket) after a close
+        conn.request("POST", "/v1/chat/completions", json.dumps({"model": "m", "messages": messages, "stream": True}),
+                     {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        assert reply.getheader("Connection") == "close" and reply.read().rstrip().endswith(b"data: [DONE]")

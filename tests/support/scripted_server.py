@@ -165,6 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # no length: the end of the stream is the end of the connection
+        self.close_connection = True
         self.end_headers()
         msg, head = full["choices"][0]["message"], {k: full[k] for k in ("id", "created", "model")}
 
@@ -193,6 +195,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+class _KeepAliveHandler(_Handler):
+    """HTTP/1.1 with persistent connections, as real model servers keep them: a client reuses its connection
+    instead of paying a TCP connect and close per call. For servers in their own process (a handler thread waits
+    on an idle connection until the client or the process goes away)."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: Nagle would hold the body for the ACK (40 ms)
+
+
 class ScriptedServer(ThreadingHTTPServer):
     """The scripted server on 127.0.0.1 (ephemeral port unless ``port`` is given). See the module docstring."""
 
@@ -200,8 +211,8 @@ class ScriptedServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+    def __init__(self, port: int = 0, keep_alive: bool = False) -> None:
+        super().__init__(("127.0.0.1", port), _KeepAliveHandler if keep_alive else _Handler)
         self._lock = threading.Lock()
         self._scripts: dict[str, tuple[list[Reply], bool]] = {}
         self._failing: dict[str, int] = {}
@@ -334,9 +345,10 @@ class ServerProcess:
     Args:
         scripts: {key: [reply, ...]} as ``--script`` files hold them (replies as built by the helpers above).
         workdir: where the script file is written.
+        keep_alive: persistent HTTP/1.1 connections, as a real provider keeps them.
     """
 
-    def __init__(self, scripts: dict, workdir: str | Any) -> None:
+    def __init__(self, scripts: dict, workdir: str | Any, keep_alive: bool = True) -> None:
         import os
         import subprocess
         from pathlib import Path
@@ -344,7 +356,8 @@ class ServerProcess:
         spec = Path(workdir) / f"scripts-{os.getpid()}-{time.time_ns()}.json"
         spec.write_text(json.dumps({"scripts": scripts}))
         root = Path(__file__).resolve().parents[2]
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_server", "--script", str(spec)],
+        argv = [sys.executable, "-m", "tests.support.scripted_server", "--script", str(spec)]
+        self.proc = subprocess.Popen(argv + (["--keep-alive"] if keep_alive else []),
                                      stdout=subprocess.PIPE, text=True, cwd=str(root))
         line = self.proc.stdout.readline().strip()
         if not line.startswith("READY "):
@@ -367,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible chat-completions server.")
     parser.add_argument("--script", required=True, help='JSON file: {"scripts": {"key": [reply, ...]}}')
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: ephemeral)")
+    parser.add_argument("--keep-alive", action="store_true", help="persistent HTTP/1.1 connections")
     args = parser.parse_args(argv)
-    server = ScriptedServer(args.port)
+    server = ScriptedServer(args.port, keep_alive=args.keep_alive)
     load_script_file(server, args.script)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
