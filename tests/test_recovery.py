@@ -5,7 +5,6 @@ import os
 import signal
 import time
 
-import pytest
 
 from cowork.cli.app import main
 from cowork.runner.journal import Journal

@@ -316,7 +316,7 @@ def test_e2e_ask_a_consult_lane_delegate_and_tell(tmp_path, monkeypatch):
     The answer comes back as the ask's result, the writer's packet comes back as a handoff, and everything merges."""
     from cowork.cli.app import main
     from cowork.store import Store
-    from tests.support.scripted_server import ScriptedServer, text, tool_call
+    from tests.support.scripted_server import ScriptedServer, tool_call
     from tests.support.team import git, make_team
 
     monkeypatch.setenv("SCRIPTED_KEY", "k")
