@@ -165,3 +165,23 @@ def test_a_budget_is_never_exceeded_by_more_than_one_model_call(env, monkeypatch
     assert total - cap < costs[-1], "overshoot is at most the last call"
     assert sum(costs[:-1]) < cap, "every call but the last started under the cap"
     assert len(env.events("budget.exceeded")) == 1
+
+
+def test_the_gateway_rechecks_exactly_when_the_verdict_may_change(env):
+    """The gateway answers most steps from its last full check: spend through its own store is counted against the
+    room that check left, and another connection's spend or any raise moves the store's version."""
+    g = env.gateway("dev")
+    assert g.budget_state()[0] == "ok"
+    spend(env, 0.5)
+    spend(env, 0.29)                                  # 0.79 of the role's $1: still under the 0.8 wrap-up point
+    assert g.budget_state()[0] == "ok"
+    spend(env, 0.02)                                  # 0.81: past it, with no other connection involved
+    assert g.budget_state()[0] == "wrap_up"
+    budgets.raise_cap(env.store, by="human:test", task="t1", usd=1.0)   # no spend since: only the raise says so
+    assert g.budget_state()[0] == "ok"
+
+    other_lane = env.gateway("dev", lane="l2", task="t2")
+    assert other_lane.budget_state()[0] == "ok"
+    elsewhere = env.new_store()                       # another process spends on the same task and role
+    budgets.record_usage(elsewhere, task="t2", lane="l9", role="dev", model="m", tokens_in=0, tokens_out=0, usd=1.2)
+    assert other_lane.budget_state()[0] == "exceeded"

@@ -394,3 +394,14 @@ def test_e2e_a_live_lane_answers_between_its_steps(tmp_path, monkeypatch):
     ask = st.one("SELECT * FROM messages WHERE kind='ask'")
     assert ask["to_lane"].endswith("/audit") and ask["state"] == "answered"
     assert st.scalar("SELECT count(*) FROM lanes WHERE kind='consult'") == 0
+
+
+def test_a_message_from_another_connection_is_seen_after_an_empty_look(env):
+    from cowork.team import messages
+
+    rev = env.gateway("reviewer", lane="rev")
+    assert rev.between_steps() == []                  # the look that finds nothing is remembered
+    messages.post(env.new_store(), kind="tell", from_role="dev", to_role="reviewer", body="from another process",
+                  task="t1")
+    notes = rev.between_steps()
+    assert len(notes) == 1 and "from another process" in notes[0]

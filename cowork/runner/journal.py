@@ -54,6 +54,7 @@ class Journal:
             Step(r["seq"], r["kind"], r["name"], loads(r["input"]), loads(r["output"]), r["state"],
                  r["tokens_in"], r["tokens_out"], r["usd"], r["started_at"]) for r in rows]
         self._next = (self.steps[-1].seq + 1) if self.steps else 1
+        self._model_done = sum(1 for s in self.steps if s.kind == "model" and s.state == "done")
         # (steps folded in, their messages): cowork.engines.llm.rebuild's cache of the final prefix
         self.conversation: tuple[int, list[dict]] = (0, [])
 
@@ -81,6 +82,8 @@ class Journal:
     def finish(self, step: Step, output: Any = None, *, ok: bool = True, tokens_in: int = 0, tokens_out: int = 0,
                usd: float = 0.0, lane_step_no: bool = False) -> None:
         """Record a step's result. `lane_step_no` also advances the lane's step counter and cost (one transaction)."""
+        if step.kind == "model":
+            self._model_done += (1 if ok else 0) - (1 if step.state == "done" else 0)
         step.output, step.state = output, ("done" if ok else "failed")
         step.tokens_in, step.tokens_out, step.usd = tokens_in, tokens_out, usd
         t = now()
@@ -104,10 +107,12 @@ class Journal:
             (self.task, self.lane, step.seq, kind, name, dumps(input), dumps(output), "done", t, t))
         self._next += 1
         self.steps.append(step)
+        self._model_done += kind == "model"
         return step
 
     def model_calls(self) -> int:
-        return sum(1 for s in self.steps if s.kind == "model" and s.state == "done")
+        """How many model calls completed (the lane's step count)."""
+        return self._model_done
 
     def totals(self) -> tuple[int, int, float]:
         """(tokens_in, tokens_out, usd) over every step."""

@@ -5,6 +5,7 @@ Each thread gets its own connection. Writes are short transactions; events are a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import time
@@ -38,6 +39,9 @@ def loads(text: str | None, default: Any = None) -> Any:
         return default
 
 
+_serials = itertools.count(1)
+
+
 class Store:
     """Access to `.cowork/state.db`.
 
@@ -49,7 +53,7 @@ class Store:
         self.path = Path(path)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._control_gen = 0  # bumped by every flag this store writes (see `control_rows`)
+        self._wrote: dict[str, int] = {}  # writes through this store, per table (see `version`)
         migrate(self.conn)
 
     @classmethod
@@ -61,7 +65,7 @@ class Store:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = db.connect(self.path)
-            self._local.conn = conn
+            self._local.conn, self._local.serial = conn, next(_serials)  # data_version is per connection
         return conn
 
     def close(self) -> None:
@@ -148,30 +152,44 @@ class Store:
                 return rows[-n:]
             after = max(0, after - n * 16)
 
+    # -- "has anything changed?" without reading a row ------------------------------------------------------------
+
+    def version(self, *tables: str) -> tuple:
+        """A value that differs whenever one of `tables` may have changed since it was taken: any other connection
+        committed (`PRAGMA data_version`, a few microseconds), or this store noted a write to one of them
+        (`wrote`). Readers keep an answer together with the version it was read at and reuse it while it holds."""
+        conn = self.conn
+        return (self._local.serial, conn.execute("PRAGMA data_version").fetchone()[0],
+                *(self._wrote.get(t, 0) for t in tables))
+
+    def wrote(self, table: str) -> None:
+        """Note a write to `table` through this store, so that `version(table)` moves on."""
+        with self._lock:
+            self._wrote[table] = self._wrote.get(table, 0) + 1
+
     # -- control flags (pause) --------------------------------------------------------------------------------
 
     def control_rows(self, keys: list[str]) -> dict[str, dict]:
         """The control rows (pause flags, budget raises) for `keys`, by key, read through a cache of the small
         control table: every step of every lane asks several times, and the answer changes a few times a day.
 
-        The cache is dropped when another connection commits anything (`PRAGMA data_version`, a few microseconds)
-        or this store writes a flag (`set_flag`/`clear_flag` are the only writers of the table).
+        The cache holds while `version("control")` does: `set_flag`/`clear_flag` are the table's only writers.
         """
         conn = self.conn
         if conn.in_transaction:  # what this transaction sees may yet roll back: read it, remember nothing
             self._local.control = None
             return {k: dict(r) for k in keys
                     for r in conn.execute("SELECT * FROM control WHERE key=?", (k,)).fetchall()}
-        mark = (conn.execute("PRAGMA data_version").fetchone()[0], self._control_gen)
+        mark = self.version("control")
         cached = getattr(self._local, "control", None)
-        if cached is None or cached[0] != mark or cached[2] is not conn:
+        if cached is None or cached[0] != mark:
             rows = {r["key"]: dict(r) for r in conn.execute("SELECT * FROM control").fetchall()}
-            cached = (mark, rows, conn)
+            cached = (mark, rows)
             self._local.control = cached
         return {k: cached[1][k] for k in keys if k in cached[1]}
 
     def set_flag(self, key: str, value: Any, by: str) -> None:
-        self._control_gen += 1
+        self.wrote("control")
         self.conn.execute(
             "INSERT INTO control(key, value, set_by, set_at) VALUES (?,?,?,?) "
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value, set_by=excluded.set_by, set_at=excluded.set_at",
@@ -179,7 +197,7 @@ class Store:
         )
 
     def clear_flag(self, key: str) -> bool:
-        self._control_gen += 1
+        self.wrote("control")
         return self.conn.execute("DELETE FROM control WHERE key=?", (key,)).rowcount > 0
 
     def flag(self, key: str) -> dict | None:

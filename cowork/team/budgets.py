@@ -75,7 +75,28 @@ def record_usage(store: Store, *, task: str | None, lane: str | None, role: str 
     store.execute("INSERT INTO costs(ts, day, task_id, lane_id, role, model, tokens_in, tokens_out, usd) "
                   "VALUES (?,?,?,?,?,?,?,?,?)", (t, day(t), task, lane, role, model, int(tokens_in),
                                                  int(tokens_out), float(usd or 0.0)))
+    tot = _totals_of(store)
+    with tot.lock:
+        tot.written[0] += int(tokens_in) + int(tokens_out)
+        tot.written[1] += float(usd or 0.0)
     return float(usd or 0.0)
+
+
+def written(store: Store) -> tuple[int, float]:
+    """Tokens and USD `record_usage` has written through `store` so far: a sum that only grows (a row whose
+    transaction rolled back still counts, which errs on the side of checking again)."""
+    w = _totals_of(store).written
+    return w[0], w[1]
+
+
+def headroom(state: "BudgetState", wrap_up_at: float) -> tuple[float, float]:
+    """(tokens, USD) that may still be spent, in any scope, before the first of `state`'s caps reaches its wrap-up
+    point: while less has been spent since `state` was read (and no cap was raised), `check` still says ok."""
+    at = min(wrap_up_at, 1.0)
+    room = {"tokens": float("inf"), "usd": float("inf")}
+    for c in state.caps:
+        room[c.unit] = min(room[c.unit], c.limit * at - c.used)
+    return room["tokens"], room["usd"]
 
 
 def _spent(store: Store, where: str, params: tuple) -> tuple[int, float]:
@@ -112,6 +133,7 @@ class _Totals:
     def __init__(self) -> None:
         self.last_id = 0
         self.sums: dict[tuple, list] = {}   # ("task", t) | ("task/role", t, r) | ("day", d) | ("day/role", d, r)
+        self.written = [0, 0.0]             # see `written`
         self.lock = threading.Lock()
 
     def refresh(self, store: Store) -> None:
@@ -139,6 +161,11 @@ class _Totals:
 _totals: "weakref.WeakKeyDictionary[Store, _Totals]" = weakref.WeakKeyDictionary()
 
 
+def _totals_of(store: Store) -> _Totals:
+    tot = _totals.get(store)
+    return tot if tot is not None else _totals.setdefault(store, _Totals())
+
+
 def _spend(store: Store, role: Role | None, task: str | None, today: str) -> dict[str, tuple[int, float]]:
     """Spend per cap scope for `role` on `task` today."""
     name = role.name if role is not None else None
@@ -151,9 +178,7 @@ def _spend(store: Store, role: Role | None, task: str | None, today: str) -> dic
             if name is not None:
                 out["task/role"] = _spent(store, "task_id=? AND role=?", (task, name))
         return out
-    tot = _totals.get(store)
-    if tot is None:
-        tot = _totals.setdefault(store, _Totals())
+    tot = _totals_of(store)
     tot.refresh(store)
     return {"day": tot.get("day", today), "day/role": tot.get("day/role", today, name),
             "task": tot.get("task", task), "task/role": tot.get("task/role", task, name)}

@@ -60,6 +60,7 @@ def post(store: Store, *, kind: str, from_role: str, to_role: str, body: str, ta
             (task, kind, from_role, from_lane, to_role, to_lane, text, reply_to,
              json.dumps(thread) if thread is not None else None, depth, "new", now()))
         mid = cur.lastrowid
+        store.wrote("messages")
         target = to_lane or to_role
         store.event("message.sent", f"{kind} #{mid} {from_role} -> {target}: {text[:200]}", actor=actor or from_role,
                     task=task, lane=(from_lane or "").split("/", 1)[-1] or None,

@@ -61,6 +61,7 @@ class Gateway:
         self._budget_memo: tuple | None = None
         self._cursor = 0
         self._looked = 0  # every message up to this id has been considered (taken, or not for this lane)
+        self._msg_mark: tuple | None = None  # store.version("messages") at the last look
         self._mcp = None
         # waits out a pause; an engine lends the runner's, which also shows the lane as paused meanwhile
         self.hold: Callable[[], Awaitable[None]] | None = None
@@ -255,14 +256,19 @@ class Gateway:
         if self.stop:
             return "exceeded", self.stop
         c = self.ctx
-        conn = c.store.conn
-        # nothing committed by any connection since the last check (and the same day): the answer is the same.
-        # between_steps() and before_model_call() both ask before one model call.
-        mark = (id(conn), conn.total_changes, conn.execute("PRAGMA data_version").fetchone()[0], budgets.day())
-        if self._budget_memo is not None and self._budget_memo[0] == mark:
-            return self._budget_memo[1]
+        # The verdict changes only when spend grows, a cap is raised or the day turns. Another connection's commit
+        # moves store.version, as does a raise through this store; this store's spend is budgets.written. While
+        # the spend since the last full check stays under the room it left before any cap's wrap-up point, its
+        # "ok" stands without reading a row (between_steps and before_model_call both ask before each call).
+        mark, spent = (c.store.version("control"), budgets.day()), budgets.written(c.store)
+        memo = self._budget_memo
+        if memo is not None and memo[0] == mark:
+            base, room, verdict = memo[1], memo[2], memo[3]
+            if spent == base or (verdict[0] == "ok" and spent[0] - base[0] < room[0]
+                                 and spent[1] - base[1] < room[1]):
+                return verdict
         st = budgets.check(c.store, c.settings, c.role, c.task_id)
-        self._budget_memo = (mark, (st.state, st.message))
+        self._budget_memo = (mark, spent, budgets.headroom(st, c.settings.budget.wrap_up_at), (st.state, st.message))
         if st.state == "exceeded":
             self.stop = st.message
             c.store.event("budget.exceeded", f"{self.lane_q} stopped: {st.message}", actor="cowork", task=c.task_id,
@@ -305,8 +311,12 @@ class Gateway:
 
     def _take_new(self) -> list[dict]:
         c = self.ctx
-        # the common answer, "no message at all since the last look", in one indexed read (message ids only grow)
-        top = c.store.scalar("SELECT max(id) FROM messages", default=0)
+        # the common answer, "no message at all since the last look": nothing moved store.version, or no new id
+        mark = c.store.version("messages")
+        if mark == self._msg_mark:
+            return []
+        self._msg_mark = mark
+        top = c.store.scalar("SELECT max(id) FROM messages", default=0)  # ids only grow
         if top <= self._looked:
             return []
         row = c.store.one("SELECT msg_cursor FROM lanes WHERE task_id=? AND id=?", (c.task_id, c.lane_id))
