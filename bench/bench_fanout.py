@@ -1,7 +1,9 @@
 """Fan-out: N lanes at once, each 2 model calls with 1 s of scripted latency, worktrees and packet commits included.
 
 The ideal is 2 s whatever N (the model calls overlap perfectly); the ratio wall / 2 s shows what cowork adds
-(worktrees, the write commit, packet commit, scheduling). Merges are serial by design and reported apart.
+(worktrees, the packet commit, journal, scheduling) on top of what the model client itself costs: the same N x 2
+calls made by bare litellm coroutines are timed in the same run, as the floor for one process on this machine.
+Merges are serial by design and reported apart.
 
     uv run python bench/bench_fanout.py [--lanes 4 8 16] [--latency 1.0]
 """
@@ -127,7 +129,7 @@ def main() -> None:
         r = run_one(n, args.latency, base)
         print(f"N={n:>2}: bare litellm {plain:.2f} s (ratio {plain / ideal:.3f}) | cowork: all packets committed "
               f"{r['to_packets']:.2f} s  ratio {r['to_packets'] / ideal:.3f} "
-              f"(goal <= 1.05) | lanes started {r['first_start']:.2f}-{r['last_start']:.2f} s | "
+              f"(goal <= 1.05; {(r['to_packets'] - plain) * 1000:+.0f} ms over bare litellm) | lanes started {r['first_start']:.2f}-{r['last_start']:.2f} s | "
               f"with serial merges + summary {r['total']:.2f} s | cpu: runner {r['cpu_self']:.2f} s, "
               f"git and server {r['cpu_children']:.2f} s")
 
