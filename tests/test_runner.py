@@ -392,3 +392,33 @@ def test_cheap_steps_go_to_the_cheap_model(tmp_path, server):
     task2 = only_task(st)
     assert lanes_db.get_task(st, task2)["state"] == "done"
     assert "task.overview_failed" in [e["kind"] for e in st.events(task=task2)]
+
+
+def test_closing_a_task_never_stalls_the_other_tasks_lanes(tmp_path, server):
+    """A task's close waits on the merge lock, git and the cheap model's overview: meanwhile the runner's other
+    tasks keep making model calls (the close runs in a thread, not on the runner's event loop)."""
+    from cowork.config import load_settings
+    from cowork.plan import LaneSpec, Plan, PlanMeta
+    from cowork.roles import load_roles
+    from cowork.runner import planning
+
+    root, ws, st = team(tmp_path, server, extra_toml='cheap = "openai/cheapo"\n')
+    server.script("Goal: Quick A", [finish("a")])
+    server.script("Goal: Slow B", [delay(0.3, tool_call("write_file", path=f"b{i}.txt", content=f"{i}\n"))
+                                   for i in range(5)] + [finish("b")])
+    server.script("You summarise a finished task", [delay(1.5, text("An overview."))])
+    settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, root)
+    tasks = []
+    for goal in ("Quick A", "Slow B"):
+        draft = planning.create_task(ws, st, settings, roles, goal)
+        plan = Plan(meta=PlanMeta(title=goal), lanes=[LaneSpec(id="work", role="dev", goal=goal)])
+        planning.save_plan(ws, st, settings, draft.task, plan)
+        planning.approve(st, draft.task, plan)
+        tasks.append(draft.task)
+    a, b = tasks
+    assert run_here(ws, tasks) == {a: "done", b: "done"}
+    merged_a = max(e["ts"] for e in st.events(task=a, kinds=["merge.done"]))
+    done_a = max(e["ts"] for e in st.events(task=a, kinds=["task.done"]))
+    assert done_a - merged_a >= 1.4                                    # A's close waited for its overview
+    calls_b = [e["ts"] for e in st.events(task=b, kinds=["model.call"])]
+    assert sum(merged_a < t < done_a for t in calls_b) >= 3, (merged_a, done_a, calls_b)

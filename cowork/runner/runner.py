@@ -51,6 +51,7 @@ class Runner:
         self.results: dict[str, str] = {}
         self._wake: asyncio.Event | None = None
         self._told_waiting: set[str] = set()
+        self._closing: dict[str, asyncio.Task] = {}  # tasks writing their summary (in a thread: see _close)
         self.committing = 0  # lanes' git commits in flight (cowork.runner.lane._commit)
         self.sync_lane = self._sync_lane
 
@@ -76,10 +77,18 @@ class Runner:
             self._claim()
             while self.owned:
                 for task in list(self.owned):
+                    closing = self._closing.get(task)
+                    if closing is not None:
+                        if closing.done():
+                            del self._closing[task]
+                            self.results[task] = closing.result()  # a crash while closing ends the runner, as before
+                            self.owned.remove(task)
+                            lease.release(self.store, self.id, task)
+                        continue
                     self._schedule(task)
-                    if self._maybe_close(task):
-                        self.owned.remove(task)
-                        lease.release(self.store, self.id, task)
+                    rows = self._closable(task)
+                    if rows is not None:
+                        self._closing[task] = asyncio.create_task(self._close(task, rows), name=f"close {task}")
                 if not self.owned:
                     break
                 try:
@@ -93,7 +102,8 @@ class Runner:
             merger.cancel()
             beat.cancel()
             expirer.cancel()
-            await asyncio.gather(*self.active.values(), merger, beat, expirer, return_exceptions=True)
+            await asyncio.gather(*self.active.values(), *self._closing.values(), merger, beat, expirer,
+                                 return_exceptions=True)
             lease.stop(self.store, self.id, self.owned)
         return self.results
 
@@ -168,15 +178,16 @@ class Runner:
                                 + (row["feedback"] or "")[:200])
         return True
 
-    def _maybe_close(self, task: str) -> bool:
-        """End the task when no lane can move any more: done if every work lane merged, else failed."""
+    def _closable(self, task: str) -> list[dict] | None:
+        """The task's lanes when no lane can move any more (the task ends: done if every work lane merged, else
+        failed), else None."""
         if any(k[0] == task and not t.done() for k, t in self.active.items()):
-            return False
+            return None
         rows = lanes_db.list_lanes(self.store, task)
         if any(r["state"] in ACTIVE_LANE_STATES for r in rows):
-            return False
+            return None
         if any(r["state"] == "blocked" and r["feedback"] and self._could_return(r) for r in rows):
-            return False
+            return None
         waiting = [r for r in rows if r["state"] == "blocked" and budgets.blocked_by_budget(r["error"])]
         if waiting:  # at a budget cap a lane waits for a human to raise it (`budgets.raise_cap` requeues it)
             if task not in self._told_waiting:
@@ -184,11 +195,18 @@ class Runner:
                 self.store.event("task.waiting", f"task {task} waits for a human: "
                                  + ", ".join(f"{r['id']} ({r['error'][:80]})" for r in waiting), actor="runner",
                                  task=task)
-            return False
+            return None
+        return rows
+
+    async def _close(self, task: str, rows: list[dict]) -> str:
+        """Write, commit and close the task's summary in a thread: it waits for the merge lock, runs git and may
+        ask the cheap model, and the other tasks' lanes, the heartbeat and the merger keep going meanwhile."""
         from cowork.runner.summary import close_task
 
-        self.results[task] = close_task(self, task, rows)
-        return True
+        try:
+            return await asyncio.to_thread(close_task, self, task, rows)
+        finally:
+            self.wake()
 
     def _could_return(self, row: dict) -> bool:
         """Whether a lane the merger blocked may go back to its role (its retries for that reason remain)."""
