@@ -92,6 +92,40 @@ def test_search_output_is_bounded(env):
     assert r.data["matches"] == 1000 and "800 more matches" in r.content
 
 
+def test_tree_walking_tools_leave_the_event_loop_free_for_other_lanes(env):
+    """search, list_files and git_diff walk the worktree or run git: other lanes' coroutines keep running
+    meanwhile (read_file and write_file, one file operation each, stay on the loop)."""
+    g = env.gateway("dev")
+    for d in range(10):
+        (g.ctx.worktree / f"d{d}").mkdir()
+        for f in range(30):
+            (g.ctx.worktree / f"d{d}" / f"f{f}.txt").write_text("haystack line\n" * 1500)
+
+    async def main(name: str, args: dict) -> tuple[float, float, list[float]]:
+        ticks: list[float] = []
+        stop = asyncio.Event()
+
+        async def other_lane() -> None:
+            while not stop.is_set():
+                ticks.append(asyncio.get_running_loop().time())
+                await asyncio.sleep(0.002)
+
+        ticker = asyncio.create_task(other_lane())
+        await asyncio.sleep(0.01)
+        t0 = asyncio.get_running_loop().time()
+        await g.call(name, args)
+        t1 = asyncio.get_running_loop().time()
+        stop.set()
+        await ticker
+        return t0, t1, ticks
+
+    for name, args in (("search", {"query": "needle"}), ("list_files", {}), ("git_diff", {})):
+        t0, t1, ticks = asyncio.run(main(name, args))
+        inside = [t for t in ticks if t0 < t < t1]
+        # search reads 450,000 lines (long enough to see); a fast listing or diff may finish between two ticks
+        assert len(inside) >= 2 or (name != "search" and t1 - t0 < 0.02), (name, t1 - t0, len(inside))
+
+
 def test_run_executes_in_the_worktree_with_exit_code(env):
     g = env.gateway("dev")
     r = call(g, "run", command="pwd")

@@ -212,5 +212,8 @@ def git_diff(ctx: LaneCtx, args: dict) -> ToolResult:
     return ToolResult(True, bound(diff) or "(no changes)", {"base": base})
 
 
-SYNC_TOOLS = {"read_file": read_file, "write_file": write_file, "list_files": list_files, "search": search,
-              "git_diff": git_diff}
+# One file operation each: run on the runner's event loop (the hot path of every lane step).
+SYNC_TOOLS = {"read_file": read_file, "write_file": write_file}
+# A git process or a walk of the whole worktree (seconds in a big repository): run in a thread, so the other lanes
+# on the same event loop never wait for them.
+THREAD_TOOLS = {"list_files": list_files, "search": search, "git_diff": git_diff}

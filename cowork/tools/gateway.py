@@ -157,6 +157,8 @@ class Gateway:
         c = self.ctx
         if name in builtin.SYNC_TOOLS:
             return builtin.SYNC_TOOLS[name](c, args)
+        if name in builtin.THREAD_TOOLS:
+            return await asyncio.to_thread(builtin.THREAD_TOOLS[name], c, args)
         if name == "run":
             return await builtin.run(c, args, self.run_timeout_s)
         if name == "ask":
