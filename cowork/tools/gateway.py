@@ -41,6 +41,11 @@ def _short(args: dict, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+# The tables whose changes the gateway watches between steps (budget raises, messages): one `Store.version` read
+# answers "anything new?" for both.
+WATCHED = ("control", "messages")
+
+
 class Gateway:
     """Tool calls for one lane.
 
@@ -61,7 +66,7 @@ class Gateway:
         self._budget_memo: tuple | None = None
         self._cursor = 0
         self._looked = 0  # every message up to this id has been considered (taken, or not for this lane)
-        self._msg_mark: tuple | None = None  # store.version("messages") at the last look
+        self._msg_mark: tuple | None = None  # store.version(*WATCHED) at the last look
         self._mcp = None
         # waits out a pause; an engine lends the runner's, which also shows the lane as paused meanwhile
         self.hold: Callable[[], Awaitable[None]] | None = None
@@ -252,9 +257,10 @@ class Gateway:
         text = message.get("content") if isinstance(message, dict) else None
         return text.strip()[:2000] if isinstance(text, str) and text.strip() else "(the agent gave no reason)"
 
-    def budget_state(self) -> tuple[str, str]:
+    def budget_state(self, version: tuple | None = None) -> tuple[str, str]:
         """(ok | wrap_up | exceeded, message) for the next model call. "exceeded" also when a breaker tripped.
-        At the cap the lane is set `blocked`, `budget.exceeded` is recorded once and `stop` is set."""
+        At the cap the lane is set `blocked`, `budget.exceeded` is recorded once and `stop` is set.
+        `version`: the store's `version(*WATCHED)` when the caller has just read it."""
         if self.stop:
             return "exceeded", self.stop
         c = self.ctx
@@ -262,7 +268,7 @@ class Gateway:
         # moves store.version, as does a raise through this store; this store's spend is budgets.written. While
         # the spend since the last full check stays under the room it left before any cap's wrap-up point, its
         # "ok" stands without reading a row (between_steps and before_model_call both ask before each call).
-        mark, spent = (c.store.version("control"), budgets.day()), budgets.written(c.store)
+        mark, spent = (version or c.store.version(*WATCHED), budgets.day()), budgets.written(c.store)
         memo = self._budget_memo
         if memo is not None and memo[0] == mark:
             base, room, verdict = memo[1], memo[2], memo[3]
@@ -298,7 +304,8 @@ class Gateway:
         """Notes to inject before the next model call: questions to answer, messages, handoffs, budget wrap-up."""
         c = self.ctx
         notes = []
-        state, message = self.budget_state()
+        version = c.store.version(*WATCHED)  # one look for the budget and the inbox
+        state, message = self.budget_state(version)
         if state == "exceeded":  # the lane stops now: leave the messages for when it resumes
             return []
         if state == "wrap_up" and not self._wrap_told:
@@ -306,15 +313,15 @@ class Gateway:
             c.store.event("budget.warning", f"{self.lane_q}: {message[:200]}", actor="cowork", task=c.task_id,
                           lane=c.lane_id, role=c.role.name)
             notes.append(message)
-        new = self._take_new()
+        new = self._take_new(version)
         if new:
             notes.append("New on the team channel:\n\n" + "\n\n".join(team_tools.render(m) for m in new))
         return notes
 
-    def _take_new(self) -> list[dict]:
+    def _take_new(self, version: tuple | None = None) -> list[dict]:
         c = self.ctx
         # the common answer, "no message at all since the last look": nothing moved store.version, or no new id
-        mark = c.store.version("messages")
+        mark = version or c.store.version(*WATCHED)
         if mark == self._msg_mark:
             return []
         self._msg_mark = mark
