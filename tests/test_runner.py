@@ -422,3 +422,46 @@ def test_closing_a_task_never_stalls_the_other_tasks_lanes(tmp_path, server):
     assert done_a - merged_a >= 1.4                                    # A's close waited for its overview
     calls_b = [e["ts"] for e in st.events(task=b, kinds=["model.call"])]
     assert sum(merged_a < t < done_a for t in calls_b) >= 3, (merged_a, done_a, calls_b)
+
+
+SLOW_MCP = '''
+import time
+from mcp.server.mcpserver import MCPServer
+
+time.sleep(1.5)  # a server that takes its time to start (npx fetching a package, say)
+server = MCPServer("slow")
+
+
+@server.tool()
+def ping() -> str:
+    """Answer pong."""
+    return "pong"
+
+
+server.run("stdio")
+'''
+
+
+def test_a_slow_mcp_server_never_holds_up_the_other_lanes(tmp_path, server):
+    """Listing a role's MCP tools runs in a thread: while one lane waits seconds for its server to start, a lane
+    beside it keeps making model calls."""
+    import sys
+
+    script = tmp_path / "slow_mcp.py"
+    script.write_text(SLOW_MCP)
+    mcp_role = "name: ops\nmandate: Operates the slow service.\ntools: [slow.ping]\n"
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "ops": mcp_role},
+                        extra_toml=f'\n[mcp.slow]\ncommand = ["{sys.executable}", "{script}"]\n')
+    plan = {"title": "Two lanes", "lanes": [{"id": "ops", "role": "ops", "goal": "Ping the slow service"},
+                                            {"id": "dev", "role": "dev", "goal": "Write quick files"}]}
+    server.script("You are planner", [tool_call("submit_plan", **plan)])
+    server.script("Goal: Ping the slow service", [tool_call("slow__ping"), finish("pinged")])
+    server.script("Goal: Write quick files", [delay(0.2, tool_call("write_file", path=f"q{i}.txt", content="q\n"))
+                                              for i in range(3)] + [finish("wrote")])
+    assert main(["delegate", "Ping and write", "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    first = {lane_id: min(e["ts"] for e in st.events(task=task, lane=lane_id, kinds=["model.call"]))
+             for lane_id in ("ops", "dev")}
+    calls = st.events(task=task, lane="ops", kinds=["tool.call"])
+    assert [(e["data"]["tool"], e["data"]["ok"]) for e in calls] == [("slow.ping", True)]
+    assert first["ops"] - first["dev"] >= 0.8, first   # dev's first reply was handled while ops' server started

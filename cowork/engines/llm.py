@@ -154,6 +154,7 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
             {"role": "system", "content": system or ""}, {"role": "user", "content": kickoff or ""}]})
     for note in notes or []:
         journal.record("message", "note", output={"messages": [{"role": "user", "content": note}]})
+    await gateway.list_mcp()
     specs = list(gateway.tool_specs())
     by_name = {s["function"]["name"]: s for s in specs}
     choice = models.resolve(settings, role)

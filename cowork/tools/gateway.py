@@ -393,6 +393,12 @@ class Gateway:
 
     # -- MCP ------------------------------------------------------------------------------------------------
 
+    async def list_mcp(self) -> None:
+        """List the role's MCP tools now, in a thread (once per gateway; `tool_specs` then answers at once): a
+        server may take seconds to start, and the runner's other lanes share this event loop."""
+        if self._mcp is None and any("." in t for t in self.ctx.role.tools):
+            await asyncio.to_thread(self._mcp_tools)
+
     def _mcp_tools(self) -> dict[str, dict]:
         """The role's MCP tools ("server.tool" -> description, parameters), listed once per gateway. A server that
         cannot be listed keeps the role's tools with a generic schema, so calling one names the failing server."""
