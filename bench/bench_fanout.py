@@ -77,21 +77,34 @@ def _run(server: "ServerProcess", n: int, base: Path) -> dict:
 
 
 def plain_fanout(n: int, latency: float, base: Path) -> float:
-    """The same N x 2 calls made by bare litellm coroutines (no journal, worktree or commit), with the same tool
-    schemas a lane sends: the floor on this box."""
+    """The same N x 2 calls made by bare litellm coroutines (no journal, worktree or commit), each sending what a
+    lane sends: the role's tool schemas plus answer and finish, and a system prompt and kickoff built the same way.
+    The floor on this box."""
     import litellm
 
+    from cowork.engines import prompts
+    from cowork.roles import load_roles
     from cowork.tools.specs import spec
 
-    tools = [spec("write_file"), spec("answer"), spec("finish")]
+    team = make_team(base / f"plain{n}-{time.time_ns()}", "http://127.0.0.1:9/v1", {"planner": PLANNER, "dev": DEV})
+    dev = load_roles(team / "roles", team)["dev"]
+    tools = [spec(name) for name in [*dev.tools, "answer", "finish"]]
 
-    scripts = {f"PLAIN fan {i:02d}": [delay(latency, tool_call("write_file", path="x", content="x")),
-                                      delay(latency, tool_call("finish", status="done", summary="s"))]
-               for i in range(n)}
+    def first_messages(i: int) -> list[dict]:
+        goal = f"PLAIN fan {i:02d} of {n}."
+        brief = (f"---\ncowork: brief/v1\ntask: t1-fan-out-{n}\nfrom: human\nto: planner\n"
+                 f"created: '2026-01-01T00:00:00Z'\n---\n# fan out {n}\n\nfan out {n}\n")  # as the task's brief.md
+        return [{"role": "system", "content": prompts.lane_system(dev, team="testteam", task=f"t1-fan-out-{n}",
+                                                                  lane=f"l{i:02d}", goal=goal, brief=brief)},
+                {"role": "user", "content": prompts.lane_kickoff(goal)}]
+
+    scripts = {f"PLAIN fan {i:02d} of {n}.": [
+        delay(latency, tool_call("write_file", path=f"out/{i:02d}.txt", content=f"lane {i}\n")),
+        delay(latency, tool_call("finish", status="done", summary=f"lane {i}", checklist=[]))] for i in range(n)}
     server = ServerProcess(scripts, base)
 
     async def lane(i: int) -> None:
-        messages = [{"role": "system", "content": f"PLAIN fan {i:02d}"}, {"role": "user", "content": "go"}]
+        messages = first_messages(i)
         for _ in range(2):
             r = await litellm.acompletion(model="openai/scripted", api_base=server.url, api_key="k",
                                           messages=messages, tools=tools, num_retries=0, timeout=30)
