@@ -59,6 +59,8 @@ class PolicySettings(_Strict):
     max_lanes_per_task: int = 12
     max_delegation_depth: int = 3
     max_check_retries: int = 3
+    check_timeout_s: float = Field(600.0, gt=0, description="one run of a role's check, before it counts as failed")
+    max_review_rounds: int = Field(3, ge=1, description="reviews that may send a lane back before a human decides")
     max_conflict_returns: int = 2
     max_steps_per_lane: int = 60
     max_consecutive_failures: int = 3

@@ -1,7 +1,9 @@
 """Facts about local processes that several parts need (runner leases, the embedded model server)."""
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 
 
 def pid_alive(pid: int) -> bool:
@@ -17,3 +19,21 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][:1] != "Z"
     except (OSError, IndexError):  # no /proc (not Linux): existence is all we know
         return True
+
+
+async def communicate_bounded(proc: "asyncio.subprocess.Process", timeout_s: float) -> bytes | None:
+    """`proc.communicate()` for a process started in a session of its own, bounded by `timeout_s`. On timeout (None
+    is returned) or cancellation (re-raised) the whole process group is killed and reaped: a shell's children (a
+    test runner, a server it started) never outlive it, and no pipe is left open."""
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+        return out
+    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await proc.wait()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return None

@@ -130,6 +130,33 @@ def test_checks_exhausted_fail_the_lane_and_task(tmp_path, server):
     assert any(e["kind"] == "lane.escalated" for e in st.events(task=task))
 
 
+def test_a_check_past_its_timeout_fails_and_the_limits_come_from_policy(tmp_path, server):
+    """`policy.check_timeout_s` bounds one run of a role's check; `policy.max_review_rounds` how often review may
+    send a lane back before a human decides."""
+    dev = DEV + "checks: [\"sleep 31.7; echo never\"]\n"
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev},
+                        extra_toml="[policy]\nmax_check_retries = 0\ncheck_timeout_s = 0.5\n")
+    server.script("Goal: Hang a check", [finish("try")])
+    started = time.monotonic()
+    assert main(["delegate", "Hang a check", "--to", "dev", "--yes", "-C", str(root)]) == 1
+    assert time.monotonic() - started < 20
+    task = only_task(st)
+    failed = [e for e in st.events(task=task, kinds=["check.failed"])]
+    assert len(failed) == 1 and failed[0]["data"]["exit"] == -1 and "timed out after 0.5s" in failed[0]["data"]["output"]
+    import subprocess
+
+    assert subprocess.run(["pgrep", "-f", "sleep 31.7"], capture_output=True).returncode == 1  # no orphan left
+
+    reviewed = DEV + "review_by: reviewer\n"
+    root, ws, st = team(tmp_path / "two", server, {"planner": PLANNER, "dev": reviewed, "reviewer": REVIEWER},
+                        extra_toml="[policy]\nmax_review_rounds = 1\n")
+    server.script("Goal: Write g", [tool_call("write_file", path="g.txt", content="v1\n"), finish("v1")])
+    server.script("Lane: work-review\n", [finish("not yet", status="needs-review")])
+    assert main(["delegate", "Write g", "--to", "dev", "--yes", "-C", str(root)]) == 1
+    row = lane(st, only_task(st), "work")
+    assert row["state"] == "blocked" and "review sent it back 1 time: a human decides" in row["error"]
+
+
 def test_review_sends_back_then_passes(tmp_path, server):
     dev = DEV + "review_by: reviewer\n"
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev, "reviewer": REVIEWER})

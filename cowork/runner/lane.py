@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cowork.engines import prompts
 from cowork.engines.llm import Hooks, LaneOutcome, run_llm_lane
+from cowork.procs import communicate_bounded
 from cowork.runner import control, handoffs
 from cowork.runner.journal import Journal
 from cowork.store import lanes as lanes_db
@@ -21,7 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # Work is committed at finish, and after a write step when the last commit is older than this: a killed runner
 # loses no commit (uncommitted files stay in the worktree for the resumed lane), and short lanes pay for one commit.
 WIP_COMMIT_EVERY_S = 30.0
-CHECK_TIMEOUT_S = 600.0
 
 
 async def run_lane(rt: "Runner", row: dict) -> None:
@@ -277,14 +277,14 @@ async def run_checks(rt: "Runner", row: dict, checks: list[str], cwd, journal: J
     for check in checks:
         step = journal.start("check", check, {"cwd": str(cwd)})
         t0 = time.monotonic()
-        proc = await asyncio.create_subprocess_exec("sh", "-c", check, cwd=str(cwd), stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT_S)
-            code = proc.returncode
-        except asyncio.TimeoutError:
-            proc.kill()
-            out, code = b"(timed out)", -1
+        limit = rt.settings.policy.check_timeout_s
+        proc = await asyncio.create_subprocess_exec("sh", "-c", check, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                    start_new_session=True)
+        out = await communicate_bounded(proc, limit)
+        code = proc.returncode
+        if out is None:
+            out, code = f"(timed out after {limit:g}s: policy.check_timeout_s)".encode(), -1
         text = out.decode("utf-8", "replace")[-8000:]
         journal.finish(step, {"exit": code, "output": text[-2000:]}, ok=code == 0)
         kind = "check.passed" if code == 0 else "check.failed"

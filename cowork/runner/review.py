@@ -1,7 +1,8 @@
 """Review lanes: a role with `review_by` gets its lane reviewed (a lane of kind `review`) before it may merge.
 
 The reviewer reads the lane's packet and diff in the lane's own worktree and finishes `done` (the lane joins the
-merge queue) or `needs-review` (the lane goes back to its role with the comments), at most MAX_REVIEW_ROUNDS times.
+merge queue) or `needs-review` (the lane goes back to its role with the comments), at most
+`policy.max_review_rounds` times.
 The review packet is committed on the reviewed lane's branch, so it merges with the work it judged.
 """
 from __future__ import annotations
@@ -18,8 +19,6 @@ from cowork.store import lanes as lanes_db
 
 if TYPE_CHECKING:  # pragma: no cover
     from cowork.runner.runner import Runner
-
-MAX_REVIEW_ROUNDS = 3
 
 
 def start_review(rt: "Runner", row: dict, reviewer: str) -> None:
@@ -77,8 +76,9 @@ async def run_review(rt: "Runner", row: dict) -> None:
         return
     rounds = rt.store.scalar("SELECT count(*) FROM lanes WHERE task_id=? AND parent_lane=? AND kind='review'",
                              (task, parent["id"]), 0)
-    if rounds >= MAX_REVIEW_ROUNDS:
-        end_lane(rt, parent, "blocked", f"review sent it back {rounds} times: a human decides")
+    if rounds >= rt.settings.policy.max_review_rounds:
+        end_lane(rt, parent, "blocked",
+                 f"review sent it back {rounds} time{'s' if rounds != 1 else ''}: a human decides")
         return
     feedback = (f"Review by {role.name} ({lane}) sent your work back:\n\n{packet.section('Summary')}\n\n"
                 f"{packet.section('Checklist')}\n\n{packet.section('Next')}").strip()

@@ -11,11 +11,11 @@ import difflib
 import fnmatch
 import os
 import re
-import signal
 import stat
 import subprocess
 from pathlib import Path
 
+from cowork.procs import communicate_bounded
 from cowork.redact import _SECRET_ENV
 from cowork.tools.authority import Denied, check_command, resolve_path
 from cowork.tools.context import LaneCtx, ToolResult
@@ -180,16 +180,8 @@ async def run(ctx: LaneCtx, args: dict, timeout_s: float = RUN_TIMEOUT_S) -> Too
     proc = await asyncio.create_subprocess_exec(
         "bash", "-c", command.strip(), cwd=ctx.worktree, env=_child_env(), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        await proc.wait()
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+    out = await communicate_bounded(proc, timeout_s)
+    if out is None:
         return ToolResult(False, f"command timed out after {timeout_s:.0f}s and was killed: {command}",
                           {"exit_code": None, "timeout": True})
     text = out.decode("utf-8", errors="replace")
