@@ -35,7 +35,7 @@ tools: [read_file]
 
 
 class Turns:
-    """Two loops taking turns: a loop runs only while it holds the turn, and `held` is the time each held it.
+    """Two loops taking turns: a loop runs only while it holds the turn; `wall` and `cpu` are the time each held it.
 
     `switch(me)` ends loop `me`'s turn (its clock stops), hands the turn over and returns when it comes back. A loop
     that has ended calls `done(me)`; from then on the other runs alone.
