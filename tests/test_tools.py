@@ -189,8 +189,10 @@ def test_lane_worktree_is_a_real_branch(env):
 
 MCP_SERVER = '''
 import os
+import sys
 from mcp.server.mcpserver import MCPServer
 
+print("demo server: starting", file=sys.stderr, flush=True)
 server = MCPServer("demo")
 
 
@@ -210,7 +212,8 @@ server.run("stdio")
 '''
 
 
-def test_mcp_tools_go_through_the_gateway(tmp_path):
+def test_mcp_tools_go_through_the_gateway(tmp_path, monkeypatch):
+    import io
     import sys
 
     script = tmp_path / "demo_server.py"
@@ -221,11 +224,15 @@ def test_mcp_tools_go_through_the_gateway(tmp_path):
                                      "approvals": {"notify": ["demo.shout"]}},
                              "plain": {"tools": ["read_file"]}}, toml)
     g = env.gateway("mcp")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # as a TUI or a capture stands in for it: no file descriptor
     specs = {s["function"]["name"]: s["function"] for s in g.tool_specs()}
     assert set(specs) == {"demo__shout", "demo__die", "broken__anything", "answer", "finish"}
     assert "text" in specs["demo__shout"]["parameters"]["properties"] and "Upper-case" in specs["demo__shout"]["description"]
     r = call(g, "demo__shout", text="hello")
     assert r.ok and r.content.startswith("HELLO from ") and str(g.ctx.worktree.resolve()) in r.content
+    # the servers' stderr lands in the team's log, not on whatever stands in for ours
+    assert "demo server: starting" in (env.ws.logs_dir / "mcp-demo.log").read_text()
+    assert sys.stderr.getvalue() == ""
     assert env.events("tool.call")[-1]["data"]["tool"] == "demo.shout"
     assert "demo.shout" in msgs_to_humans(env)                      # notify tier applies to MCP tools too
     r = call(g, "demo.die")

@@ -412,7 +412,7 @@ class Gateway:
             try:
                 # the worktree may still be in the making while the first model call is prepared
                 cwd = self.ctx.worktree if self.ctx.worktree.is_dir() else self.ctx.ws.root
-                listed = mcp_client.list_tools_sync(server, cfg, cwd)
+                listed = mcp_client.list_tools_sync(server, cfg, cwd, log_dir=self.ctx.ws.logs_dir)
                 error = None
             except mcp_client.McpUnavailable as exc:
                 listed, error = {}, str(exc)
@@ -444,4 +444,5 @@ class Gateway:
         info = self._mcp_tools()[name]
         if info.get("error"):
             return ToolResult(False, f"MCP server '{server}' is unavailable: {info['error']}", {"mcp_server": server})
-        return await mcp_client.call_tool(server, self.ctx.settings.mcp[server], tool, args, cwd=self.ctx.worktree)
+        return await mcp_client.call_tool(server, self.ctx.settings.mcp[server], tool, args, cwd=self.ctx.worktree,
+                                          log_dir=self.ctx.ws.logs_dir)

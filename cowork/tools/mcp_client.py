@@ -2,14 +2,19 @@
 
 Each call starts the server, calls the tool and stops it: a server that dies takes down one call, never a lane,
 and the agent gets an error naming the server. Tool listings are cached per server command for the process.
+A server's stderr goes to `mcp-NAME.log` in the log directory the caller names (else to the process's own
+stderr): never to whatever stream happens to stand in for sys.stderr (a TUI's, a test's capture).
 Model-facing names replace the dot with a double underscore (providers allow only [A-Za-z0-9_-] in tool names).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
 import threading
 from pathlib import Path
+from typing import Iterator, TextIO
 
 from cowork.config import McpServer, TeamSettings
 from cowork.tools.context import ToolResult
@@ -40,6 +45,24 @@ def _params(cfg: McpServer, cwd: Path | None):
                                  cwd=str(cwd) if cwd else None)
 
 
+@contextlib.contextmanager
+def _errlog(name: str, log_dir: Path | None) -> Iterator[TextIO]:
+    """Where server `name`'s stderr goes: `log_dir/mcp-NAME.log` (appended), else this process's real stderr."""
+    if log_dir is None:
+        yield sys.__stderr__
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"mcp-{name}.log", "a", encoding="utf-8") as f:
+        yield f
+
+
+def _client(name: str, cfg: McpServer, cwd: Path | None, log: TextIO, timeout_s: float):
+    from mcp import Client
+    from mcp.client.stdio import stdio_client
+
+    return Client(stdio_client(_params(cfg, cwd), errlog=log), read_timeout_seconds=timeout_s)
+
+
 def _describe(err: BaseException) -> str:
     # anyio wraps failures in exception groups; the first leaf says what happened
     while isinstance(err, BaseExceptionGroup) and err.exceptions:
@@ -48,14 +71,13 @@ def _describe(err: BaseException) -> str:
 
 
 async def list_tools(name: str, cfg: McpServer, cwd: Path | None = None,
-                     timeout_s: float = LIST_TIMEOUT_S) -> dict[str, dict]:
+                     timeout_s: float = LIST_TIMEOUT_S, log_dir: Path | None = None) -> dict[str, dict]:
     """{"NAME.tool": {"description", "parameters"}} for the tools the server offers (and cowork.toml allows)."""
-    from mcp import Client
-
     try:
-        async with asyncio.timeout(timeout_s):
-            async with Client(_params(cfg, cwd), read_timeout_seconds=timeout_s) as client:
-                result = await client.list_tools()
+        with _errlog(name, log_dir) as log:
+            async with asyncio.timeout(timeout_s):
+                async with _client(name, cfg, cwd, log, timeout_s) as client:
+                    result = await client.list_tools()
     except McpUnavailable:
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure of a foreign process becomes one clear error
@@ -71,7 +93,8 @@ async def list_tools(name: str, cfg: McpServer, cwd: Path | None = None,
     return out
 
 
-def list_tools_sync(name: str, cfg: McpServer, cwd: Path | None = None) -> dict[str, dict]:
+def list_tools_sync(name: str, cfg: McpServer, cwd: Path | None = None,
+                    log_dir: Path | None = None) -> dict[str, dict]:
     """`list_tools` from synchronous code (in its own thread and event loop), cached per server command."""
     key = (name, tuple(cfg.command), tuple(sorted(cfg.env.items())), tuple(cfg.tools or ()))
     with _lock:
@@ -81,7 +104,7 @@ def list_tools_sync(name: str, cfg: McpServer, cwd: Path | None = None) -> dict[
 
     def work() -> None:
         try:
-            box["tools"] = asyncio.run(list_tools(name, cfg, cwd))
+            box["tools"] = asyncio.run(list_tools(name, cfg, cwd, log_dir=log_dir))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             box["error"] = exc
 
@@ -97,14 +120,13 @@ def list_tools_sync(name: str, cfg: McpServer, cwd: Path | None = None) -> dict[
 
 
 async def call_tool(name: str, cfg: McpServer, tool: str, args: dict, cwd: Path | None = None,
-                    timeout_s: float = CALL_TIMEOUT_S) -> ToolResult:
+                    timeout_s: float = CALL_TIMEOUT_S, log_dir: Path | None = None) -> ToolResult:
     """Call `tool` on server `name`. A server that fails to start or dies gives an error naming it."""
-    from mcp import Client
-
     try:
-        async with asyncio.timeout(timeout_s):
-            async with Client(_params(cfg, cwd), read_timeout_seconds=timeout_s) as client:
-                result = await client.call_tool(tool, args)
+        with _errlog(name, log_dir) as log:
+            async with asyncio.timeout(timeout_s):
+                async with _client(name, cfg, cwd, log, timeout_s) as client:
+                    result = await client.call_tool(tool, args)
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
             raise
