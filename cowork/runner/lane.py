@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 # Work is committed at finish, and after a write step when the last commit is older than this: a killed runner
 # loses no commit (uncommitted files stay in the worktree for the resumed lane), and short lanes pay for one commit.
 WIP_COMMIT_EVERY_S = 30.0
+# A model lane's worktree is made this long after the lane starts: lanes started together get their first model
+# requests out before their git work (several processes per worktree) competes with them for the CPU. The worktree
+# is still ready long before any model answers; tools wait for it.
+WORKTREE_AFTER_S = 0.05
 
 
 async def run_lane(rt: "Runner", row: dict) -> None:
@@ -78,11 +82,16 @@ class LaneGit:
         self._pending: list[asyncio.Task] = []
         self.last_commit = time.monotonic()  # the lane's start counts: short lanes commit once, at finish
 
-    def start(self) -> None:
+    def start(self, after_s: float = 0.0) -> None:
         from cowork.gitops.worktrees import create_lane_worktree
 
-        self._making = asyncio.ensure_future(asyncio.to_thread(
-            create_lane_worktree, self.rt.ws, self.row["task_id"], self.row["id"], self.rt.settings.merge.target))
+        async def make():
+            if after_s > 0:
+                await asyncio.sleep(after_s)
+            return await asyncio.to_thread(create_lane_worktree, self.rt.ws, self.row["task_id"], self.row["id"],
+                                           self.rt.settings.merge.target)
+
+        self._making = asyncio.ensure_future(make())
 
     async def ready(self):
         """The LaneTree, once made (its path, branch and base are recorded on the lane)."""
@@ -189,7 +198,8 @@ async def _work(rt: "Runner", row: dict) -> None:
     from cowork.gitops.worktrees import lane_path
 
     lane_git = LaneGit(rt, row, role.name)
-    lane_git.start()  # the worktree is made while the first model call runs; tools wait for it
+    # the worktree is made while the first model call runs; tools wait for it (a command lane needs it at once)
+    lane_git.start(WORKTREE_AFTER_S if role.engine != "command" and not row.get("feedback") else 0.0)
     notes: list[str] = []
     if row.get("feedback"):
         notes.append(row["feedback"])
