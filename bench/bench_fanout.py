@@ -24,12 +24,15 @@ from tests.support.scripted_server import ServerProcess, delay, tool_call  # noq
 from tests.support.team import DEV, PLANNER, make_team  # noqa: E402
 
 
-def run_one(n: int, latency: float, base: Path) -> dict:
-
-    scripts = {f"Goal: fan lane {i:02d} of {n}.": [
+def lane_scripts(key: str, n: int, latency: float) -> dict:
+    """Each of `n` lanes (its route key `key` with the lane number) writes one file, then finishes: 2 model calls."""
+    return {key.format(i=i): [
         delay(latency, tool_call("write_file", path=f"out/{i:02d}.txt", content=f"lane {i}\n")),
         delay(latency, tool_call("finish", status="done", summary=f"lane {i}", checklist=[]))] for i in range(n)}
-    server = ServerProcess(scripts, base)
+
+
+def run_one(n: int, latency: float, base: Path) -> dict:
+    server = ServerProcess(lane_scripts(f"Goal: fan lane {{i:02d}} of {n}.", n, latency), base)
     try:
         return _run(server, n, base)
     finally:
@@ -98,10 +101,7 @@ def plain_fanout(n: int, latency: float, base: Path) -> float:
                                                                   lane=f"l{i:02d}", goal=goal, brief=brief)},
                 {"role": "user", "content": prompts.lane_kickoff(goal)}]
 
-    scripts = {f"PLAIN fan {i:02d} of {n}.": [
-        delay(latency, tool_call("write_file", path=f"out/{i:02d}.txt", content=f"lane {i}\n")),
-        delay(latency, tool_call("finish", status="done", summary=f"lane {i}", checklist=[]))] for i in range(n)}
-    server = ServerProcess(scripts, base)
+    server = ServerProcess(lane_scripts(f"PLAIN fan {{i:02d}} of {n}.", n, latency), base)
 
     async def lane(i: int) -> None:
         messages = first_messages(i)

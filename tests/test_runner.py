@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 
@@ -38,6 +39,23 @@ def lane(st, task, lane_id):
 
 def only_task(st) -> str:
     return st.scalar("SELECT id FROM tasks ORDER BY created_at DESC LIMIT 1")
+
+
+def approved_task(ws, st, goal: str, *, plan_file=None, to: str | None = None) -> str:
+    """A task briefed, planned and approved as `cowork delegate --yes` leaves it, with no runner started yet: the
+    plan from `plan_file`, else one `to` (default dev) lane with `goal`. Returns the task id."""
+    from cowork import plan as plan_mod
+    from cowork.config import load_settings
+    from cowork.roles import load_roles
+    from cowork.runner import planning
+
+    settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, ws.root)
+    draft = planning.create_task(ws, st, settings, roles, goal, to=to)
+    plan = (plan_mod.load(plan_file, set(roles.names())) if plan_file is not None
+            else planning.one_lane_plan(draft.task, draft.title, to or "dev", goal))
+    planning.save_plan(ws, st, settings, draft.task, plan)
+    planning.approve(st, draft.task, plan)
+    return draft.task
 
 
 def test_delegate_to_role_runs_one_lane_to_main(tmp_path, server, capsys):
@@ -141,10 +159,8 @@ def test_a_check_past_its_timeout_fails_and_the_limits_come_from_policy(tmp_path
     assert main(["delegate", "Hang a check", "--to", "dev", "--yes", "-C", str(root)]) == 1
     assert time.monotonic() - started < 20
     task = only_task(st)
-    failed = [e for e in st.events(task=task, kinds=["check.failed"])]
+    failed = st.events(task=task, kinds=["check.failed"])
     assert len(failed) == 1 and failed[0]["data"]["exit"] == -1 and "timed out after 0.5s" in failed[0]["data"]["output"]
-    import subprocess
-
     assert subprocess.run(["pgrep", "-f", "sleep 31.7"], capture_output=True).returncode == 1  # no orphan left
 
     reviewed = DEV + "review_by: reviewer\n"
@@ -238,29 +254,20 @@ def test_lane_pause_holds_only_that_lane(tmp_path, server):
     server.script("Goal: Write a.txt", [tool_call("write_file", path="a.txt", content="a\n"), finish("a")])
     server.script("Goal: Write b.txt", [tool_call("write_file", path="b.txt", content="b\n"), finish("b")])
     # approve the plan but pause lane b before any runner starts
-    from cowork import plan as plan_mod
-    from cowork.config import load_settings
-    from cowork.roles import load_roles
-    from cowork.runner import planning
-
-    settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, root)
-    draft = planning.create_task(ws, st, settings, roles, "Two lanes")
-    p = plan_mod.load(plan, set(roles.names()))
-    planning.save_plan(ws, st, settings, draft.task, p)
-    planning.approve(st, draft.task, p)
-    control.pause(st, by="human:test", task=draft.task, lane="b")
+    task = approved_task(ws, st, "Two lanes", plan_file=plan)
+    control.pause(st, by="human:test", task=task, lane="b")
     done = threading.Event()
     result = {}
-    t = threading.Thread(target=lambda: (result.update(run_here(ws, [draft.task])), done.set()), daemon=True)
+    t = threading.Thread(target=lambda: (result.update(run_here(ws, [task])), done.set()), daemon=True)
     t.start()
     deadline = time.time() + 10
-    while lane(st, draft.task, "a")["state"] != "merged" and time.time() < deadline:
+    while lane(st, task, "a")["state"] != "merged" and time.time() < deadline:
         time.sleep(0.05)
-    assert lane(st, draft.task, "a")["state"] == "merged"
-    assert lane(st, draft.task, "b")["state"] == "queued"
+    assert lane(st, task, "a")["state"] == "merged"
+    assert lane(st, task, "b")["state"] == "queued"
     assert not any(r.key == "Goal: Write b.txt" for r in server.requests)
-    control.unpause(st, by="human:test", task=draft.task, lane="b")
-    assert done.wait(15) and result == {draft.task: "done"}
+    control.unpause(st, by="human:test", task=task, lane="b")
+    assert done.wait(15) and result == {task: "done"}
 
 
 def test_revert_a_merged_lane_through_the_cli(tmp_path, server):
@@ -308,29 +315,22 @@ def test_a_lane_at_its_budget_cap_waits_for_a_human_then_finishes(tmp_path, serv
     dev = DEV + "budget: {tokens_per_task: 500}\n"
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev})
     server.script("Goal: Spend", [tool_call("write_file", path="s.txt", content="s\n"), finish("spent")])
-    from cowork.config import load_settings
-    from cowork.roles import load_roles
-    from cowork.runner import planning
     from cowork.team import budgets
 
-    settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, root)
-    draft = planning.create_task(ws, st, settings, roles, "Spend", to="dev")
-    p = planning.one_lane_plan(draft.task, draft.title, "dev", "Spend")
-    planning.save_plan(ws, st, settings, draft.task, p)
-    planning.approve(st, draft.task, p)
+    task = approved_task(ws, st, "Spend", to="dev")
     result = {}
-    t = threading.Thread(target=lambda: result.update(run_here(ws, [draft.task])), daemon=True)
+    t = threading.Thread(target=lambda: result.update(run_here(ws, [task])), daemon=True)
     t.start()
     deadline = time.time() + 15
-    while not st.events(task=draft.task, kinds=["task.waiting"]) and time.time() < deadline:
+    while not st.events(task=task, kinds=["task.waiting"]) and time.time() < deadline:
         time.sleep(0.05)
-    row = lane(st, draft.task, "work")
+    row = lane(st, task, "work")
     assert row["state"] == "blocked" and row["error"].startswith("budget exceeded: ")
-    assert t.is_alive() and lanes_db.get_task(st, draft.task)["state"] == "running"  # open, waiting for a human
+    assert t.is_alive() and lanes_db.get_task(st, task)["state"] == "running"  # open, waiting for a human
     assert len([r for r in server.requests if r.key == "Goal: Spend"]) == 1
-    budgets.raise_cap(st, by="human:test", task=draft.task, tokens=100_000)
+    budgets.raise_cap(st, by="human:test", task=task, tokens=100_000)
     t.join(15)
-    assert result == {draft.task: "done"} and git(root, "show", "main:s.txt") == "s"
+    assert result == {task: "done"} and git(root, "show", "main:s.txt") == "s"
 
 
 def test_merged_lanes_worktrees_are_removed_failed_ones_kept(tmp_path, server):
@@ -424,24 +424,12 @@ def test_cheap_steps_go_to_the_cheap_model(tmp_path, server):
 def test_closing_a_task_never_stalls_the_other_tasks_lanes(tmp_path, server):
     """A task's close waits on the merge lock, git and the cheap model's overview: meanwhile the runner's other
     tasks keep making model calls (the close runs in a thread, not on the runner's event loop)."""
-    from cowork.config import load_settings
-    from cowork.plan import LaneSpec, Plan, PlanMeta
-    from cowork.roles import load_roles
-    from cowork.runner import planning
-
     root, ws, st = team(tmp_path, server, extra_toml='cheap = "openai/cheapo"\n')
     server.script("Goal: Quick A", [finish("a")])
     server.script("Goal: Slow B", [delay(0.3, tool_call("write_file", path=f"b{i}.txt", content=f"{i}\n"))
                                    for i in range(5)] + [finish("b")])
     server.script("You summarise a finished task", [delay(1.5, text("An overview."))])
-    settings, roles = load_settings(ws.config_path), load_roles(ws.roles_dir, root)
-    tasks = []
-    for goal in ("Quick A", "Slow B"):
-        draft = planning.create_task(ws, st, settings, roles, goal)
-        plan = Plan(meta=PlanMeta(title=goal), lanes=[LaneSpec(id="work", role="dev", goal=goal)])
-        planning.save_plan(ws, st, settings, draft.task, plan)
-        planning.approve(st, draft.task, plan)
-        tasks.append(draft.task)
+    tasks = [approved_task(ws, st, goal) for goal in ("Quick A", "Slow B")]
     a, b = tasks
     assert run_here(ws, tasks) == {a: "done", b: "done"}
     merged_a = max(e["ts"] for e in st.events(task=a, kinds=["merge.done"]))

@@ -89,7 +89,7 @@ def written(store: Store) -> tuple[int, float]:
     return w[0], w[1]
 
 
-def headroom(state: "BudgetState", wrap_up_at: float) -> tuple[float, float]:
+def headroom(state: BudgetState, wrap_up_at: float) -> tuple[float, float]:
     """(tokens, USD) that may still be spent, in any scope, before the first of `state`'s caps reaches its wrap-up
     point: while less has been spent since `state` was read (and no cap was raised), `check` still says ok."""
     at = min(wrap_up_at, 1.0)

@@ -396,7 +396,9 @@ class Gateway:
     async def list_mcp(self) -> None:
         """List the role's MCP tools now, in a thread (once per gateway; `tool_specs` then answers at once): a
         server may take seconds to start, and the runner's other lanes share this event loop."""
-        if self._mcp is None and any("." in t for t in self.ctx.role.tools):
+        from cowork.tools import mcp_client
+
+        if self._mcp is None and mcp_client.servers_for(self.ctx.settings, self.ctx.role.tools):
             await asyncio.to_thread(self._mcp_tools)
 
     def _mcp_tools(self) -> dict[str, dict]:

@@ -56,7 +56,7 @@ def _errlog(name: str, log_dir: Path | None) -> Iterator[TextIO]:
         yield f
 
 
-def _client(name: str, cfg: McpServer, cwd: Path | None, log: TextIO, timeout_s: float):
+def _client(cfg: McpServer, cwd: Path | None, log: TextIO, timeout_s: float):
     from mcp import Client
     from mcp.client.stdio import stdio_client
 
@@ -76,7 +76,7 @@ async def list_tools(name: str, cfg: McpServer, cwd: Path | None = None,
     try:
         with _errlog(name, log_dir) as log:
             async with asyncio.timeout(timeout_s):
-                async with _client(name, cfg, cwd, log, timeout_s) as client:
+                async with _client(cfg, cwd, log, timeout_s) as client:
                     result = await client.list_tools()
     except McpUnavailable:
         raise
@@ -125,7 +125,7 @@ async def call_tool(name: str, cfg: McpServer, tool: str, args: dict, cwd: Path 
     try:
         with _errlog(name, log_dir) as log:
             async with asyncio.timeout(timeout_s):
-                async with _client(name, cfg, cwd, log, timeout_s) as client:
+                async with _client(cfg, cwd, log, timeout_s) as client:
                     result = await client.call_tool(tool, args)
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
