@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# before anything imports litellm: its price map stays the bundled one, no test fetches it from the internet
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
 ROOT = Path(__file__).resolve().parents[1]
 COWORK_BIN = ROOT / ".venv" / "bin" / "cowork"
 

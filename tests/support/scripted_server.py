@@ -95,11 +95,13 @@ def _message(reply: dict, index: int) -> dict:
 
 @dataclass
 class Recorded:
-    """One request the server received: the matched script ``key`` (None if none), reply ``index``, ``body``."""
+    """One request the server received: the matched script ``key`` (None if none), reply ``index``, ``body``,
+    and ``at``, the ``time.perf_counter()`` when its body had been read (comparable in-process only)."""
 
     key: str | None
     index: int
     body: dict
+    at: float = 0.0
 
     @property
     def model(self) -> str:
@@ -286,13 +288,14 @@ class ScriptedServer(ThreadingHTTPServer):
     # ---- answering (called from handler threads)
     def _answer(self, body: dict) -> tuple[int, Any]:
         """Resolve ``body`` to ``(200, completion_dict)`` or ``(status, error_message)``."""
+        at = time.perf_counter()
         messages = body.get("messages") or []
         index = sum(1 for m in messages if m.get("role") == "assistant")
         route = _route_text(messages)
         with self._lock:
             keys = [k for k in self._scripts if k in route]
             key = max(keys, key=len) if keys else None
-            self._requests.append(Recorded(key, index, body))
+            self._requests.append(Recorded(key, index, body, at))
             self._counter += 1
             n, failing = self._counter, self._failing.get(body.get("model", ""))  # None: healthy
             replies, strict = self._scripts[key] if key is not None else ([], False)

@@ -1,0 +1,120 @@
+"""How lanes' model calls share one event loop: requests leave in turn, and no call waits for another's reply."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cowork.engines import models
+from cowork.engines.models import ModelChoice, send_turn
+from tests.support.scripted_server import delay, text
+
+
+@pytest.fixture(autouse=True)
+def _forget_models():
+    """`send_turn` remembers models that never announce their requests; each test starts from nothing."""
+    models._no_send_hook.clear()
+    yield
+    models._no_send_hook.clear()
+
+
+def _history(lane: int) -> list[dict]:
+    """A long conversation, so that preparing each request takes milliseconds (as it does late in a lane)."""
+    msgs = [{"role": "system", "content": f"You are dev. burst lane {lane:02d}."}]
+    for i in range(150):
+        msgs += [{"role": "user", "content": f"step {i}: read the next file and say what it holds"},
+                 {"role": "assistant", "content": f"file {i} holds a list of {i} numbers"}]
+    return msgs + [{"role": "user", "content": "go on"}]
+
+
+def test_a_burst_of_calls_sends_each_request_when_it_is_ready(server):
+    """Lanes asking at once: the first request reaches the server while the others are still being prepared,
+    not after all of them (litellm yields mid-preparation, so an unqueued burst builds every request first)."""
+    lm = models.litellm()  # first: cowork's import keeps litellm offline
+    from litellm.integrations.custom_logger import CustomLogger
+
+    n = 8
+    for i in range(n):
+        server.script(f"burst lane {i:02d}", [delay(0.3, text("ok"))])
+    choice = ModelChoice(model="openai/scripted", api_base=server.url, api_key="k", timeout_s=30)
+    prepared: list[float] = []
+
+    class Prepared(CustomLogger):  # litellm's own hook: called as each request is about to go out
+        def log_pre_api_call(self, model, messages, kwargs):
+            prepared.append(time.perf_counter())
+
+    seen = Prepared()
+    lm.input_callback.append(seen)
+
+    async def burst() -> list[models.Completion]:
+        await models.complete(choice, [{"role": "user", "content": "warm"}])  # client set-up is not the point
+        prepared.clear()
+        server.reset()
+        return await asyncio.gather(*(models.complete(choice, _history(i)) for i in range(n)))
+
+    try:
+        server.script("warm", [text("ok")])
+        replies = asyncio.run(burst())
+    finally:
+        lm.input_callback.remove(seen)
+    assert [r.message["content"] for r in replies] == ["ok"] * n
+    first = min(r.at for r in server.requests)
+    ready_before_first = sum(1 for t in prepared if t < first)
+    assert len(prepared) == n
+    assert ready_before_first <= n // 2, f"{ready_before_first} of {n} requests were built before the first left"
+
+
+def test_queued_calls_still_wait_for_their_replies_together(server):
+    """The queue covers preparing a request, never waiting for its reply: 4 calls of 0.6 s take 0.6 s, not 2.4."""
+    for i in range(4):
+        server.script(f"together {i}", [delay(0.6, text(f"reply {i}"))])
+    choice = ModelChoice(model="openai/scripted", api_base=server.url, api_key="k", timeout_s=30)
+
+    async def together() -> tuple[float, list[models.Completion]]:
+        await models.complete(choice, [{"role": "user", "content": "together 0"}])  # warm the client
+        t0 = time.perf_counter()
+        replies = await asyncio.gather(*(models.complete(choice, [{"role": "user", "content": f"together {i}"}])
+                                         for i in range(4)))
+        return time.perf_counter() - t0, replies
+
+    took, replies = asyncio.run(together())
+    assert [r.message["content"] for r in replies] == [f"reply {i}" for i in range(4)]
+    assert took < 1.2, f"4 parallel calls took {took:.2f}s"
+    assert "openai/scripted" not in models._no_send_hook  # litellm announced each request
+
+
+def test_a_model_that_never_announces_its_request_hands_the_turn_on_and_is_not_queued_again():
+    """A provider path without litellm's pre-call hook holds the next lane back at most SEND_HOLD_MAX_S, once."""
+
+    async def scenario() -> tuple[float, object]:
+        loop = asyncio.get_running_loop()
+        waited: list[float] = []
+
+        async def second() -> None:
+            t0 = loop.time()
+            async with send_turn("silent/model"):
+                waited.append(loop.time() - t0)
+
+        async with send_turn("silent/model") as sending:
+            assert sending is not None
+            other = asyncio.create_task(second())
+            await asyncio.sleep(0.3)  # the "call": never calls `sending`
+        await other
+        async with send_turn("silent/model") as again:
+            return waited[0], again
+
+    waited, again = asyncio.run(scenario())
+    assert waited < models.SEND_HOLD_MAX_S + 0.1
+    assert again is None  # remembered: this model's calls are no longer queued
+
+
+def test_a_failed_call_proves_nothing_about_the_hook():
+    async def scenario() -> object:
+        with pytest.raises(RuntimeError):
+            async with send_turn("flaky/model"):
+                raise RuntimeError("connection refused")
+        async with send_turn("flaky/model") as sending:
+            return sending
+
+    assert asyncio.run(scenario()) is not None
