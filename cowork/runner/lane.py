@@ -236,7 +236,7 @@ async def _work(rt: "Runner", row: dict) -> None:
         if packet is None:
             packet = handoffs.from_finish(fresh, role.name, outcome.finish,
                                           to=handoffs.next_role(rt.store, fresh, role), skills=[s.name for s in skills])
-            await asyncio.to_thread(handoffs.write, tree.path, packet)
+            handoffs.write(tree.path, packet)  # a few KB: a thread hop would only queue the lane behind others
         sha = await _commit(rt, tree.path, fresh, role.name, f"{lane}: {packet.title}\n\n{packet.section('Summary')}")
         lanes_db.update_lane(rt.store, task, lane, packet_path=handoffs.packet_rel(task, lane),
                              head_commit=sha or fresh["head_commit"])
