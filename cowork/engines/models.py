@@ -110,15 +110,15 @@ _no_send_hook: set[str] = set()  # models whose litellm path never said "sending
 async def send_turn(model: str) -> AsyncIterator[Callable[..., None] | None]:
     """One lane at a time prepares a model request; the next starts once this one is about to go out.
 
-    litellm prepares a request in steps that yield to the event loop (a thread for the parameter mapping, the
-    connection). When many lanes call at once (a fan-out's start, or replies that arrive together), the loop
-    runs every lane's first step, then every lane's second, and so on: the first request leaves only after all
-    of them are built, and every lane waits for the slowest burst (the measured convoy: 8 lanes, ~30 ms; 16
-    lanes, ~60 ms per burst). Queued here, lane k's request leaves after k preparations, as it would alone.
+    litellm prepares a request in steps that yield to the event loop (a worker thread for the parameter mapping,
+    then the connection). When many lanes call at once (a fan-out's start, replies that arrive together), the loop
+    runs every lane's first step, then every lane's second, and so on: the first request leaves only after all of
+    them are built, and each burst of replies costs every lane the whole burst. In turn, lane k's request leaves
+    after k preparations.
 
-    Yields the callback to pass litellm as `logger_fn`: litellm calls it just before the request goes out
-    (and again with the reply), which hands the turn on. It is also handed on after `SEND_HOLD_MAX_S`, and
-    when the call ends; a model whose path never calls it is not queued again in this process.
+    Yields the callback to pass litellm as `logger_fn`: litellm calls it just before the request goes out (and
+    again with the reply), which hands the turn on. The turn also passes after `SEND_HOLD_MAX_S` and when the call
+    ends; a model whose calls succeed without ever calling it is not queued again in this process.
     """
     if model in _no_send_hook:
         yield None
