@@ -7,7 +7,9 @@ its own and keeps connections alive, as a provider does.
 The two loops run interleaved: they take turns at the points where a lane may be held (before each model call and
 before each tool call), so a plain step and a cowork step are a few milliseconds apart and a change in the box's
 speed (other processes, a noisy neighbour) hits both alike. Each loop's time is the time it held the turn. Printed
-are the medians per step of each loop and the median over trials of the difference (goal: <= 1.0 ms).
+are the medians per step of each loop and the median over trials of the difference (goal: <= 1.0 ms), once with
+cowork's fast path for the openai SDK's request transform (what cowork runs; see bench_long_lane.py) and once with
+the SDK's own transform, each time the same for both loops.
 
     uv run python bench/bench_step_overhead.py [--steps 40] [--trials 15]
 """
@@ -191,24 +193,37 @@ async def main_async(steps: int, trials: int) -> None:
         from cowork.engines.models import litellm
 
         litellm()  # imported as cowork imports it (the runner does the same); import time is not a step
+        from cowork.engines import openai_fastpath
+
         await plain_loop(server, 3, root)
         await cowork_loop(server, 3, root, 0)
-        plain, cow = [], []
-        for i in range(trials):  # interleaved, alternating which loop takes the first turn
-            turns = Turns()
-            p, c = await asyncio.gather(plain_loop(server, steps, root, turns, me=i % 2),
-                                        cowork_loop(server, steps, root, i + 1, turns, me=1 - i % 2))
-            plain.append(p)
-            cow.append(c)
+        configs = (("with cowork's fast path for the openai SDK's request transform, as cowork runs",
+                    openai_fastpath.install),
+                   ("with the openai SDK's own request transform in both loops", openai_fastpath.uninstall))
+        results = []
+        for n, (label, use) in enumerate(configs):
+            use()
+            plain, cow = [], []
+            for i in range(trials):  # interleaved, alternating which loop takes the first turn
+                turns = Turns()
+                p, c = await asyncio.gather(plain_loop(server, steps, root, turns, me=i % 2),
+                                            cowork_loop(server, steps, root, 1 + n * trials + i, turns,
+                                                        me=1 - i % 2))
+                plain.append(p)
+                cow.append(c)
+            results.append((label, plain, cow))
+        openai_fastpath.install()
         own = [await bookkeeping_only(steps, root, 1000 + i) for i in range(trials)]
-    print(f"steps per trial: {steps + 1} model calls per loop, trials: {trials} (loops interleaved), "
+    print(f"steps per trial: {steps + 1} model calls per loop, trials: {trials} per setting (loops interleaved), "
           f"load average {os.getloadavg()[0]:.1f}")
-    for label, k in (("wall", 0), ("cpu ", 1)):
-        p = statistics.median(x[k] for x in plain) * 1000
-        c = statistics.median(x[k] for x in cow) * 1000
-        d = statistics.median(y[k] - x[k] for x, y in zip(plain, cow)) * 1000
-        print(f"{label}: plain litellm loop median {p:7.3f} ms/step | cowork loop median {c:7.3f} ms/step | "
-              f"overhead (median over trials) {d:+7.3f} ms/step (goal <= 1.0 ms)")
+    for label, plain, cow in results:
+        print(label + ":")
+        for kind, k in (("wall", 0), ("cpu ", 1)):
+            p = statistics.median(x[k] for x in plain) * 1000
+            c = statistics.median(x[k] for x in cow) * 1000
+            d = statistics.median(y[k] - x[k] for x, y in zip(plain, cow)) * 1000
+            print(f"  {kind}: plain litellm loop median {p:7.3f} ms/step | cowork loop median {c:7.3f} ms/step | "
+                  f"overhead (median over trials) {d:+7.3f} ms/step (goal <= 1.0 ms)")
     print(f"cowork's own bookkeeping, model answered in-process: median {statistics.median(own) * 1000:.3f} "
           "ms/step (wall)")
 

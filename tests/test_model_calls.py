@@ -118,3 +118,67 @@ def test_a_failed_call_proves_nothing_about_the_hook():
             return sending
 
     assert asyncio.run(scenario()) is not None
+
+
+# ---------------------------------------------------------------- the openai SDK's request transform
+
+
+def _chat_body() -> dict:
+    """A request as the SDK's `AsyncCompletions.create` hands it to its transform: a lane's messages and tools,
+    and unset parameters."""
+    from openai import NOT_GIVEN, omit
+
+    from cowork.tools.specs import spec
+
+    messages = [{"role": "system", "content": "You are dev."},
+                {"role": "user", "content": [{"type": "text", "text": "read a.py"}]},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.py"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "x = 1\n"}]
+    return {"messages": messages, "model": "gpt-x", "tools": [spec("read_file"), spec("finish")],
+            "tool_choice": "auto", "temperature": 0.2, "max_tokens": 100, "audio": NOT_GIVEN, "seed": omit,
+            "response_format": {"type": "json_object"}, "metadata": {"lane": "l1"}}
+
+
+def test_the_fast_path_returns_what_the_sdk_transform_returns():
+    import openai.resources.chat.completions.completions as chat
+    from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming as Params
+
+    from cowork.engines import openai_fastpath
+
+    models.litellm()  # cowork's loader installs it
+    assert openai_fastpath._original is not None
+    body = _chat_body()
+    fast = asyncio.run(chat.async_maybe_transform(body, Params))
+    sdk = asyncio.run(openai_fastpath._original(_chat_body(), Params))
+    assert fast == sdk
+    assert "audio" not in fast and "seed" not in fast  # unset parameters are dropped, as the SDK drops them
+
+
+def test_the_fast_path_leaves_anything_but_plain_json_to_the_sdk():
+    import openai.resources.chat.completions.completions as chat
+    from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming as Params
+
+    from cowork.engines import openai_fastpath
+
+    models.litellm()
+    body = _chat_body()
+    body["messages"] = tuple(body["messages"])  # an iterable the SDK turns into a list
+    out = asyncio.run(chat.async_maybe_transform(body, Params))
+    assert isinstance(out["messages"], list)
+    assert out == asyncio.run(openai_fastpath._original(_chat_body(), Params))
+
+
+def test_transform_metadata_anywhere_in_the_types_is_found():
+    """The check `install` makes before trusting the fast path: an aliased or formatted field at any depth."""
+    from openai._utils._transform import PropertyInfo
+    from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
+    from typing_extensions import Annotated, Required, TypedDict
+
+    from cowork.engines.openai_fastpath import _metadata_reachable
+
+    when = TypedDict("When", {"at": Annotated[str, PropertyInfo(format="iso8601")]}, total=False)
+    outer = TypedDict("Outer", {"items": Required[list[when | str]]}, total=False)  # evaluated now, not as text
+
+    assert _metadata_reachable(outer)
+    assert _metadata_reachable(CompletionCreateParamsNonStreaming) == []

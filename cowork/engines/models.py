@@ -95,6 +95,10 @@ def litellm():
         gc.freeze()
         _mod.suppress_debug_info = True
         _mod.telemetry = False
+        if os.environ.get("COWORK_OPENAI_FASTPATH", "1") != "0":
+            from cowork.engines import openai_fastpath
+
+            openai_fastpath.install()  # skips the SDK's per-message request walk, where it provably changes nothing
         _litellm = _mod
     return _litellm
 
