@@ -1,8 +1,10 @@
-"""How lanes' model calls share one event loop: requests leave in turn, and no call waits for another's reply."""
+"""How cowork calls its models on the loop lanes share: requests leave in turn, replies are awaited together, and the
+client spends no time on work that changes nothing (the SDK's request walk, price searches for unpriced models)."""
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -182,3 +184,30 @@ def test_transform_metadata_anywhere_in_the_types_is_found():
 
     assert _metadata_reachable(outer)
     assert _metadata_reachable(CompletionCreateParamsNonStreaming) == []
+
+
+def test_an_unpriced_model_is_priced_from_the_team_and_litellm_stops_searching_for_it(server):
+    """litellm has no price for a self-hosted model and searches its table on every reply; after the first reply
+    cowork gives it a price of 0 there, and keeps pricing the model from `[prices]` itself."""
+    from cowork.config import PriceSettings, TeamSettings
+
+    model = "openai/unpriced-in-litellm"
+    server.script("price me", [text("first"), text("second")])
+    settings = TeamSettings(prices={model: PriceSettings(input_per_mtok=1_000_000.0, output_per_mtok=0.0)})
+    choice = ModelChoice(model=model, api_base=server.url, api_key="k", timeout_s=30)
+    lm = models.litellm()
+    with pytest.raises(Exception):
+        lm.get_model_info(model)
+
+    async def calls() -> tuple[models.Completion, Any]:
+        first = await models.complete(choice, [{"role": "user", "content": "price me"}], settings=settings)
+        raw = await lm.acompletion(model=model, api_base=server.url, api_key="k", num_retries=0,
+                                   messages=[{"role": "user", "content": "price me"}])
+        return first, raw
+
+    first, raw = asyncio.run(calls())
+    assert first.tokens_in > 0 and first.usd == pytest.approx(first.tokens_in * 1.0)  # $1 a token, from [prices]
+    assert lm.get_model_info(model)["input_cost_per_token"] == 0.0
+    assert raw._hidden_params["response_cost"] == 0.0  # found at once, not None after a full search
+    later = asyncio.run(models.complete(choice, [{"role": "user", "content": "price me"}], settings=settings))
+    assert later.usd == pytest.approx(later.tokens_in * 1.0)

