@@ -61,9 +61,12 @@ def enqueue(store: Store, task: str, lane: str) -> int:
     Idempotent: a lane already waiting or merging keeps its entry and place.
     """
     with store.tx():
-        row = store.one("SELECT id FROM merge_queue WHERE task_id=? AND lane_id=? AND state IN (?,?)",
+        row = store.one("SELECT id, state FROM merge_queue WHERE task_id=? AND lane_id=? AND state IN (?,?)",
                         (task, lane, WAITING, MERGING))
         if row is not None:
+            lane_row = get_lane(store, task, lane)
+            if row["state"] == WAITING and lane_row is not None and lane_row["state"] != "merge-queue":
+                set_lane_state(store, task, lane, "merge-queue", actor="merger", detail=f"queue entry {row['id']}")
             return row["id"]
         qid = store.execute("INSERT INTO merge_queue(task_id, lane_id, state, enqueued_at) VALUES (?,?,?,?)",
                             (task, lane, WAITING, now())).lastrowid

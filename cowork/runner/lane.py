@@ -257,18 +257,19 @@ async def _work(rt: "Runner", row: dict) -> None:
                 lanes_db.set_lane_state(rt.store, task, lane, "running")
                 continue
         break
-    fresh = lanes_db.get_lane(rt.store, task, lane)
-    _on_finished(rt, fresh, packet)
-    if row["kind"] == "consult":
-        lanes_db.set_lane_state(rt.store, task, lane, "done")
-    elif role.review_by and role.review_by in rt.roles:
-        from cowork.runner.review import start_review
+    with rt.store.tx():  # the hand-off is one commit: what goes back to whoever asked, and the lane's next state
+        fresh = lanes_db.get_lane(rt.store, task, lane)
+        _on_finished(rt, fresh, packet)
+        if row["kind"] == "consult":
+            lanes_db.set_lane_state(rt.store, task, lane, "done")
+        elif role.review_by and role.review_by in rt.roles:
+            from cowork.runner.review import start_review
 
-        start_review(rt, fresh, role.review_by)
-    elif outcome.status == "needs-review":
-        end_lane(rt, fresh, "blocked", "the agent asked for review and its role has no review_by: a human decides")
-    else:
-        enqueue(rt, fresh)
+            start_review(rt, fresh, role.review_by)
+        elif outcome.status == "needs-review":
+            end_lane(rt, fresh, "blocked", "the agent asked for review and its role has no review_by: a human decides")
+        else:
+            enqueue(rt, fresh)
 
 
 async def _diff_stat(rt: "Runner", tree, row: dict, role: str) -> list[str]:
@@ -309,8 +310,7 @@ async def run_checks(rt: "Runner", row: dict, checks: list[str], cwd, journal: J
 def enqueue(rt: "Runner", row: dict) -> None:
     from cowork.gitops import merge
 
-    merge.enqueue(rt.store, row["task_id"], row["id"])
-    lanes_db.set_lane_state(rt.store, row["task_id"], row["id"], "merge-queue")
+    merge.enqueue(rt.store, row["task_id"], row["id"])  # the lane's state becomes merge-queue with its entry
     rt.wake()
 
 
