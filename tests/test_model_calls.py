@@ -211,3 +211,10 @@ def test_an_unpriced_model_is_priced_from_the_team_and_litellm_stops_searching_f
     assert raw._hidden_params["response_cost"] == 0.0  # found at once, not None after a full search
     later = asyncio.run(models.complete(choice, [{"role": "user", "content": "price me"}], settings=settings))
     assert later.usd == pytest.approx(later.tokens_in * 1.0)
+
+
+def test_a_model_litellm_prices_is_never_given_a_zero_price():
+    lm = models.litellm()
+    before = lm.get_model_info("gpt-4o-mini")["input_cost_per_token"]
+    models._price_at_zero("gpt-4o-mini")
+    assert before > 0 and lm.get_model_info("gpt-4o-mini")["input_cost_per_token"] == before

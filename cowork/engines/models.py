@@ -180,9 +180,10 @@ def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: Te
     if usd is None and model not in _unpriced:
         try:
             usd = litellm().completion_cost(completion_response=resp, model=model)
-        except Exception:  # an unknown model: litellm raises rather than returning 0
+        except Exception as exc:  # an unknown model: litellm raises rather than returning 0
             _unpriced.add(model)
-            _price_at_zero(model)
+            if type(exc).__name__ == "ModelNotMappedError":  # not a reply litellm failed to read
+                _price_at_zero(model)
     if usd:
         return float(usd)
     price = (settings.prices.get(model) or settings.prices.get(model.split("/", 1)[-1])) if settings else None
@@ -197,8 +198,11 @@ def _price_at_zero(model: str) -> None:
     Without an entry litellm searches its whole price table again on every reply before giving up: about 1 ms of
     the loop all lanes share, per call (measured: 4.3 ms a call unpriced, 3.3 ms with the entry).
     """
+    lm = litellm()
+    if model in lm.model_cost or model.split("/", 1)[-1] in lm.model_cost:
+        return  # litellm has an entry after all: never overwrite a real price
     try:
-        litellm().register_model({model: {
+        lm.register_model({model: {
             "input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "cache_creation_input_token_cost": 0.0,
             "cache_read_input_token_cost": 0.0, "litellm_provider": _provider(model) or "openai", "mode": "chat"}})
     except Exception:  # noqa: BLE001 - a quicker lookup is not worth failing a reply for
