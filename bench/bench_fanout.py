@@ -25,6 +25,9 @@ from tests.support.scripted_server import ServerProcess, delay, tool_call  # noq
 from tests.support.team import DEV, PLANNER, make_team  # noqa: E402
 
 
+GOAL = 1.05  # wall / ideal, from the issue
+
+
 def lane_scripts(key: str, n: int, latency: float) -> dict:
     """Each of `n` lanes (its route key `key` with the lane number) writes one file, then finishes: 2 model calls."""
     return {key.format(i=i): [
@@ -156,9 +159,6 @@ def main() -> None:
               f"git and server {mid['cpu_children']:.2f} s")
         print("      each round, bare litellm / cowork:", "  ".join(f"{p / ideal:.3f} / {c / ideal:.3f}"
                                                               for p, c in zip(plains, cowork)))
-
-
-GOAL = 1.05
 
 
 def _spread(seconds: list[float], ideal: float) -> str:

@@ -178,11 +178,12 @@ def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: Te
     hidden = getattr(resp, "_hidden_params", None) or {}
     usd = hidden.get("response_cost")
     if usd is None and model not in _unpriced:
+        lm = litellm()
         try:
-            usd = litellm().completion_cost(completion_response=resp, model=model)
+            usd = lm.completion_cost(completion_response=resp, model=model)
         except Exception as exc:  # an unknown model: litellm raises rather than returning 0
             _unpriced.add(model)
-            if type(exc).__name__ == "ModelNotMappedError":  # not a reply litellm failed to read
+            if isinstance(exc, lm.ModelNotMappedError):  # not a reply litellm failed to read
                 _price_at_zero(model)
     if usd:
         return float(usd)
