@@ -38,7 +38,8 @@ class BudgetSettings(_Strict):
 
 
 class PriceSettings(_Strict):
-    """USD per million tokens, for models litellm has no price for."""
+    """USD per million tokens for one model. It wins over litellm's own price, so it serves models litellm does not
+    price (local, self-hosted, brand new) and rates litellm does not know (a negotiated discount)."""
 
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
@@ -85,6 +86,11 @@ class TeamSettings(_Strict):
     merge: MergeSettings = Field(default_factory=MergeSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     mcp: dict[str, McpServer] = Field(default_factory=dict)
+
+    def price_for(self, model: str) -> PriceSettings | None:
+        """`[prices."MODEL"]`, looked up as written and without its provider prefix ("openai/gpt-4o" finds
+        "gpt-4o"); None when cowork.toml gives no price for it."""
+        return self.prices.get(model) or self.prices.get(model.split("/", 1)[-1])
 
 
 ENV_OVERRIDES = {

@@ -218,3 +218,23 @@ def test_a_model_litellm_prices_is_never_given_a_zero_price():
     before = lm.get_model_info("gpt-4o-mini")["input_cost_per_token"]
     models._price_at_zero("gpt-4o-mini")
     assert before > 0 and lm.get_model_info("gpt-4o-mini")["input_cost_per_token"] == before
+
+
+def test_the_teams_price_wins_over_litellms_everywhere_a_reply_is_priced(server):
+    """`[prices]` in cowork.toml is the team's word (a negotiated rate, a table litellm has wrong): lane replies,
+    cheap steps and the budget's own pricing all use it, for a model litellm prices too."""
+    from cowork.config import PriceSettings, TeamSettings
+    from cowork.team import budgets
+
+    model = "openai/gpt-4o-mini"
+    server.script("negotiated", [text("lane reply"), text("cheap reply"), text("litellm alone")])
+    settings = TeamSettings(prices={"gpt-4o-mini": PriceSettings(input_per_mtok=1_000_000.0, output_per_mtok=0.0)})
+    choice = ModelChoice(model=model, api_base=server.url, api_key="k", timeout_s=30)
+    messages = [{"role": "user", "content": "negotiated"}]
+    lane = asyncio.run(models.complete(choice, messages, settings=settings))
+    cheap = models.complete_text(choice, messages, settings=settings)
+    plain = models.complete_text(choice, messages)
+    assert lane.tokens_in > 0 and lane.usd == pytest.approx(lane.tokens_in * 1.0)   # $1 a token, from [prices]
+    assert cheap.usd == pytest.approx(cheap.tokens_in * 1.0)
+    assert 0 < plain.usd < plain.tokens_in * 1e-3                                  # litellm's own price, no team
+    assert budgets.price(settings, model, lane.tokens_in, lane.tokens_out) == pytest.approx(lane.usd)

@@ -173,10 +173,10 @@ def _message_dict(msg: Any) -> dict:
 
 
 def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: TeamSettings | None) -> float:
-    """USD for one reply: litellm's price when it knows the model, else `[prices]` in cowork.toml, else 0."""
+    """USD for one reply: `[prices]` in cowork.toml when it names the model, else litellm's price, else 0 (the same
+    order as `cowork.team.budgets.price`)."""
     # litellm prices the reply itself while handling it; asking again costs milliseconds per call
-    hidden = getattr(resp, "_hidden_params", None) or {}
-    usd = hidden.get("response_cost")
+    usd = (getattr(resp, "_hidden_params", None) or {}).get("response_cost")
     if usd is None and model not in _unpriced:
         lm = litellm()
         try:
@@ -185,12 +185,10 @@ def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: Te
             _unpriced.add(model)
             if isinstance(exc, lm.ModelNotMappedError):  # not a reply litellm failed to read
                 _price_at_zero(model)
-    if usd:
-        return float(usd)
-    price = (settings.prices.get(model) or settings.prices.get(model.split("/", 1)[-1])) if settings else None
-    if price is None:
-        return 0.0
-    return (tokens_in * price.input_per_mtok + tokens_out * price.output_per_mtok) / 1_000_000
+    price = settings.price_for(model) if settings is not None else None
+    if price is not None:
+        return (tokens_in * price.input_per_mtok + tokens_out * price.output_per_mtok) / 1_000_000
+    return float(usd or 0.0)
 
 
 def _price_at_zero(model: str) -> None:
@@ -221,7 +219,8 @@ def cheap_choice(settings: TeamSettings) -> ModelChoice | None:
                        label=m.cheap, source="cowork.toml [model] cheap")
 
 
-def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int = 400) -> Completion:
+def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int = 400,
+                  settings: TeamSettings | None = None) -> Completion:
     """One plain-text reply, blocking and without tools or fallbacks: for short cheap steps.
 
     Raises:
@@ -233,10 +232,10 @@ def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int 
     except Exception as exc:  # noqa: BLE001 - any provider failure becomes one clear error
         raise ModelError(f"{choice.model} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     usage = getattr(resp, "usage", None)
-    cost = (getattr(resp, "_hidden_params", None) or {}).get("response_cost") or 0.0
+    t_in, t_out = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
     return Completion(message={"role": "assistant", "content": resp.choices[0].message.content or ""},
-                      model=choice.model, tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
-                      tokens_out=getattr(usage, "completion_tokens", 0) or 0, usd=float(cost))
+                      model=choice.model, tokens_in=t_in, tokens_out=t_out,
+                      usd=cost_of(resp, choice.model, t_in, t_out, settings))
 
 
 async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] | None = None, *,

@@ -72,13 +72,12 @@ def _overview(rt, task: dict, state: str, rows: list[dict], packets: dict[str, s
                                               "review it. Answer with two or three plain sentences, no headings."},
                 {"role": "user", "content": f"Task: {task['title']}\nOutcome: {state}\nLanes:\n{lanes}"}]
     try:
-        reply = models.complete_text(choice, messages, max_tokens=200)
+        reply = models.complete_text(choice, messages, max_tokens=200, settings=rt.settings)
     except models.ModelError as exc:
         rt.store.event("task.overview_failed", f"{task['id']}: {exc.message}"[:300], actor="runner", task=task["id"])
         return ""
     budgets.record_usage(rt.store, task=task["id"], lane=None, role=None, model=choice.model,
-                         tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, usd=reply.usd or None,
-                         settings=rt.settings)
+                         tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, usd=reply.usd)
     return " ".join((reply.message.get("content") or "").split())[:1200]
 
 

@@ -51,10 +51,9 @@ class BudgetState:
 
 
 def price(settings: TeamSettings | None, model: str, tokens_in: int, tokens_out: int) -> float:
-    """USD for a call: `[prices."model"]` in cowork.toml when given, else litellm's price, else 0."""
-    p = None
-    if settings is not None:
-        p = settings.prices.get(model) or settings.prices.get(model.split("/", 1)[-1])
+    """USD for a call: `[prices."model"]` in cowork.toml when given, else litellm's price, else 0 (the same order
+    as `cowork.engines.models.cost_of`)."""
+    p = settings.price_for(model) if settings is not None else None
     if p is not None:
         return (tokens_in * p.input_per_mtok + tokens_out * p.output_per_mtok) / 1_000_000
     try:
