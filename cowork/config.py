@@ -74,6 +74,8 @@ class McpServer(_Strict):
     command: list[str]
     env: dict[str, str] = Field(default_factory=dict)
     tools: list[str] | None = None
+    timeout_s: float = Field(300.0, gt=0, description="one tool call; a server that takes longer is stopped and the "
+                                                      "lane's next call starts it again")
 
 
 class TeamSettings(_Strict):

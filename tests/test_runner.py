@@ -9,6 +9,7 @@ import time
 import pytest
 
 from cowork.cli.app import main
+from cowork.procs import pid_alive
 from cowork.runner import control
 from cowork.runner.launch import run_here
 from cowork.store import Store
@@ -440,9 +441,12 @@ def test_closing_a_task_never_stalls_the_other_tasks_lanes(tmp_path, server):
 
 
 SLOW_MCP = '''
+import os
 import time
 from mcp.server.mcpserver import MCPServer
 
+with open(PIDS_FILE, "a") as f:  # set by the test
+    f.write(f"{os.getpid()}\\n")
 time.sleep(1.5)  # a server that takes its time to start (npx fetching a package, say)
 server = MCPServer("slow")
 
@@ -463,7 +467,8 @@ def test_a_slow_mcp_server_never_holds_up_the_other_lanes(tmp_path, server):
     import sys
 
     script = tmp_path / "slow_mcp.py"
-    script.write_text(SLOW_MCP)
+    pids = tmp_path / "mcp-pids.txt"
+    script.write_text(f"PIDS_FILE = {str(pids)!r}\n" + SLOW_MCP)
     mcp_role = "name: ops\nmandate: Operates the slow service.\ntools: [slow.ping]\n"
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "ops": mcp_role},
                         extra_toml=f'\n[mcp.slow]\ncommand = ["{sys.executable}", "{script}"]\n')
@@ -480,3 +485,6 @@ def test_a_slow_mcp_server_never_holds_up_the_other_lanes(tmp_path, server):
     calls = st.events(task=task, lane="ops", kinds=["tool.call"])
     assert [(e["data"]["tool"], e["data"]["ok"]) for e in calls] == [("slow.ping", True)]
     assert first["ops"] - first["dev"] >= 0.8, first   # dev's first reply was handled while ops' server started
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 2                           # one to list the tools, one for the lane's calls
+    assert not [p for p in started if pid_alive(p)]    # the lane's end stopped its server

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from cowork.procs import pid_alive
 from tests.support.lanectx import TeamEnv, git
 
 DEV = {"tools": ["read_file", "write_file", "list_files", "search", "run", "git_diff"],
@@ -208,6 +209,24 @@ def die() -> str:
     os._exit(3)
 
 
+CALLS = []
+
+
+@server.tool()
+def count(tag: str = "") -> str:
+    """How many times this server process has been called, and its process id."""
+    CALLS.append(1)
+    return f"{len(CALLS)} {os.getpid()}"
+
+
+@server.tool()
+def nap(seconds: float) -> str:
+    """Sleep, as a stuck server would."""
+    import time
+    time.sleep(seconds)
+    return "awake"
+
+
 server.run("stdio")
 '''
 
@@ -241,6 +260,52 @@ def test_mcp_tools_go_through_the_gateway(tmp_path, monkeypatch):
     assert not r.ok and "MCP server 'broken' is unavailable" in r.content
     plain = env.gateway("plain", lane="p")
     assert not call(plain, "demo__shout", text="x").ok and env.events("tool.denied")[-1]["role"] == "plain"
+
+
+def test_a_lane_keeps_its_mcp_servers_until_its_end_and_restarts_one_that_died_or_hung(tmp_path):
+    """A lane's first call starts the server and its later calls reuse it (state kept, no start-up per call); a
+    server that dies or overruns `timeout_s` fails that one call, and the next call gets a fresh server; the lane's
+    end (`aclose`) stops them."""
+    import sys
+    import time
+
+    script = tmp_path / "demo_server.py"
+    script.write_text(MCP_SERVER)
+    toml = f'[mcp.demo]\ncommand = ["{sys.executable}", "{script}"]\ntimeout_s = 1.5\n'
+    env = TeamEnv(tmp_path, {"mcp": {"tools": ["demo.count", "demo.die", "demo.nap", "demo.shout"]}}, toml)
+    g = env.gateway("mcp")
+    g.tool_specs()
+
+    def counted(r) -> tuple[int, int]:
+        assert r.ok, r.content
+        n, pid = r.content.split()
+        return int(n), int(pid)
+
+    async def lane() -> list:
+        seen = [counted(await g.call("demo__count", {"tag": "a"})), counted(await g.call("demo__count", {"tag": "b"}))]
+        t = time.monotonic()
+        seen.append((await g.call("demo__count", {"tag": "c"}), time.monotonic() - t))
+        died = await g.call("demo__die", {})
+        seen += [died, counted(await g.call("demo__count", {"tag": "d"}))]
+        hung = await g.call("demo__nap", {"seconds": 30})
+        seen += [hung, counted(await g.call("demo__count", {"tag": "e"}))]
+        await g.aclose()
+        return seen
+
+    (n1, pid1), (n2, pid2), (third, took), died, (n4, pid4), hung, (n5, pid5) = asyncio.run(lane())
+    assert (n1, n2) == (1, 2) and pid1 == pid2 and took < 0.5           # one process, kept between calls
+    assert third.ok and third.content.startswith("3 ")
+    assert not died.ok and "MCP server 'demo' failed while calling die" in died.content
+    assert n4 == 1 and pid4 != pid1                                      # a fresh server after the crash
+    assert not hung.ok and "timed out after 1.5 s" in hung.content
+    assert n5 == 1 and pid5 not in (pid1, pid4)                          # and after the hang
+    for pid in (pid1, pid4, pid5):                                       # none outlives the lane
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(pid), pid
+    assert [e["data"]["ok"] for e in env.events("tool.call")] == [True, True, True, False, True, False, True]
+
 
 
 def msgs_to_humans(env) -> str:

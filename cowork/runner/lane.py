@@ -166,8 +166,11 @@ async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Jour
     from cowork.tools.gateway import Gateway
 
     gateway = Gateway(ctx)
-    return await run_llm_lane(ctx, gateway, journal, system=system, kickoff=kickoff, notes=notes,
-                              hooks=make_hooks(rt, row, role, ctx.worktree, lane_git))
+    try:
+        return await run_llm_lane(ctx, gateway, journal, system=system, kickoff=kickoff, notes=notes,
+                                  hooks=make_hooks(rt, row, role, ctx.worktree, lane_git))
+    finally:
+        await gateway.aclose()
 
 
 def _skills(rt: "Runner", role: Any, goal: str) -> list:

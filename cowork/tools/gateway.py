@@ -68,6 +68,7 @@ class Gateway:
         self._looked = 0  # every message up to this id has been considered (taken, or not for this lane)
         self._msg_mark: tuple | None = None  # store.version(*WATCHED) at the last look
         self._mcp = None
+        self._mcp_sessions = None  # the MCP servers this lane has called, kept running until `aclose`
         # waits out a pause; an engine lends the runner's, which also shows the lane as paused meanwhile
         self.hold: Callable[[], Awaitable[None]] | None = None
         self.dispatched = False  # whether the current call got past authority, pause and approval to the tool
@@ -446,5 +447,11 @@ class Gateway:
         info = self._mcp_tools()[name]
         if info.get("error"):
             return ToolResult(False, f"MCP server '{server}' is unavailable: {info['error']}", {"mcp_server": server})
-        return await mcp_client.call_tool(server, self.ctx.settings.mcp[server], tool, args, cwd=self.ctx.worktree,
-                                          log_dir=self.ctx.ws.logs_dir)
+        if self._mcp_sessions is None:
+            self._mcp_sessions = mcp_client.Sessions(cwd=self.ctx.worktree, log_dir=self.ctx.ws.logs_dir)
+        return await self._mcp_sessions.call(server, self.ctx.settings.mcp[server], tool, args)
+
+    async def aclose(self) -> None:
+        """Stop the MCP servers this lane started (its engine calls this when the lane's run ends)."""
+        if self._mcp_sessions is not None:
+            await self._mcp_sessions.aclose()

@@ -1,7 +1,10 @@
 """MCP servers declared in cowork.toml (`[mcp.NAME] command = [...]`) as tools `NAME.tool`, over stdio.
 
-Each call starts the server, calls the tool and stops it: a server that dies takes down one call, never a lane,
-and the agent gets an error naming the server. Tool listings are cached per server command for the process.
+A lane's first call to a server starts it (in the lane's worktree) and the lane's later calls reuse it
+(`Sessions`): a server keeps its state between calls, and one started through npx or uvx takes seconds to start.
+A server that dies, or a call that times out, takes down that one call, never the lane: the agent gets an error
+naming the server, and the lane's next call starts the server again. The lane's end stops its servers. Tool
+listings are cached per server command for the process.
 A server's stderr goes to `mcp-NAME.log` in the log directory the caller names (else to the process's own
 stderr): never to whatever stream happens to stand in for sys.stderr (a TUI's, a test's capture).
 Model-facing names replace the dot with a double underscore (providers allow only [A-Za-z0-9_-] in tool names).
@@ -14,13 +17,12 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Any, Iterator, TextIO
 
 from cowork.config import McpServer, TeamSettings
 from cowork.tools.context import ToolResult
 
 LIST_TIMEOUT_S = 30.0
-CALL_TIMEOUT_S = 300.0
 SEP = "__"
 
 _listing_cache: dict[tuple, dict[str, dict]] = {}
@@ -56,7 +58,7 @@ def _errlog(name: str, log_dir: Path | None) -> Iterator[TextIO]:
         yield f
 
 
-def _client(cfg: McpServer, cwd: Path | None, log: TextIO, timeout_s: float):
+def _client(cfg: McpServer, cwd: Path | None, log: TextIO, timeout_s: float | None):
     from mcp import Client
     from mcp.client.stdio import stdio_client
 
@@ -119,20 +121,141 @@ def list_tools_sync(name: str, cfg: McpServer, cwd: Path | None = None,
     return box["tools"]
 
 
-async def call_tool(name: str, cfg: McpServer, tool: str, args: dict, cwd: Path | None = None,
-                    timeout_s: float = CALL_TIMEOUT_S, log_dir: Path | None = None) -> ToolResult:
-    """Call `tool` on server `name`. A server that fails to start or dies gives an error naming it."""
-    try:
-        with _errlog(name, log_dir) as log:
-            async with asyncio.timeout(timeout_s):
-                async with _client(cfg, cwd, log, timeout_s) as client:
+class Sessions:
+    """The MCP servers one lane has called, each kept running for the lane's later calls.
+
+    Args:
+        cwd: where the servers run (the lane's worktree).
+        log_dir: where their stderr goes (`mcp-NAME.log`), else this process's own stderr.
+    """
+
+    def __init__(self, cwd: Path | None = None, log_dir: Path | None = None) -> None:
+        self.cwd, self.log_dir = cwd, log_dir
+        self._open: dict[str, _Session] = {}
+        self._started: list[_Session] = []  # every session, so `aclose` also waits for ones still stopping
+
+    async def call(self, name: str, cfg: McpServer, tool: str, args: dict) -> ToolResult:
+        """Call `tool` on server `name`, starting the server first when it is not running for this lane. A call
+        gets `cfg.timeout_s`; a server that takes longer is stopped."""
+        session = self._open.get(name)
+        if session is None or session.ended or session.loop is not asyncio.get_running_loop():
+            session = self._open[name] = _Session(name, cfg, self.cwd, self.log_dir)
+            self._started = [s for s in self._started if not s.stopped] + [session]
+        try:
+            result = await session.call(tool, args)
+        except McpUnavailable as exc:
+            return ToolResult(False, f"MCP server '{name}' failed while calling {tool}: {exc}",
+                              {"mcp_server": name, "error": str(exc)})
+        return _result(name, tool, result)
+
+    async def aclose(self) -> None:
+        """Stop every server this lane started: its stdin is closed, then after a grace period it is terminated
+        (bounded: a few seconds for a server that ignores both)."""
+        sessions, self._open, self._started = self._started, {}, []
+        loop = asyncio.get_running_loop()
+        for session in sessions:
+            if session.loop is loop:  # one from an event loop that has ended was cancelled with it
+                await session.aclose()
+
+
+class _Session:
+    """One running server. A task of its own holds the connection (anyio's scopes must be entered and left by one
+    task) and runs the calls handed to it, one at a time; any failure of the connection ends the session. It is
+    stopped through anyio's cancellation, never `Task.cancel()`, which could cut short the SDK's shielded shutdown
+    and leave the server running."""
+
+    def __init__(self, name: str, cfg: McpServer, cwd: Path | None, log_dir: Path | None) -> None:
+        import anyio
+
+        self.name, self.cfg, self.cwd, self.log_dir = name, cfg, cwd, log_dir
+        self.loop = asyncio.get_running_loop()
+        self.ended = False    # takes no more calls
+        self._jobs: asyncio.Queue = asyncio.Queue()
+        self._current: tuple | None = None
+        self._scope = anyio.CancelScope()
+        self._closing = False
+        self._task = self.loop.create_task(self._own(), name=f"mcp-{name}")
+
+    @property
+    def stopped(self) -> bool:
+        return self._task.done()
+
+    async def call(self, tool: str, args: dict) -> Any:
+        if self.ended:
+            raise McpUnavailable("the server has stopped")
+        done = self.loop.create_future()
+        self._jobs.put_nowait((tool, args, done))
+        return await done
+
+    async def _own(self) -> None:
+        import math
+
+        import anyio
+
+        why = "the server has stopped"
+        try:
+            with _errlog(self.name, self.log_dir) as log, self._scope:
+                self._scope.deadline = anyio.current_time() + LIST_TIMEOUT_S
+                async with _client(self.cfg, self.cwd, log, None) as client:  # each call has its own limit
+                    self._scope.deadline = math.inf
+                    why = await self._serve(client)
+            if self._scope.cancelled_caught:
+                why = "the lane stopped its servers" if self._closing else \
+                    f"did not start within {LIST_TIMEOUT_S:g} s"
+        except BaseException as exc:  # noqa: BLE001 - a foreign process failing is one clear error
+            if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+                raise
+            why = _describe(exc)
+        finally:
+            self._fail(why)
+
+    async def _serve(self, client: Any) -> str:
+        """Run calls until one fails the connection or times out; what ended the session."""
+        import anyio
+
+        timeout_s = self.cfg.timeout_s
+        while True:
+            tool, args, done = self._current = await self._jobs.get()
+            try:
+                with anyio.fail_after(timeout_s):
                     result = await client.call_tool(tool, args)
-    except BaseException as exc:  # noqa: BLE001
-        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-            raise
-        why = "timed out" if isinstance(exc, TimeoutError) else _describe(exc)
-        return ToolResult(False, f"MCP server '{name}' failed while calling {tool}: {why}",
-                          {"mcp_server": name, "error": why})
+            except TimeoutError:
+                why = f"timed out after {timeout_s:g} s; the server was stopped"
+                self._fail(why)
+                return why
+            except Exception as exc:  # noqa: BLE001 - the connection is gone: so is the session
+                why = _describe(exc)
+                self._fail(why)
+                return why
+            _settle(done, result)
+            self._current = None
+
+    def _fail(self, why: str) -> None:
+        """End the session now (the next call starts a new server) and fail the calls it still holds; stopping the
+        server may take its grace period, and no call waits for that."""
+        self.ended = True
+        if self._current is not None:  # the call in flight
+            _settle(self._current[2], McpUnavailable(why))
+            self._current = None
+        while not self._jobs.empty():  # calls handed over while the server was starting or going down
+            _settle(self._jobs.get_nowait()[2], McpUnavailable(why))
+
+    async def aclose(self) -> None:
+        self.ended = self._closing = True
+        self._scope.cancel()
+        await asyncio.wait([self._task])  # a lane cancelled meanwhile still lets its server stop
+
+
+def _settle(done: asyncio.Future, value: Any) -> None:
+    if done.done():  # the caller was cancelled meanwhile
+        return
+    if isinstance(value, BaseException):
+        done.set_exception(value)
+    else:
+        done.set_result(value)
+
+
+def _result(name: str, tool: str, result: Any) -> ToolResult:
     parts = []
     for block in result.content or []:
         text = getattr(block, "text", None)
