@@ -469,13 +469,16 @@ def test_a_slow_mcp_server_never_holds_up_the_other_lanes(tmp_path, server):
     script = tmp_path / "slow_mcp.py"
     pids = tmp_path / "mcp-pids.txt"
     script.write_text(f"PIDS_FILE = {str(pids)!r}\n" + SLOW_MCP)
-    mcp_role = "name: ops\nmandate: Operates the slow service.\ntools: [slow.ping]\n"
+    flag = tmp_path / "checked-once"  # the check fails the first time, so the lane runs twice
+    mcp_role = (f"name: ops\nmandate: Operates the slow service.\ntools: [slow.ping]\n"
+                f"checks: [\"test -f {flag} || (touch {flag} && false)\"]\n")
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "ops": mcp_role},
                         extra_toml=f'\n[mcp.slow]\ncommand = ["{sys.executable}", "{script}"]\n')
     plan = {"title": "Two lanes", "lanes": [{"id": "ops", "role": "ops", "goal": "Ping the slow service"},
                                             {"id": "dev", "role": "dev", "goal": "Write quick files"}]}
     server.script("You are planner", [tool_call("submit_plan", **plan)])
-    server.script("Goal: Ping the slow service", [tool_call("slow__ping"), finish("pinged")])
+    server.script("Goal: Ping the slow service", [tool_call("slow__ping"), finish("pinged"),
+                                                  tool_call("slow__ping"), finish("pinged again")])
     server.script("Goal: Write quick files", [delay(0.2, tool_call("write_file", path=f"q{i}.txt", content="q\n"))
                                               for i in range(3)] + [finish("wrote")])
     assert main(["delegate", "Ping and write", "--yes", "-C", str(root)]) == 0
@@ -483,8 +486,9 @@ def test_a_slow_mcp_server_never_holds_up_the_other_lanes(tmp_path, server):
     first = {lane_id: min(e["ts"] for e in st.events(task=task, lane=lane_id, kinds=["model.call"]))
              for lane_id in ("ops", "dev")}
     calls = st.events(task=task, lane="ops", kinds=["tool.call"])
-    assert [(e["data"]["tool"], e["data"]["ok"]) for e in calls] == [("slow.ping", True)]
+    assert [(e["data"]["tool"], e["data"]["ok"]) for e in calls] == [("slow.ping", True)] * 2
     assert first["ops"] - first["dev"] >= 0.8, first   # dev's first reply was handled while ops' server started
     started = [int(p) for p in pids.read_text().split()]
-    assert len(started) == 2                           # one to list the tools, one for the lane's calls
+    assert len(started) == 2                           # one to list the tools, one for the lane (kept through its
+    #                                                    check retry)
     assert not [p for p in started if pid_alive(p)]    # the lane's end stopped its server

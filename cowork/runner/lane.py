@@ -149,8 +149,10 @@ def make_hooks(rt: "Runner", row: dict, role: Any, worktree, lane_git: LaneGit |
 
 
 async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Journal, notes: list[str],
-                     system: str, kickoff: str, lane_git: LaneGit | None = None) -> LaneOutcome:
-    """Run the role's engine for the lane once (until finish or failure)."""
+                     system: str, kickoff: str, lane_git: LaneGit | None = None,
+                     mcp_sessions: Any = None) -> LaneOutcome:
+    """Run the role's engine for the lane once (until finish or failure). `mcp_sessions`: the lane's MCP servers,
+    kept by the caller across runs; without them, servers the run starts are stopped when it returns."""
     task, lane = row["task_id"], row["id"]
     if role.engine == "command":
         from cowork.engines.command import run_command_lane
@@ -165,7 +167,7 @@ async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Jour
                                       on_pause=on_pause)
     from cowork.tools.gateway import Gateway
 
-    gateway = Gateway(ctx)
+    gateway = Gateway(ctx, mcp_sessions)
     try:
         return await run_llm_lane(ctx, gateway, journal, system=system, kickoff=kickoff, notes=notes,
                                   hooks=make_hooks(rt, row, role, ctx.worktree, lane_git))
@@ -193,6 +195,19 @@ def _brief(rt: "Runner", task: str) -> str | None:
 
 
 async def _work(rt: "Runner", row: dict) -> None:
+    from cowork.gitops.worktrees import lane_path
+    from cowork.tools.mcp_client import Sessions
+
+    # the lane's MCP servers: started by its first call to each, kept through check retries, stopped at its end
+    # (after its packet is committed and handed on, so stopping them never delays the hand-off)
+    sessions = Sessions(cwd=lane_path(rt.ws, row["task_id"], row["id"]), log_dir=rt.ws.logs_dir)
+    try:
+        await _work_in(rt, row, sessions)
+    finally:
+        await sessions.aclose()
+
+
+async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
     task, lane = row["task_id"], row["id"]
     role = rt.roles.roles.get(row["role"])
     if role is None:
@@ -217,7 +232,7 @@ async def _work(rt: "Runner", row: dict) -> None:
     kickoff = prompts.lane_kickoff(row["goal"])
     max_checks = rt.settings.policy.max_check_retries
     while True:
-        outcome = await run_engine(rt, row, role, ctx, journal, notes, system, kickoff, lane_git)
+        outcome = await run_engine(rt, row, role, ctx, journal, notes, system, kickoff, lane_git, sessions)
         notes = []
         await lane_git.settle()
         tree = lane_git.tree

@@ -53,7 +53,9 @@ class Gateway:
         ctx: the lane (role, task, lane id, worktree, store, settings).
     """
 
-    def __init__(self, ctx: LaneCtx):
+    def __init__(self, ctx: LaneCtx, mcp_sessions: Any = None):
+        """`mcp_sessions`: the lane's `mcp_client.Sessions` when its owner keeps MCP servers across engine runs (a
+        lane sent back by its checks keeps its servers); else the gateway starts its own and `aclose` stops them."""
         self.ctx = ctx
         pol = ctx.settings.policy
         self.stop: str | None = None            # set when the lane must end now (breaker, budget cap)
@@ -68,7 +70,8 @@ class Gateway:
         self._looked = 0  # every message up to this id has been considered (taken, or not for this lane)
         self._msg_mark: tuple | None = None  # store.version(*WATCHED) at the last look
         self._mcp = None
-        self._mcp_sessions = None  # the MCP servers this lane has called, kept running until `aclose`
+        self._mcp_sessions = mcp_sessions  # the MCP servers this lane has called, kept running between calls
+        self._own_sessions = mcp_sessions is None
         # waits out a pause; an engine lends the runner's, which also shows the lane as paused meanwhile
         self.hold: Callable[[], Awaitable[None]] | None = None
         self.dispatched = False  # whether the current call got past authority, pause and approval to the tool
@@ -452,6 +455,6 @@ class Gateway:
         return await self._mcp_sessions.call(server, self.ctx.settings.mcp[server], tool, args)
 
     async def aclose(self) -> None:
-        """Stop the MCP servers this lane started (its engine calls this when the lane's run ends)."""
-        if self._mcp_sessions is not None:
+        """Stop the MCP servers this gateway started itself (lent sessions are their owner's to stop)."""
+        if self._mcp_sessions is not None and self._own_sessions:
             await self._mcp_sessions.aclose()
