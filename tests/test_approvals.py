@@ -140,6 +140,25 @@ def test_expire_overdue_without_a_waiting_lane(env):
     assert msgs.inbox(env.store, role="lead")[-1]["kind"] == "escalate"
 
 
+def test_expiry_escalation_and_pause_land_together_or_not_at_all(env):
+    """An expired approval, its escalation and its lane's pause are one commit: a reader never sees the approval
+    expired while its lane still runs, and a failure half-way (here the database refuses the escalation message)
+    leaves the approval pending for the next round, not expired with nobody told."""
+    env.add_lane("dev")
+    aid = approvals.request(env.store, task="t1", lane="l1", role="dev", tool="run", action={"command": "echo x"},
+                            why="because", timeout_s=60)
+    env.store.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    later = time.time() + 61
+    with pytest.raises(Exception, match="disk full"):
+        approvals.expire_overdue(env.store, env.settings, env.roles, at=later)
+    assert approvals.get(env.store, aid)["state"] == "pending"
+    assert control.paused(env.store, "t1", "l1") is None and not env.events("approval.expired")
+    env.store.execute("DROP TRIGGER refuse")
+    assert approvals.expire_overdue(env.store, env.settings, env.roles, at=later) == [aid]
+    assert approvals.get(env.store, aid)["state"] == "expired" and control.paused(env.store, "t1", "l1")
+    assert msgs.inbox(env.store, role="lead")[-1]["kind"] == "escalate"
+
+
 def test_an_approval_survives_a_restart(env):
     """The runner dies while waiting; a new one (new Store, new Gateway) re-issues the call and gets the decision."""
     g1 = env.gateway("dev")

@@ -130,6 +130,10 @@ def expire(store: Store, approval_id: int, settings, roles) -> bool:
     from cowork.team import messages
 
     row = get(store, approval_id)
+    role = roles.roles.get(row["role"]) if roles is not None else None
+    target = role.escalate_to if role is not None else "human"
+    # one transaction: nobody (the agent polling its approval, a test, a crash) sees it expired while its lane
+    # still runs or before the escalation is posted
     with store.tx():
         n = store.execute("UPDATE approvals SET state='expired', decided_by='cowork', decided_at=? WHERE id=? "
                           "AND state='pending'", (now(), approval_id)).rowcount
@@ -138,20 +142,18 @@ def expire(store: Store, approval_id: int, settings, roles) -> bool:
         store.event("approval.expired", f"approval #{approval_id} ({row['role']} {row['tool']}) expired unanswered",
                     actor="cowork", task=row["task_id"], lane=row["lane_id"], role=row["role"],
                     data={"id": approval_id})
-    role = roles.roles.get(row["role"]) if roles is not None else None
-    target = role.escalate_to if role is not None else "human"
-    messages.post(store, kind="escalate", from_role=row["role"], to_role=target, task=row["task_id"],
-                  from_lane=f"{row['task_id']}/{row['lane_id']}" if row["lane_id"] else None,
-                  body=f"Approval #{approval_id} for {row['tool']} ({summarize(row['tool'], row['action'] if isinstance(row['action'], dict) else {})[:300]}) "
-                       f"expired without a decision; lane {row['task_id']}/{row['lane_id']} is paused.",
-                  actor="cowork")
-    if row["task_id"] and row["lane_id"]:
-        control.pause(store, by="cowork", reason=f"approval #{approval_id} expired", task=row["task_id"],
-                      lane=row["lane_id"])
-        lane = lanes_db.get_lane(store, row["task_id"], row["lane_id"])
-        if lane and lane["state"] == "waiting-approval":
-            lanes_db.set_lane_state(store, row["task_id"], row["lane_id"], "paused", actor="cowork",
-                                    detail=f"approval #{approval_id} expired")
+        messages.post(store, kind="escalate", from_role=row["role"], to_role=target, task=row["task_id"],
+                      from_lane=f"{row['task_id']}/{row['lane_id']}" if row["lane_id"] else None,
+                      body=f"Approval #{approval_id} for {row['tool']} ({summarize(row['tool'], row['action'] if isinstance(row['action'], dict) else {})[:300]}) "
+                           f"expired without a decision; lane {row['task_id']}/{row['lane_id']} is paused.",
+                      actor="cowork")
+        if row["task_id"] and row["lane_id"]:
+            control.pause(store, by="cowork", reason=f"approval #{approval_id} expired", task=row["task_id"],
+                          lane=row["lane_id"])
+            lane = lanes_db.get_lane(store, row["task_id"], row["lane_id"])
+            if lane and lane["state"] == "waiting-approval":
+                lanes_db.set_lane_state(store, row["task_id"], row["lane_id"], "paused", actor="cowork",
+                                        detail=f"approval #{approval_id} expired")
     return True
 
 
