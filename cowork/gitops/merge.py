@@ -195,13 +195,15 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
             res.notes = checkout.after_move(ws, plan, new)
             res.status, res.commit, res.output = "merged", new, checks.output
             files = changed_files(ws, new, old)
-            if row is not None:
-                set_lane_state(store, task, lane, "merged", actor="merger", detail=f"as {new[:9]}", merge_commit=new)
-            store.event("merge.done", f"merged {task}/{lane} ({role}) into {target} as {new[:9]}"
-                        + (f" after {attempt} attempts" if attempt > 1 else ""),
-                        data={"commit": new, "previous": old, "target": target, "branch": branch, "attempts": attempt,
-                              "files": files[:200], "file_count": len(files), "notes": res.notes,
-                              "holder": lock.holder}, **ev)
+            with store.tx():  # the lane's new state and its merge event are read together (timeline, TUI, tests)
+                if row is not None:
+                    set_lane_state(store, task, lane, "merged", actor="merger", detail=f"as {new[:9]}",
+                                   merge_commit=new)
+                store.event("merge.done", f"merged {task}/{lane} ({role}) into {target} as {new[:9]}"
+                            + (f" after {attempt} attempts" if attempt > 1 else ""),
+                            data={"commit": new, "previous": old, "target": target, "branch": branch,
+                                  "attempts": attempt, "files": files[:200], "file_count": len(files),
+                                  "notes": res.notes, "holder": lock.holder}, **ev)
             return res
         res.notes += plan.notes
     raise TargetRaced(["git", "update-ref", target_ref], 1,
@@ -214,11 +216,12 @@ def _already(ws, store, res: MergeResult, row, old: str, ev) -> MergeResult:
     res.commit = found[0].sha if found else None
     res.output = f"{res.target} already contains {res.task}/{res.lane}" + (f" (merged as {res.commit[:9]})"
                                                                           if res.commit else "")
-    if row is not None and row["state"] != "merged":
-        set_lane_state(store, res.task, res.lane, "merged", actor="merger", detail=res.output,
-                       merge_commit=res.commit)
-    store.event("merge.done", res.output, data={"commit": res.commit, "previous": old, "target": res.target,
-                                                "nothing": True}, **ev)
+    with store.tx():
+        if row is not None and row["state"] != "merged":
+            set_lane_state(store, res.task, res.lane, "merged", actor="merger", detail=res.output,
+                           merge_commit=res.commit)
+        store.event("merge.done", res.output, data={"commit": res.commit, "previous": old, "target": res.target,
+                                                    "nothing": True}, **ev)
     return res
 
 
@@ -241,23 +244,29 @@ def _conflict(store, res: MergeResult, row, old: str, branch: str, ev) -> MergeR
     res.status = "conflict"
     res.output = (f"merging {branch} onto {res.target} ({old[:9]}) conflicts in {len(res.conflicts)} file(s): "
                   + ", ".join(res.conflicts))
-    if row is not None:
-        set_lane_state(store, res.task, res.lane, "blocked", actor="merger", detail="merge conflict",
-                       feedback=CONFLICT_FEEDBACK + res.output + f"\nupdate the lane from {res.target} and resolve them",
-                       conflict_returns=row["conflict_returns"] + 1)
-    store.event("merge.conflict", f"{res.task}/{res.lane} conflicts with {res.target}: " + ", ".join(res.conflicts[:10]),
-                data={"files": res.conflicts, "target": res.target, "tip": old, "branch": branch}, **ev)
+    with store.tx():
+        if row is not None:
+            set_lane_state(store, res.task, res.lane, "blocked", actor="merger", detail="merge conflict",
+                           feedback=CONFLICT_FEEDBACK + res.output
+                           + f"\nupdate the lane from {res.target} and resolve them",
+                           conflict_returns=row["conflict_returns"] + 1)
+        store.event("merge.conflict",
+                    f"{res.task}/{res.lane} conflicts with {res.target}: " + ", ".join(res.conflicts[:10]),
+                    data={"files": res.conflicts, "target": res.target, "tip": old, "branch": branch}, **ev)
     return res
 
 
 def _checks_failed(store, res: MergeResult, row, checks, ev) -> MergeResult:
     res.status, res.output = "checks_failed", checks.output
-    if row is not None:
-        set_lane_state(store, res.task, res.lane, "blocked", actor="merger", detail=f"merge check failed: {checks.command}",
-                       feedback=f"{CHECKS_FEEDBACK}`{checks.command}` failed on the merge with {res.target}:\n{checks.output}")
-    store.event("check.failed", f"merge check failed for {res.task}/{res.lane}: {checks.command}",
-                data={"stage": "merge", "command": checks.command, "exit": checks.returncode,
-                      "output": checks.output[-4000:]}, **ev)
+    with store.tx():
+        if row is not None:
+            set_lane_state(store, res.task, res.lane, "blocked", actor="merger",
+                           detail=f"merge check failed: {checks.command}",
+                           feedback=f"{CHECKS_FEEDBACK}`{checks.command}` failed on the merge with {res.target}:\n"
+                                    f"{checks.output}")
+        store.event("check.failed", f"merge check failed for {res.task}/{res.lane}: {checks.command}",
+                    data={"stage": "merge", "command": checks.command, "exit": checks.returncode,
+                          "output": checks.output[-4000:]}, **ev)
     return res
 
 
