@@ -42,9 +42,10 @@ async def run_lane(rt: "Runner", row: dict) -> None:
         raise
     except Exception as exc:  # a lane's own failure never takes the runner down
         msg = f"lane {task}/{lane} crashed: {type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
-        rt.store.event("lane.error", msg, actor="runner", task=task, lane=lane, role=row["role"])
-        lanes_db.set_lane_state(rt.store, task, lane, "failed", detail=msg[:300], error=msg)
-        escalate(rt, row, msg)
+        with rt.store.tx():
+            rt.store.event("lane.error", msg, actor="runner", task=task, lane=lane, role=row["role"])
+            lanes_db.set_lane_state(rt.store, task, lane, "failed", detail=msg[:300], error=msg)
+            escalate(rt, row, msg)
 
 
 def _ctx(rt: "Runner", row: dict, role: Any, worktree) -> Any:
@@ -333,10 +334,11 @@ def enqueue(rt: "Runner", row: dict) -> None:
 
 
 def end_lane(rt: "Runner", row: dict, state: str, why: str) -> None:
-    """End a lane as failed or blocked, and escalate it."""
-    lanes_db.set_lane_state(rt.store, row["task_id"], row["id"], state, detail=why[:300], error=why)
-    escalate(rt, row, why)
-    _on_finished(rt, lanes_db.get_lane(rt.store, row["task_id"], row["id"]), None)
+    """End a lane as failed or blocked, and escalate it (one commit: a lane never ends with nobody told)."""
+    with rt.store.tx():
+        lanes_db.set_lane_state(rt.store, row["task_id"], row["id"], state, detail=why[:300], error=why)
+        escalate(rt, row, why)
+        _on_finished(rt, lanes_db.get_lane(rt.store, row["task_id"], row["id"]), None)
     rt.wake()
 
 
