@@ -59,32 +59,43 @@ async def run_review(rt: "Runner", row: dict) -> None:
     outcome = await run_engine(rt, row, role, ctx, journal, [], system, prompts.lane_kickoff(row["goal"]))
     fresh = lanes_db.get_lane(rt.store, task, lane)
     if not outcome.finish:
-        end_lane(rt, fresh, "failed", outcome.error or "review ended without finish")
-        lanes_db.set_lane_state(rt.store, task, parent["id"], "blocked", detail=f"review {lane} failed")
+        with rt.store.tx():  # the review and the lane it was reviewing end together
+            end_lane(rt, fresh, "failed", outcome.error or "review ended without finish")
+            lanes_db.set_lane_state(rt.store, task, parent["id"], "blocked", detail=f"review {lane} failed")
         return
     verdict = "done" if outcome.status == "done" else "needs-review"
     packet = handoffs.from_finish(fresh, role.name, outcome.finish, to=parent["role"], status=verdict)
     await asyncio.to_thread(handoffs.write, worktree, packet)
     await _commit(rt, worktree, {**parent, "id": parent["id"]}, role.name,
                   f"{lane}: review of {parent['id']}: {verdict}")
+    # the verdict and what it does to the reviewed lane are one commit: a crash between them would leave that lane
+    # waiting for a review that has ended
+    with rt.store.tx():
+        _verdict(rt, fresh, parent["id"], role.name, packet, verdict)
+    rt.wake()
+
+
+def _verdict(rt: "Runner", review: dict, parent_id: str, reviewer: str, packet, verdict: str) -> None:
+    """Record the review's packet and end it; queue the reviewed lane for merge, or send it back (or to a human
+    after `max_review_rounds`)."""
+    task, lane = review["task_id"], review["id"]
     lanes_db.update_lane(rt.store, task, lane, packet_path=handoffs.packet_rel(task, lane))
-    _on_finished(rt, fresh, packet)
+    _on_finished(rt, review, packet)
     lanes_db.set_lane_state(rt.store, task, lane, "done", detail=f"verdict: {verdict}")
-    parent = lanes_db.get_lane(rt.store, task, parent["id"])
+    parent = lanes_db.get_lane(rt.store, task, parent_id)
     if verdict == "done":
         enqueue(rt, parent)
         return
     rounds = rt.store.scalar("SELECT count(*) FROM lanes WHERE task_id=? AND parent_lane=? AND kind='review'",
-                             (task, parent["id"]), 0)
+                             (task, parent_id), 0)
     if rounds >= rt.settings.policy.max_review_rounds:
         end_lane(rt, parent, "blocked",
                  f"review sent it back {rounds} time{'s' if rounds != 1 else ''}: a human decides")
         return
-    feedback = (f"Review by {role.name} ({lane}) sent your work back:\n\n{packet.section('Summary')}\n\n"
+    feedback = (f"Review by {reviewer} ({lane}) sent your work back:\n\n{packet.section('Summary')}\n\n"
                 f"{packet.section('Checklist')}\n\n{packet.section('Next')}").strip()
-    lanes_db.set_lane_state(rt.store, task, parent["id"], "queued", detail=f"sent back by review {lane}",
+    lanes_db.set_lane_state(rt.store, task, parent_id, "queued", detail=f"sent back by review {lane}",
                             feedback=feedback)
-    rt.wake()
 
 
 MAX_DIFF = 20_000
