@@ -185,3 +185,28 @@ def test_the_gateway_rechecks_exactly_when_the_verdict_may_change(env):
     elsewhere = env.new_store()                       # another process spends on the same task and role
     budgets.record_usage(elsewhere, task="t2", lane="l9", role="dev", model="m", tokens_in=0, tokens_out=0, usd=1.2)
     assert other_lane.budget_state()[0] == "exceeded"
+
+
+def test_raises_made_at_the_same_time_all_count(env):
+    """Two humans (or a human and the TUI) raising one cap at once: each raise reads the cap and adds to it under
+    the write lock, so none is lost."""
+    import threading
+
+    from cowork.store import Store
+
+    env.add_lane("dev")
+    threads, per_thread = 8, 25
+
+    def raiser() -> None:
+        store = Store(env.ws.db_path)  # a connection of its own, as another process has
+        for _ in range(per_thread):
+            budgets.raise_cap(store, by="human:x", task="t1", usd=0.5, tokens=10)
+
+    workers = [threading.Thread(target=raiser) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    flag = env.store.flag("budget:task:t1")["value"]
+    assert flag == {"usd": threads * per_thread * 0.5, "tokens": threads * per_thread * 10}
+    assert len(env.events("budget.raised")) == threads * per_thread

@@ -128,15 +128,17 @@ def merge_lane(ws, store: Store, settings, task: str, lane: str, *, role: str, h
         result = _merge(ws, store, settings, task, lane, role, lock)
     except LockLost:
         # another merger owns the target now; the lane keeps its place for whoever merges next
-        store.execute("UPDATE merge_queue SET state=? WHERE id=?", (WAITING, qid))
-        if get_lane(store, task, lane) is not None:
-            set_lane_state(store, task, lane, "merge-queue", actor="merger", detail="merge lock lost; requeued")
+        with store.tx():
+            store.execute("UPDATE merge_queue SET state=? WHERE id=?", (WAITING, qid))
+            if get_lane(store, task, lane) is not None:
+                set_lane_state(store, task, lane, "merge-queue", actor="merger", detail="merge lock lost; requeued")
         raise
     except BaseException as exc:
-        _finish(store, qid, "failed")
-        if get_lane(store, task, lane) is not None and isinstance(exc, CoworkError):
-            set_lane_state(store, task, lane, "blocked", actor="merger", detail=f"merge failed: {exc.message}",
-                           feedback=exc.render())
+        with store.tx():
+            _finish(store, qid, "failed")
+            if get_lane(store, task, lane) is not None and isinstance(exc, CoworkError):
+                set_lane_state(store, task, lane, "blocked", actor="merger", detail=f"merge failed: {exc.message}",
+                               feedback=exc.render())
         raise
     _finish(store, qid, {"merged": "merged", "nothing": "merged", "conflict": "conflict"}.get(result.status, "failed"),
             result.commit)

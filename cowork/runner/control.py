@@ -22,20 +22,22 @@ def _key(task: str | None, lane: str | None) -> str:
 def pause(store: Store, *, by: str, reason: str | None = None, task: str | None = None, lane: str | None = None) -> str:
     """Set a pause flag (all, one task, or one lane). Returns the flag key."""
     key = _key(task, lane)
-    store.set_flag(key, {"reason": reason or ""}, by)
     scope = "everything" if key == PAUSE_ALL else key.split(":", 1)[1]
-    store.event("pause.set", f"paused {scope}" + (f": {reason}" if reason else ""), actor=by, task=task, lane=lane,
-                data={"key": key, "reason": reason})
+    with store.tx():  # the flag and its event together: the timeline never misses a pause that holds lanes
+        store.set_flag(key, {"reason": reason or ""}, by)
+        store.event("pause.set", f"paused {scope}" + (f": {reason}" if reason else ""), actor=by, task=task,
+                    lane=lane, data={"key": key, "reason": reason})
     return key
 
 
 def unpause(store: Store, *, by: str, task: str | None = None, lane: str | None = None) -> bool:
     """Clear a pause flag. Returns whether it was set."""
     key = _key(task, lane)
-    cleared = store.clear_flag(key)
-    if cleared:
-        scope = "everything" if key == PAUSE_ALL else key.split(":", 1)[1]
-        store.event("pause.cleared", f"unpaused {scope}", actor=by, task=task, lane=lane, data={"key": key})
+    with store.tx():
+        cleared = store.clear_flag(key)
+        if cleared:
+            scope = "everything" if key == PAUSE_ALL else key.split(":", 1)[1]
+            store.event("pause.cleared", f"unpaused {scope}", actor=by, task=task, lane=lane, data={"key": key})
     return cleared
 
 

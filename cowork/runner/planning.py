@@ -138,9 +138,10 @@ def save_plan(ws, store, settings, task: str, plan: Plan, *, holder: str = "cli"
 
 def approve(store, task: str, plan: Plan, *, by: str = "human") -> None:
     """Add the plan's lanes and set the task running."""
-    add_plan_lanes(store, task, plan)
-    store.event("task.approved", f"{task}: plan approved by {by}", actor=by, task=task)
-    lanes_db.set_task_state(store, task, "running", actor=by)
+    with store.tx():  # a runner never sees the lanes of a plan that is not approved yet, or half of them
+        add_plan_lanes(store, task, plan)
+        store.event("task.approved", f"{task}: plan approved by {by}", actor=by, task=task)
+        lanes_db.set_task_state(store, task, "running", actor=by)
 
 
 def reject(store, task: str, *, by: str = "human", reason: str | None = None) -> None:

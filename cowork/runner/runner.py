@@ -172,10 +172,11 @@ class Runner:
         """A lane the merger blocked (conflict, failed merge check) goes back to its role while retries remain."""
         if not self._could_return(row):
             return False
-        if merge.blocked_by(row["feedback"]) == "checks":
-            lanes_db.update_lane(self.store, row["task_id"], row["id"], check_failures=row["check_failures"] + 1)
-        lanes_db.set_lane_state(self.store, row["task_id"], row["id"], "queued", detail="returned to its role: "
-                                + (row["feedback"] or "")[:200])
+        with self.store.tx():
+            if merge.blocked_by(row["feedback"]) == "checks":
+                lanes_db.update_lane(self.store, row["task_id"], row["id"], check_failures=row["check_failures"] + 1)
+            lanes_db.set_lane_state(self.store, row["task_id"], row["id"], "queued", detail="returned to its role: "
+                                    + (row["feedback"] or "")[:200])
         return True
 
     def _closable(self, task: str) -> list[dict] | None:

@@ -56,13 +56,14 @@ def trip(store: Store, *, task: str, lane: str, role, reason: str) -> None:
     """Stop the lane (blocked), record `breaker.tripped` and tell the role's `escalate_to`."""
     from cowork.team import messages
 
-    store.event("breaker.tripped", f"{task}/{lane} stopped: {reason}", actor="cowork", task=task, lane=lane,
-                role=role.name, data={"reason": reason})
-    messages.post(store, kind="escalate", from_role=role.name, from_lane=messages.qualified(task, lane),
-                  to_role=role.escalate_to, task=task, actor="cowork",
-                  body=f"Lane {task}/{lane} ({role.name}) was stopped by a circuit breaker: {reason}. "
-                       "Look at its timeline, then re-queue or cancel it.")
-    row = lanes_db.get_lane(store, task, lane)
-    if row and row["state"] not in lanes_db.FINAL_LANE_STATES:
-        lanes_db.set_lane_state(store, task, lane, "blocked", actor="cowork", detail=f"breaker: {reason}",
-                                error=f"breaker: {reason}")
+    with store.tx():  # stopped, recorded and escalated in one commit
+        store.event("breaker.tripped", f"{task}/{lane} stopped: {reason}", actor="cowork", task=task, lane=lane,
+                    role=role.name, data={"reason": reason})
+        messages.post(store, kind="escalate", from_role=role.name, from_lane=messages.qualified(task, lane),
+                      to_role=role.escalate_to, task=task, actor="cowork",
+                      body=f"Lane {task}/{lane} ({role.name}) was stopped by a circuit breaker: {reason}. "
+                           "Look at its timeline, then re-queue or cancel it.")
+        row = lanes_db.get_lane(store, task, lane)
+        if row and row["state"] not in lanes_db.FINAL_LANE_STATES:
+            lanes_db.set_lane_state(store, task, lane, "blocked", actor="cowork", detail=f"breaker: {reason}",
+                                    error=f"breaker: {reason}")

@@ -245,13 +245,15 @@ def raise_cap(store: Store, *, by: str, task: str | None = None, role: str | Non
     if task and store.one("SELECT 1 FROM tasks WHERE id=?", (task,)) is None:
         raise BadInput(f"no task '{task}'", hint="`cowork status` and `cowork lanes` list the tasks")
     key = f"budget:task:{task}" if task else (f"budget:role:{role}" if role else "budget:day")
-    cur = _raise(store, key)
-    new = {"usd": float(cur.get("usd", 0.0)) + float(usd or 0.0), "tokens": int(cur.get("tokens", 0)) + int(tokens or 0)}
-    store.set_flag(key, new, by)
-    store.event("budget.raised", f"{key.split(':', 1)[1]} raised by " +
-                ", ".join(x for x in (f"${usd:.2f}" if usd else "", f"{tokens} tokens" if tokens else "") if x),
-                actor=by, task=task, role=role, data={"key": key, **new})
-    requeue_blocked(store, task=task, role=role)
+    with store.tx():  # read, add and write under the write lock: two raises at once both count
+        cur = _raise(store, key)
+        new = {"usd": float(cur.get("usd", 0.0)) + float(usd or 0.0),
+               "tokens": int(cur.get("tokens", 0)) + int(tokens or 0)}
+        store.set_flag(key, new, by)
+        store.event("budget.raised", f"{key.split(':', 1)[1]} raised by " +
+                    ", ".join(x for x in (f"${usd:.2f}" if usd else "", f"{tokens} tokens" if tokens else "") if x),
+                    actor=by, task=task, role=role, data={"key": key, **new})
+        requeue_blocked(store, task=task, role=role)
     return new
 
 

@@ -283,12 +283,14 @@ class Gateway:
         self._budget_memo = (mark, spent, budgets.headroom(st, c.settings.budget.wrap_up_at), (st.state, st.message))
         if st.state == "exceeded":
             self.stop = st.message
-            c.store.event("budget.exceeded", f"{self.lane_q} stopped: {st.message}", actor="cowork", task=c.task_id,
-                          lane=c.lane_id, role=c.role.name, data={"caps": [cap.__dict__ for cap in st.caps]})
-            row = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
-            if row and row["state"] not in lanes_db.FINAL_LANE_STATES:
-                lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "blocked", actor="cowork", detail=st.message,
-                                        error=st.message)
+            with c.store.tx():  # the event and the blocked lane together
+                c.store.event("budget.exceeded", f"{self.lane_q} stopped: {st.message}", actor="cowork",
+                              task=c.task_id, lane=c.lane_id, role=c.role.name,
+                              data={"caps": [cap.__dict__ for cap in st.caps]})
+                row = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
+                if row and row["state"] not in lanes_db.FINAL_LANE_STATES:
+                    lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "blocked", actor="cowork",
+                                            detail=st.message, error=st.message)
         return st.state, st.message
 
     def before_model_call(self) -> str | None:
