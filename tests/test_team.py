@@ -405,3 +405,34 @@ def test_a_message_from_another_connection_is_seen_after_an_empty_look(env):
                   task="t1")
     notes = rev.between_steps()
     assert len(notes) == 1 and "from another process" in notes[0]
+
+
+def test_a_question_answered_from_many_places_at_once_gets_one_answer(env):
+    """A human (`cowork say --reply`), the asked lane (`answer`) and its consult lane can all answer at once; the
+    check and the answer are one write, so exactly one lands and the others are told it was answered."""
+    import threading
+
+    from cowork.store import Store
+
+    env.add_lane("dev")
+    ask = msgs.get(env.store, msgs.post(env.store, kind="ask", from_role="dev", from_lane="t1/l1", to_role="writer",
+                                        body="which tone?", task="t1"))
+    got: list[int | None] = []
+    n = 16
+    start = threading.Barrier(n)
+
+    def answerer(i: int) -> None:
+        store = Store(env.ws.db_path)  # a connection of its own, as another process has
+        store.one("SELECT 1")
+        start.wait()
+        got.append(msgs.answer(store, ask, from_role=f"human:{i}", body=f"answer {i}"))
+
+    workers = [threading.Thread(target=answerer, args=(i,)) for i in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len([g for g in got if g is not None]) == 1, got
+    rows = env.store.all("SELECT id, body FROM messages WHERE kind='answer' AND reply_to=?", (ask["id"],))
+    assert len(rows) == 1 and rows[0]["id"] in got
+    assert msgs.get(env.store, ask["id"])["state"] == "answered"

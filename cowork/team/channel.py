@@ -43,11 +43,9 @@ def say(ws, store, settings, roles, target: str, text: str, *, by: str, reply_to
         q = msgs.get(store, reply_to)
         if q is None or q["kind"] != "ask":
             raise BadInput(f"message #{reply_to} is not a question", hint="see `cowork inbox`")
-        if msgs.answer_to(store, reply_to):
+        mid = msgs.answer(store, q, from_role=by, body=text, actor=by)
+        if mid is None:
             raise BadInput(f"question #{reply_to} is already answered")
-        mid = msgs.post(store, kind="answer", from_role=by, to_role=q["from_role"], to_lane=q["from_lane"],
-                        body=text, task=q["task_id"], reply_to=reply_to, thread=q["thread"], actor=by)
-        msgs.mark(store, [reply_to], "answered")
         return Said(mid, q["from_role"], [q["from_lane"]] if q["from_lane"] else [], reply_to=reply_to)
     if to == "team":
         live = store.all("SELECT task_id, id FROM lanes WHERE state='running' ORDER BY started_at")

@@ -127,6 +127,22 @@ def answer_to(store: Store, ask_id: int) -> dict | None:
     return store.one("SELECT * FROM messages WHERE reply_to=? AND kind='answer' ORDER BY id LIMIT 1", (ask_id,))
 
 
+def answer(store: Store, ask: dict, *, from_role: str, body: str, from_lane: str | None = None,
+           actor: str | None = None) -> int | None:
+    """Post the answer to question `ask` (a `messages` row) and mark it answered, unless it has an answer already:
+    checked and written under the write lock, so a question answered at once by a human and an agent (or its
+    consult lane) gets one answer. Returns the answer's id, or None when it was answered already."""
+    thread = ask["thread"] if isinstance(ask["thread"], list) else loads(ask["thread"], [])
+    with store.tx():
+        if answer_to(store, ask["id"]):
+            return None
+        mid = post(store, kind="answer", from_role=from_role, from_lane=from_lane, to_role=ask["from_role"],
+                   to_lane=ask["from_lane"], body=body, task=ask["task_id"], reply_to=ask["id"], thread=thread,
+                   depth=ask["depth"], actor=actor)
+        mark(store, [ask["id"]], "answered")
+    return mid
+
+
 def live_lanes(store: Store, role: str, *, prefer_task: str | None = None, exclude: str | None = None) -> list[dict]:
     """Running lanes of `role`, those of `prefer_task` first."""
     rows = store.all("SELECT * FROM lanes WHERE role=? AND state IN ('running') ORDER BY started_at", (role,))
@@ -192,12 +208,10 @@ def on_lane_finished(store: Store, lane_row: dict, packet=None) -> list[int]:
     out: list[int] = []
     if lane_row.get("kind") == "consult":
         ask = store.one("SELECT * FROM messages WHERE kind='ask' AND to_lane=? ORDER BY id LIMIT 1", (me,))
-        if ask and not answer_to(store, ask["id"]):
+        if ask:
             body = summary if status in ("done", None) else f"(consult lane ended {status}) {summary}"
-            out.append(post(store, kind="answer", from_role=lane_row["role"], from_lane=me, to_role=ask["from_role"],
-                            to_lane=ask["from_lane"], body=body, task=ask["task_id"], reply_to=ask["id"],
-                            thread=loads(ask["thread"], []), depth=ask["depth"]))
-            mark(store, [ask["id"]], "answered")
+            mid = answer(store, ask, from_role=lane_row["role"], from_lane=me, body=body)
+            out += [mid] if mid is not None else []
         return out
     parent = lane_row.get("parent_lane")
     if parent:

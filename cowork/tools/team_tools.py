@@ -200,12 +200,9 @@ def answer(ctx: LaneCtx, args: dict) -> ToolResult:
         raise Denied(f"message #{mid} is not a question")
     if q["to_lane"] != me and not (q["to_lane"] is None and q["to_role"] == ctx.role.name):
         raise Denied(f"question #{mid} was not asked of you")
-    if msgs.answer_to(ctx.store, mid):
+    aid = msgs.answer(ctx.store, q, from_role=ctx.role.name, from_lane=me, body=text)
+    if aid is None:
         return ToolResult(False, f"question #{mid} is already answered")
-    aid = msgs.post(ctx.store, kind="answer", from_role=ctx.role.name, from_lane=me, to_role=q["from_role"],
-                    to_lane=q["from_lane"], body=text, task=q["task_id"], reply_to=mid, depth=q["depth"],
-                    thread=q["thread"])
-    msgs.mark(ctx.store, [mid], "answered")
     return ToolResult(True, f"answered #{mid}", {"answer_id": aid})
 
 
