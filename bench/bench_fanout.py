@@ -3,7 +3,9 @@
 The ideal is 2 s whatever N (the model calls overlap perfectly); the ratio wall / 2 s shows what cowork adds
 (worktrees, the packet commit, journal, scheduling) on top of what the model client itself costs: the same N x 2
 calls made by bare litellm coroutines are timed in the same run, as the floor for one process on this machine.
-Merges are serial by design and reported apart.
+Merges are serial by design and reported apart. Each N also says where the time went, from the server's own
+arrival stamps: when every first request was in, when every second one was (after its 1 s reply), and how long
+after the last reply the round was done (every packet committed, for cowork).
 
     uv run python bench/bench_fanout.py [--lanes 4 8 16] [--latency 1.0] [--rounds 3]
 """
@@ -38,9 +40,20 @@ def lane_scripts(key: str, n: int, latency: float) -> dict:
 def run_one(n: int, latency: float, base: Path) -> dict:
     server = ServerProcess(lane_scripts(f"Goal: fan lane {{i:02d}} of {n}.", n, latency), base)
     try:
-        return _run(server, n, base)
+        result = _run(server, n, base)
+        result.update(phases(server.arrivals(), result["t0"], latency, result["to_packets"]))
+        return result
     finally:
         server.stop()
+
+
+def phases(arrivals: list[dict], t0: float, latency: float, done: float) -> dict:
+    """Where a round's time went, by the server's clock: when the last lane's first request had arrived, when the
+    last second request had arrived (counted from its reply, `latency` after its first), and how long after the
+    last reply the round was done. Seconds."""
+    first = max(a["wall"] for a in arrivals if a["index"] == 0) - t0
+    second = max(a["wall"] for a in arrivals if a["index"] == 1) - t0
+    return {"first_in": first, "second_in": second - latency, "after_last": done - (second + latency)}
 
 
 def _run(server: "ServerProcess", n: int, base: Path) -> dict:
@@ -78,12 +91,12 @@ def _run(server: "ServerProcess", n: int, base: Path) -> dict:
     if os.environ.get("FANOUT_DEBUG"):
         for e in st.events(task=draft.task, kinds=["lane.state", "model.call", "tool.call"]):
             print(f"  {e['ts'] - t0:6.3f} {e['lane_id']} {e['kind']} {e['summary'][:60]}")
-    return {"lanes": n, "to_packets": max(queued) - t0, "first_start": min(started) - t0,
+    return {"lanes": n, "t0": t0, "to_packets": max(queued) - t0, "first_start": min(started) - t0,
             "last_start": max(started) - t0, "total": total,
             "cpu_self": cpu_self, "cpu_children": cpu_children}
 
 
-def plain_fanout(n: int, latency: float, base: Path) -> float:
+def plain_fanout(n: int, latency: float, base: Path) -> dict:
     """The same N x 2 calls made by bare litellm coroutines (no journal, worktree or commit), each sending what a
     lane sends: the role's tool schemas plus answer and finish, and a system prompt and kickoff built the same way.
     The floor on this box."""
@@ -118,13 +131,14 @@ def plain_fanout(n: int, latency: float, base: Path) -> float:
                                                                  "arguments": call.function.arguments}}]},
                          {"role": "tool", "tool_call_id": call.id, "content": "ok"}]
 
-    async def all_lanes() -> float:
+    async def all_lanes() -> tuple[float, float]:
         t0 = time.time()
         await asyncio.gather(*(lane(i) for i in range(n)))
-        return time.time() - t0
+        return t0, time.time() - t0
 
     try:
-        return asyncio.run(all_lanes())
+        t0, total = asyncio.run(all_lanes())
+        return {"total": total, **phases(server.arrivals(), t0, latency, total)}
     finally:
         server.stop()
 
@@ -149,16 +163,26 @@ def main() -> None:
             plains.append(plain_fanout(n, args.latency, base))
             runs.append(run_one(n, args.latency, base))
         cowork = [r["to_packets"] for r in runs]
-        over = statistics.median(c - p for c, p in zip(cowork, plains))
+        bare = [p["total"] for p in plains]
+        over = statistics.median(c - p for c, p in zip(cowork, bare))
         met = sum(1 for c in cowork if c / ideal <= GOAL)
         mid = runs[cowork.index(sorted(cowork)[len(cowork) // 2])]  # the median round, for its details
-        print(f"N={n:>2}: bare litellm ratio {_spread(plains, ideal)} | cowork: all packets committed, ratio "
+        print(f"N={n:>2}: bare litellm ratio {_spread(bare, ideal)} | cowork: all packets committed, ratio "
               f"{_spread(cowork, ideal)} (goal <= {GOAL}: {met} of {len(cowork)} rounds; {over * 1000:+.0f} ms over "
               f"bare litellm) | median round: lanes started {mid['first_start']:.2f}-{mid['last_start']:.2f} s, "
               f"with serial merges + summary {mid['total']:.2f} s, cpu: runner {mid['cpu_self']:.2f} s, "
               f"git and server {mid['cpu_children']:.2f} s")
         print("      each round, bare litellm / cowork:", "  ".join(f"{p / ideal:.3f} / {c / ideal:.3f}"
-                                                              for p, c in zip(plains, cowork)))
+                                                              for p, c in zip(bare, cowork)))
+        print("      where the time went, median over rounds, bare litellm / cowork (ms, by the server's clock): "
+              + "; ".join(f"{label} {_ms(plains, key)} / {_ms(runs, key)}" for key, label in (
+                  ("first_in", "every first request in by"),
+                  ("second_in", f"every second request in by (after {args.latency:g} s)"),
+                  ("after_last", "done after the last reply"))))
+
+
+def _ms(rounds: list[dict], key: str) -> str:
+    return f"{statistics.median(r[key] for r in rounds) * 1000:.0f}"
 
 
 def _spread(seconds: list[float], ideal: float) -> str:

@@ -251,6 +251,7 @@ def test_server_process_keeps_connections_alive(tmp_path):
 
     from tests.support.scripted_server import ServerProcess
 
+    began = time.time()
     with ServerProcess({"": [text("one"), text("two")]}, tmp_path) as server:
         host, port = server.url.split("//")[1].split("/")[0].split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -271,3 +272,6 @@ def test_server_process_keeps_connections_alive(tmp_path):
                      {"Content-Type": "application/json"})
         reply = conn.getresponse()
         assert reply.getheader("Connection") == "close" and reply.read().rstrip().endswith(b"data: [DONE]")
+        arrived = server.arrivals()  # the benchmarks' view of when each request came in, by the wall clock
+        assert [a["index"] for a in arrived] == [0, 1, 2] and all(a["key"] == "" for a in arrived)
+        assert began < arrived[0]["wall"] <= arrived[1]["wall"] <= arrived[2]["wall"] <= time.time()

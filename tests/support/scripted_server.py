@@ -96,12 +96,14 @@ def _message(reply: dict, index: int) -> dict:
 @dataclass
 class Recorded:
     """One request the server received: the matched script ``key`` (None if none), reply ``index``, ``body``,
-    and ``at``, the ``time.perf_counter()`` when its body had been read (comparable in-process only)."""
+    ``at``, the ``time.perf_counter()`` when its body had been read (comparable in-process only), and ``wall``,
+    the same moment as ``time.time()`` (comparable across processes on one machine)."""
 
     key: str | None
     index: int
     body: dict
     at: float = 0.0
+    wall: float = 0.0
 
     @property
     def model(self) -> str:
@@ -141,6 +143,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         if path == "/health":
             self._json(200, {"status": "ok"})
+        elif path == "/_arrivals":  # for benchmarks timing a client against the server's own clock
+            with self.server._lock:
+                rows = [{"key": r.key, "index": r.index, "wall": r.wall} for r in self.server._requests]
+            self._json(200, {"arrivals": rows})
         elif path == "/models":
             self._json(200, {"object": "list",
                              "data": [{"id": "scripted", "object": "model", "created": 0, "owned_by": "scripted"}]})
@@ -288,14 +294,14 @@ class ScriptedServer(ThreadingHTTPServer):
     # ---- answering (called from handler threads)
     def _answer(self, body: dict) -> tuple[int, Any]:
         """Resolve ``body`` to ``(200, completion_dict)`` or ``(status, error_message)``."""
-        at = time.perf_counter()
+        at, wall = time.perf_counter(), time.time()
         messages = body.get("messages") or []
         index = sum(1 for m in messages if m.get("role") == "assistant")
         route = _route_text(messages)
         with self._lock:
             keys = [k for k in self._scripts if k in route]
             key = max(keys, key=len) if keys else None
-            self._requests.append(Recorded(key, index, body, at))
+            self._requests.append(Recorded(key, index, body, at, wall))
             self._counter += 1
             n, failing = self._counter, self._failing.get(body.get("model", ""))  # None: healthy
             replies, strict = self._scripts[key] if key is not None else ([], False)
@@ -367,6 +373,13 @@ class ServerProcess:
             self.proc.kill()
             raise RuntimeError(f"scripted server did not start: {line!r}")
         self.url = line.split(" ", 1)[1]
+
+    def arrivals(self) -> list[dict]:
+        """Every request so far as {"key", "index", "wall"}: when (``time.time()``) the server had read it."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url.rsplit("/v1", 1)[0] + "/v1/_arrivals", timeout=10) as resp:
+            return json.loads(resp.read())["arrivals"]
 
     def stop(self) -> None:
         self.proc.terminate()
