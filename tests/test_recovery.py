@@ -134,3 +134,66 @@ def test_a_tool_call_cut_by_the_kill_is_reported_as_interrupted_not_rerun(tmp_pa
     second = [r for r in server.requests if r.key == "Goal: Run slowly" and r.index == 1]
     assert second and "may or may not have taken effect" in second[0].text
     assert lanes_db.get_task(st, task)["state"] == "done"
+
+
+PIDS_MCP = '''
+import os
+import sys
+from mcp.server.mcpserver import MCPServer
+
+with open(sys.argv[1], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+server = MCPServer("kv")
+VALUES = {}
+
+
+@server.tool()
+def put(key: str, value: str) -> str:
+    """Remember a value."""
+    VALUES[key] = value
+    return "ok"
+
+
+server.run("stdio")
+'''
+
+
+def test_a_killed_runner_leaves_no_mcp_server_behind_and_its_resume_starts_one_afresh(tmp_path, server, monkeypatch):
+    """A lane's MCP server lives in the runner's lane; kill -9 of the runner closes the server's stdin, so the
+    server ends too (nothing orphaned), and the resumed lane starts its own."""
+    import sys
+
+    from cowork.procs import pid_alive
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    script, pids = tmp_path / "kv_server.py", tmp_path / "kv-pids.txt"
+    script.write_text(PIDS_MCP)
+    ops = "name: ops\nmandate: Keeps the team's key-value notes.\ntools: [kv.put]\n"
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "ops": ops},
+                     extra_toml=f'\n[mcp.kv]\ncommand = ["{sys.executable}", "{script}", "{pids}"]\n')
+    calls = {"n": 0}
+
+    def slow_then_put_again(body):
+        calls["n"] += 1
+        again = tool_call("kv__put", key="b", value="2")
+        return delay(60, again) if calls["n"] == 1 else again  # the runner dies while the first is in flight
+
+    server.script("Goal: Note things", [tool_call("kv__put", key="a", value="1"), slow_then_put_again,
+                                        tool_call("finish", status="done", summary="noted", checklist=[])])
+    assert main(["delegate", "Note things", "--to", "ops", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: calls["n"] == 1, 30, "the second model call to be in flight")
+    before = [int(p) for p in pids.read_text().split()]  # the listing server (gone) and the lane's (running)
+    assert len(before) == 2 and pid_alive(before[1])
+    pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    _wait_for(lambda: not pid_alive(before[1]), 10, "the lane's MCP server to end with its runner")
+
+    assert main(["resume", "-C", str(root)]) == 0
+    assert lanes_db.get_task(st, task)["state"] == "done"
+    after = [int(p) for p in pids.read_text().split()]
+    assert len(after) == 4 and not [p for p in after if pid_alive(p)]  # a new listing and lane server, both ended
+    puts = [e["data"]["ok"] for e in st.events(task=task, kinds=["tool.call"]) if e["data"]["tool"] == "kv.put"]
+    assert puts == [True, True]
