@@ -488,6 +488,8 @@ def test_a_slow_mcp_server_never_holds_up_the_other_lanes(tmp_path, server):
     calls = st.events(task=task, lane="ops", kinds=["tool.call"])
     assert [(e["data"]["tool"], e["data"]["ok"]) for e in calls] == [("slow.ping", True)] * 2
     assert first["ops"] - first["dev"] >= 0.8, first   # dev's first reply was handled while ops' server started
+    lane_log = ws.logs_dir / task / "ops" / "mcp-slow.log"  # the lane's server writes apart from other lanes'
+    assert lane_log.read_text().count("--- cowork started server slow") == 1
     # one server listed the tools; one served the lane through its check retry, and stopped at the lane's end
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) == 2 and not [p for p in started if pid_alive(p)], started

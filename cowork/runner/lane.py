@@ -201,7 +201,8 @@ async def _work(rt: "Runner", row: dict) -> None:
 
     # the lane's MCP servers: started by its first call to each, kept through check retries, stopped at its end
     # (after its packet is committed and handed on, so stopping them never delays the hand-off)
-    sessions = Sessions(cwd=lane_path(rt.ws, row["task_id"], row["id"]), log_dir=rt.ws.logs_dir)
+    sessions = Sessions(cwd=lane_path(rt.ws, row["task_id"], row["id"]),
+                        log_dir=rt.ws.logs_dir / row["task_id"] / row["id"])  # one lane's servers, apart from others
     try:
         await _work_in(rt, row, sessions)
     finally:

@@ -5,8 +5,9 @@ A lane's first call to a server starts it (in the lane's worktree) and the lane'
 A server that dies, or a call that times out, takes down that one call, never the lane: the agent gets an error
 naming the server, and the lane's next call starts the server again. The lane's end stops its servers. Tool
 listings are cached per server command for the process.
-A server's stderr goes to `mcp-NAME.log` in the log directory the caller names (else to the process's own
-stderr): never to whatever stream happens to stand in for sys.stderr (a TUI's, a test's capture).
+A server's stderr goes to `mcp-NAME.log` in the log directory the caller names (a lane's own, for its servers),
+each start marked with a line of cowork's, else to the process's own stderr: never to whatever stream happens
+to stand in for sys.stderr (a TUI's, a test's capture).
 Model-facing names replace the dot with a double underscore (providers allow only [A-Za-z0-9_-] in tool names).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
@@ -55,6 +57,8 @@ def _errlog(name: str, log_dir: Path | None) -> Iterator[TextIO]:
         return
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"mcp-{name}.log", "a", encoding="utf-8") as f:
+        f.write(f"--- cowork started server {name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
         yield f
 
 
