@@ -2,8 +2,8 @@
 
 A real MCP server over stdio (the `mcp` SDK's MCPServer, a Python process) answers a trivial tool. Both ways go
 through `cowork.tools.mcp_client.Sessions`; "a server per call" closes the lane's servers after every call, which is
-what cowork did before a lane kept them. Servers started through npx or uvx take seconds where this one takes
-about one, so the ratio here is the least a lane gains.
+what cowork did before a lane kept them. A server whose start-up is slower (one fetched through npx or uvx,
+say) makes the gap wider; this one starts in about a second.
 
     uv run python bench/bench_mcp_calls.py [--calls 20]
 """

@@ -71,7 +71,7 @@ class PolicySettings(_Strict):
 
 
 class McpServer(_Strict):
-    command: list[str]
+    command: list[str] = Field(min_length=1, description="the server's argv: program, then its arguments")
     env: dict[str, str] = Field(default_factory=dict)
     tools: list[str] | None = None
     timeout_s: float = Field(300.0, gt=0, description="one tool call; a server that takes longer is stopped and the "

@@ -62,6 +62,11 @@ def test_wrong_types_are_each_reported(tmp_path):
     assert by_field["concurrency"].line == 1 and by_field["budget.wrap_up_at"].line == 3
 
 
+def test_an_mcp_server_without_a_command_or_with_a_bad_timeout_is_reported_at_load(tmp_path):
+    found = problems(write(tmp_path, '[mcp.empty]\ncommand = []\n[mcp.slow]\ncommand = ["srv"]\ntimeout_s = 0\n'))
+    assert {(p.field, p.line) for p in found} == {("mcp.empty.command", 2), ("mcp.slow.timeout_s", 5)}
+
+
 def test_a_bad_env_override_is_reported(tmp_path):
     [p] = problems(write(tmp_path, ""), env={"COWORK_CONCURRENCY": "0"})
     assert p.field == "concurrency"

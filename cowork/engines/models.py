@@ -175,7 +175,8 @@ def _message_dict(msg: Any) -> dict:
 def cost_of(resp: Any, model: str, tokens_in: int, tokens_out: int, settings: TeamSettings | None) -> float:
     """USD for one reply: `[prices]` in cowork.toml when it names the model, else litellm's price, else 0 (the same
     order as `cowork.team.budgets.price`)."""
-    # litellm prices the reply itself while handling it; asking again costs milliseconds per call
+    # litellm prices the reply itself while handling it (asking again costs milliseconds a call); its first failure
+    # for a model also gives that model a zero entry, so litellm stops searching its table on every reply
     usd = (getattr(resp, "_hidden_params", None) or {}).get("response_cost")
     if usd is None and model not in _unpriced:
         lm = litellm()

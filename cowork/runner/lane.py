@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cowork.engines import prompts
 from cowork.engines.llm import Hooks, LaneOutcome, run_llm_lane
+from cowork.gitops.worktrees import commit_all, create_lane_worktree, diff_stat, lane_path
 from cowork.procs import communicate_bounded
 from cowork.runner import control, handoffs
 from cowork.runner.journal import Journal
@@ -60,8 +61,6 @@ def _trailers(row: dict, role: str) -> dict[str, str]:
 
 
 async def _commit(rt: "Runner", path, row: dict, role: str, message: str) -> str | None:
-    from cowork.gitops.worktrees import commit_all
-
     rt.committing = getattr(rt, "committing", 0) + 1  # the merger lets lanes' commits go first
     try:
         return await asyncio.to_thread(commit_all, path, message, role=role, trailers=_trailers(row, role))
@@ -84,8 +83,6 @@ class LaneGit:
         self.last_commit = time.monotonic()  # the lane's start counts: short lanes commit once, at finish
 
     def start(self, after_s: float = 0.0) -> None:
-        from cowork.gitops.worktrees import create_lane_worktree
-
         async def make():
             if after_s > 0:
                 await asyncio.sleep(after_s)
@@ -196,7 +193,6 @@ def _brief(rt: "Runner", task: str) -> str | None:
 
 
 async def _work(rt: "Runner", row: dict) -> None:
-    from cowork.gitops.worktrees import lane_path
     from cowork.tools.mcp_client import Sessions
 
     # the lane's MCP servers: started by its first call to each, kept through check retries, stopped at its end
@@ -215,8 +211,6 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
     if role is None:
         raise RuntimeError(f"unknown role '{row['role']}'")
     lanes_db.set_lane_state(rt.store, task, lane, "running", runner_id=rt.id, attempts=row["attempts"] + 1)
-    from cowork.gitops.worktrees import lane_path
-
     lane_git = LaneGit(rt, row, role.name)
     # the worktree is made while the first model call runs; tools wait for it (a command lane needs it at once)
     lane_git.start(WORKTREE_AFTER_S if role.engine != "command" and not row.get("feedback") else 0.0)
@@ -294,8 +288,6 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
 
 async def _diff_stat(rt: "Runner", tree, row: dict, role: str) -> list[str]:
     """The lane's changes as `git diff --stat` lines (its work is committed first)."""
-    from cowork.gitops.worktrees import diff_stat
-
     await _commit(rt, tree.path, row, role, f"{row['id']}: command output")
     base = row["base_commit"] or tree.base_commit
     stat = await asyncio.to_thread(diff_stat, rt.ws, tree.branch, base)

@@ -1,7 +1,7 @@
 """MCP servers declared in cowork.toml (`[mcp.NAME] command = [...]`) as tools `NAME.tool`, over stdio.
 
 A lane's first call to a server starts it (in the lane's worktree) and the lane's later calls reuse it
-(`Sessions`): a server keeps its state between calls, and one started through npx or uvx takes seconds to start.
+(`Sessions`): a server keeps its state between calls, and its start-up (about 1 s for a Python server) is paid once.
 A server that dies, or a call that times out, takes down that one call, never the lane: the agent gets an error
 naming the server, and the lane's next call starts the server again. The lane's end stops its servers. Tool
 listings are cached per server command for the process.
@@ -42,8 +42,6 @@ def model_name(qualified: str) -> str:
 def _params(cfg: McpServer, cwd: Path | None):
     from mcp import StdioServerParameters
 
-    if not cfg.command:
-        raise McpUnavailable("its `command` is empty")
     env = {k: os.path.expandvars(v) for k, v in cfg.env.items()}  # "$GITHUB_TOKEN" is read from our environment
     return StdioServerParameters(command=cfg.command[0], args=list(cfg.command[1:]), env=env or None,
                                  cwd=str(cwd) if cwd else None)
@@ -84,8 +82,6 @@ async def list_tools(name: str, cfg: McpServer, cwd: Path | None = None,
             async with asyncio.timeout(timeout_s):
                 async with _client(cfg, cwd, log, timeout_s) as client:
                     result = await client.list_tools()
-    except McpUnavailable:
-        raise
     except BaseException as exc:  # noqa: BLE001 - any failure of a foreign process becomes one clear error
         if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
             raise
@@ -135,16 +131,16 @@ class Sessions:
 
     def __init__(self, cwd: Path | None = None, log_dir: Path | None = None) -> None:
         self.cwd, self.log_dir = cwd, log_dir
-        self._open: dict[str, _Session] = {}
-        self._started: list[_Session] = []  # every session, so `aclose` also waits for ones still stopping
+        self._sessions: list[_Session] = []  # the live ones and those still stopping (`aclose` waits for both)
 
     async def call(self, name: str, cfg: McpServer, tool: str, args: dict) -> ToolResult:
         """Call `tool` on server `name`, starting the server first when it is not running for this lane. A call
         gets `cfg.timeout_s`; a server that takes longer is stopped."""
-        session = self._open.get(name)
-        if session is None or session.ended or session.loop is not asyncio.get_running_loop():
-            session = self._open[name] = _Session(name, cfg, self.cwd, self.log_dir)
-            self._started = [s for s in self._started if not s.stopped] + [session]
+        loop = asyncio.get_running_loop()
+        session = next((s for s in self._sessions if s.name == name and not s.ended and s.loop is loop), None)
+        if session is None:
+            session = _Session(name, cfg, self.cwd, self.log_dir)
+            self._sessions = [s for s in self._sessions if not s.stopped] + [session]
         try:
             result = await session.call(tool, args)
         except McpUnavailable as exc:
@@ -155,7 +151,7 @@ class Sessions:
     async def aclose(self) -> None:
         """Stop every server this lane started: its stdin is closed, then after a grace period it is terminated
         (bounded: a few seconds for a server that ignores both)."""
-        sessions, self._open, self._started = self._started, {}, []
+        sessions, self._sessions = self._sessions, []
         loop = asyncio.get_running_loop()
         for session in sessions:
             if session.loop is loop:  # one from an event loop that has ended was cancelled with it
@@ -185,8 +181,6 @@ class _Session:
         return self._task.done()
 
     async def call(self, tool: str, args: dict) -> Any:
-        if self.ended:
-            raise McpUnavailable("the server has stopped")
         done = self.loop.create_future()
         self._jobs.put_nowait((tool, args, done))
         return await done
