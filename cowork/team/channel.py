@@ -66,10 +66,11 @@ def say(ws, store, settings, roles, target: str, text: str, *, by: str, reply_to
     draft = planning.create_task(ws, store, settings, roles, text, to=to, origin=by)
     plan = planning.one_lane_plan(draft.task, draft.title, to, text)
     planning.save_plan(ws, store, settings, draft.task, plan)
-    planning.approve(store, draft.task, plan, by=by)
     lane = plan.lanes[0].id
-    mid = msgs.post(store, kind="human", from_role=by, to_role=to, to_lane=msgs.qualified(draft.task, lane),
-                    body=text, task=draft.task, actor=by)
-    # the goal already carries the text: the lane need not see it twice
-    store.execute("UPDATE lanes SET msg_cursor=? WHERE task_id=? AND id=?", (mid, draft.task, lane))
+    with store.tx():  # the lane, the message and the lane's cursor past it: a runner sees all of them or none
+        planning.approve(store, draft.task, plan, by=by)
+        mid = msgs.post(store, kind="human", from_role=by, to_role=to, to_lane=msgs.qualified(draft.task, lane),
+                        body=text, task=draft.task, actor=by)
+        # the goal already carries the text: the lane need not see it twice
+        store.execute("UPDATE lanes SET msg_cursor=? WHERE task_id=? AND id=?", (mid, draft.task, lane))
     return Said(mid, to, [msgs.qualified(draft.task, lane)], task=draft.task)
