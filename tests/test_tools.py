@@ -204,6 +204,13 @@ def shout(text: str) -> str:
 
 
 @server.tool()
+def refuse() -> str:
+    """Answer with a protocol error, as a server refusing a call does (it stays up)."""
+    from mcp.shared.exceptions import MCPError
+    raise MCPError(code=-32602, message="not today")
+
+
+@server.tool()
 def die() -> str:
     """Exit abruptly, as a crashing server would."""
     os._exit(3)
@@ -265,14 +272,14 @@ def test_mcp_tools_go_through_the_gateway(tmp_path, monkeypatch):
 def test_a_lane_keeps_its_mcp_servers_until_its_end_and_restarts_one_that_died_or_hung(tmp_path):
     """A lane's first call starts the server and its later calls reuse it (state kept, no start-up per call); a
     server that dies or overruns `timeout_s` fails that one call, and the next call gets a fresh server; the lane's
-    end (`aclose`) stops them."""
+    end (`aclose`) stops them. A server's error reply fails the call and keeps the server (and its state)."""
     import sys
     import time
 
     script = tmp_path / "demo_server.py"
     script.write_text(MCP_SERVER)
     toml = f'[mcp.demo]\ncommand = ["{sys.executable}", "{script}"]\ntimeout_s = 1.5\n'
-    env = TeamEnv(tmp_path, {"mcp": {"tools": ["demo.count", "demo.die", "demo.nap", "demo.shout"]}}, toml)
+    env = TeamEnv(tmp_path, {"mcp": {"tools": ["demo.count", "demo.die", "demo.nap", "demo.refuse", "demo.shout"]}}, toml)
     g = env.gateway("mcp")
     g.tool_specs()
 
@@ -283,6 +290,7 @@ def test_a_lane_keeps_its_mcp_servers_until_its_end_and_restarts_one_that_died_o
 
     async def lane() -> list:
         seen = [counted(await g.call("demo__count", {"tag": "a"})), counted(await g.call("demo__count", {"tag": "b"}))]
+        seen.append(await g.call("demo__refuse", {}))
         t = time.monotonic()
         seen.append((await g.call("demo__count", {"tag": "c"}), time.monotonic() - t))
         died = await g.call("demo__die", {})
@@ -292,9 +300,10 @@ def test_a_lane_keeps_its_mcp_servers_until_its_end_and_restarts_one_that_died_o
         await g.aclose()
         return seen
 
-    (n1, pid1), (n2, pid2), (third, took), died, (n4, pid4), hung, (n5, pid5) = asyncio.run(lane())
+    (n1, pid1), (n2, pid2), refused, (third, took), died, (n4, pid4), hung, (n5, pid5) = asyncio.run(lane())
     assert (n1, n2) == (1, 2) and pid1 == pid2 and took < 0.5           # one process, kept between calls
-    assert third.ok and third.content.startswith("3 ")
+    assert not refused.ok and "MCP server 'demo' refused refuse: not today (error -32602)" in refused.content
+    assert third.ok and third.content == f"3 {pid1}"                     # the refusal kept the server and its state
     assert not died.ok and "MCP server 'demo' failed while calling die" in died.content
     assert n4 == 1 and pid4 != pid1                                      # a fresh server after the crash
     assert not hung.ok and "timed out after 1.5 s" in hung.content
@@ -304,7 +313,7 @@ def test_a_lane_keeps_its_mcp_servers_until_its_end_and_restarts_one_that_died_o
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not pid_alive(pid), pid
-    assert [e["data"]["ok"] for e in env.events("tool.call")] == [True, True, True, False, True, False, True]
+    assert [e["data"]["ok"] for e in env.events("tool.call")] == [True, True, False, True, False, True, False, True]
 
 
 

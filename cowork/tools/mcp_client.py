@@ -3,7 +3,8 @@
 A lane's first call to a server starts it (in the lane's worktree) and the lane's later calls reuse it
 (`Sessions`): a server keeps its state between calls, and its start-up (about 1 s for a Python server) is paid once.
 A server that dies, or a call that times out, takes down that one call, never the lane: the agent gets an error
-naming the server, and the lane's next call starts the server again. The lane's end stops its servers. Tool
+naming the server, and the lane's next call starts the server again. A server's own error reply to a call (an
+unknown tool, bad parameters) fails that call and keeps the server. The lane's end stops its servers. Tool
 listings are cached per server command for the process.
 A server's stderr goes to `mcp-NAME.log` in the log directory the caller names (a lane's own, for its servers),
 each start marked with a line of cowork's, else to the process's own stderr: never to whatever stream happens
@@ -33,6 +34,11 @@ _lock = threading.Lock()
 
 class McpUnavailable(Exception):
     """An MCP server could not be started or stopped answering."""
+
+
+class McpRefused(Exception):
+    """An MCP server answered a call with a protocol error (an unknown tool, bad parameters, its own failure): the
+    server is alive, and its session goes on."""
 
 
 def model_name(qualified: str) -> str:
@@ -146,6 +152,9 @@ class Sessions:
         except McpUnavailable as exc:
             return ToolResult(False, f"MCP server '{name}' failed while calling {tool}: {exc}",
                               {"mcp_server": name, "error": str(exc)})
+        except McpRefused as exc:
+            return ToolResult(False, f"MCP server '{name}' refused {tool}: {exc}", {"mcp_server": name,
+                                                                                  "error": str(exc)})
         return _result(name, tool, result)
 
     async def aclose(self) -> None:
@@ -221,7 +230,12 @@ class _Session:
                 why = f"timed out after {timeout_s:g} s; the server was stopped"
                 self._fail(why)
                 return why
-            except Exception as exc:  # noqa: BLE001 - the connection is gone: so is the session
+            except Exception as exc:  # noqa: BLE001
+                if _answered(exc):  # the server said no: it is alive, and keeps its state for the next call
+                    _settle(done, McpRefused(f"{exc} (error {exc.code})"))
+                    self._current = None
+                    continue
+                # the connection is gone: so is the session
                 why = _describe(exc)
                 self._fail(why)
                 return why
@@ -242,6 +256,14 @@ class _Session:
         self.ended = self._closing = True
         self._scope.cancel()
         await asyncio.wait([self._task])  # a lane cancelled meanwhile still lets its server stop
+
+
+def _answered(exc: BaseException) -> bool:
+    """Whether `exc` is the server's own error reply to a call (not the connection closing or timing out)."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+    return isinstance(exc, MCPError) and exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT)
 
 
 def _settle(done: asyncio.Future, value: Any) -> None:
