@@ -140,6 +140,20 @@ def test_conflict_returns_files_and_leaves_main_untouched(team):
     assert team.store.scalar("SELECT state FROM merge_queue") == "conflict"
 
 
+def test_a_lane_that_committed_conflict_markers_never_reaches_main(team):
+    """Markers committed unresolved on the lane (an agent that finished without resolving a conflict) are refused
+    like a conflict, naming the file and lines; main stays as it was."""
+    before = team.main()
+    team.lane("t1", "impl", {"shared.txt": "top\n<<<<<<< HEAD\nmine\n=======\ntheirs\n>>>>>>> refs/heads/main\n",
+                             "clean.txt": "ok  \n"})  # trailing whitespace is no marker
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")
+    assert res.status == "conflict" and res.conflicts == ["shared.txt"] and team.main() == before
+    assert "shared.txt:2, shared.txt:4, shared.txt:6" in res.output
+    row = team.row("t1", "impl")
+    assert row["state"] == "blocked" and blocked_by(row["feedback"]) == "conflict" and "shared.txt:2" in row["feedback"]
+    assert is_clean(team.ws.worktrees_dir / "_merge")
+
+
 def test_failing_merge_checks_leave_main_untouched(team):
     old = team.main()
     team.lane("t1", "impl", {"feature.py": "x = 1\n"})

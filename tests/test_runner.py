@@ -219,6 +219,33 @@ def test_conflict_goes_back_to_its_lane_then_resolves(tmp_path, server):
     assert any(e["kind"] == "merge.conflict" for e in st.events(task=task, lane="b"))
 
 
+def test_a_lane_cannot_finish_with_the_conflict_markers_in(tmp_path, server):
+    """Sent back for a conflict, an agent that finishes without resolving it fails the markers check (file and line
+    in its next prompt), resolves, and only then merges: main never holds a marker."""
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
+    plan = tmp_path / "plan.md"
+    plan.write_text("---\ntitle: Two edits\n---\n```yaml\nlanes:\n"
+                    "  - {id: a, role: dev, goal: Put A in shared.txt}\n"
+                    "  - {id: b, role: writer, goal: Put B in shared.txt}\n```\n")
+    server.script("Goal: Put A", [tool_call("write_file", path="shared.txt", content="A\n"), finish("A")])
+
+    def resolve(body):
+        assert "shared.txt:1" in json.dumps(body["messages"])  # the check's output names file and line
+        return tool_call("write_file", path="shared.txt", content="A\nB\n")
+
+    server.script("Goal: Put B", [delay(0.6, tool_call("write_file", path="shared.txt", content="B\n")),
+                                  finish("B"), finish("done, I think"), resolve, finish("merged A and B")])
+    assert main(["run", str(plan), "--yes", "-C", str(root)]) == 0
+    task = only_task(st)
+    assert git(root, "show", "main:shared.txt") == "A\nB"
+    for sha in git(root, "rev-list", "--first-parent", "main").split():  # no state main was ever in has one
+        assert subprocess.run(["git", "grep", "-q", "<<<<<<<", sha], cwd=root).returncode == 1, sha
+    b = lane(st, task, "b")
+    assert b["state"] == "merged" and b["conflict_returns"] == 1 and b["check_failures"] == 1
+    failed = [e for e in st.events(task=task, lane="b", kinds=["check.failed"])]
+    assert len(failed) == 1 and failed[0]["data"]["check"] == "no conflict markers left"
+
+
 def test_pause_holds_every_lane(tmp_path, server):
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
     plan = tmp_path / "plan.md"

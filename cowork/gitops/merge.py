@@ -19,7 +19,8 @@ from cowork.gitops import checkout
 from cowork.gitops.git import MERGER, head, identity_env, run_git, tips, trailer_block
 from cowork.gitops.lock import LockLost, LockTimeout, MergeLock, lock_row
 from cowork.gitops.mergetree import (
-    MAX_ATTEMPTS, TargetRaced, cas_move, find_merges, merge_tree, reset_tree, run_checks, unmerged_files,
+    MAX_ATTEMPTS, TargetRaced, cas_move, conflict_markers, find_merges, merge_tree, reset_tree, run_checks,
+    unmerged_files,
 )
 from cowork.gitops.worktrees import changed_files, lane_branch
 from cowork.store import Store, now
@@ -186,6 +187,13 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
         new = head(tree)
         if new == old:  # "Already up to date": the target contains the branch
             return _already(ws, store, res, row, old, ev)
+        markers = conflict_markers(tree, old, new)
+        if markers:  # a conflict committed unresolved on the lane: it never reaches the target either
+            reset_tree(tree, old)
+            res.conflicts = sorted({m.rsplit(":", 1)[0] for m in markers})
+            return _conflict(store, res, row, old, branch, ev,
+                             f"{branch} leaves conflict markers in {len(res.conflicts)} file(s), at "
+                             + ", ".join(markers[:20]) + (" ..." if len(markers) > 20 else ""))
         checks = run_checks(tree, list(settings.merge.checks), timeout_s=settings.merge.checks_timeout_s,
                             env={"COWORK_TASK": task, "COWORK_LANE": lane, "COWORK_MERGE_TARGET": target})
         if not checks.ok:
@@ -242,10 +250,10 @@ def blocked_by(feedback: str | None) -> str | None:
     return None
 
 
-def _conflict(store, res: MergeResult, row, old: str, branch: str, ev) -> MergeResult:
+def _conflict(store, res: MergeResult, row, old: str, branch: str, ev, output: str | None = None) -> MergeResult:
     res.status = "conflict"
-    res.output = (f"merging {branch} onto {res.target} ({old[:9]}) conflicts in {len(res.conflicts)} file(s): "
-                  + ", ".join(res.conflicts))
+    res.output = output or (f"merging {branch} onto {res.target} ({old[:9]}) conflicts in {len(res.conflicts)} "
+                            f"file(s): " + ", ".join(res.conflicts))
     with store.tx():
         if row is not None:
             set_lane_state(store, res.task, res.lane, "blocked", actor="merger", detail="merge conflict",

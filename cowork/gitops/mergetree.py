@@ -55,6 +55,15 @@ def unmerged_files(path: Path) -> list[str]:
     return sorted({p for p in out.split("\0") if p})
 
 
+def conflict_markers(cwd: Path | str, *revs: str) -> list[str]:
+    """Conflict markers (`<<<<<<<`, `=======`, `>>>>>>>` lines) that the diff `revs` (as `git diff` takes them: two
+    commits, or "A...B") adds, as "path:line", by git's own rule (`git diff --check`; a `conflict-marker-size`
+    attribute changes what counts). Whitespace errors, which the same check reports, are not counted."""
+    proc = run_git("-c", "core.quotePath=false", "diff", "--check", *revs, cwd=cwd)
+    return [line.rsplit(": ", 1)[0] for line in proc.stdout.splitlines()
+            if line.endswith(": leftover conflict marker")]
+
+
 def target_tip(ws, target: str) -> str:
     return head(ws.root, f"refs/heads/{target}")
 

@@ -257,19 +257,21 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
         if outcome.status in ("failed", "blocked"):
             end_lane(rt, fresh, outcome.status, outcome.error or f"the agent finished with status {outcome.status}")
             return
+        # a lane brought up to date with the target after a conflict must not finish with the markers in
+        failed = await check_markers(rt, fresh, tree.path, journal) if fresh["conflict_returns"] else None
         checks = fresh["checks"] if fresh["checks"] is not None else list(role.checks)
-        if checks and row["kind"] != "consult":
+        if failed is None and checks and row["kind"] != "consult":
             lanes_db.set_lane_state(rt.store, task, lane, "checking")
             failed = await run_checks(rt, fresh, checks, tree.path, journal)
-            if failed is not None:
-                n = fresh["check_failures"] + 1
-                lanes_db.update_lane(rt.store, task, lane, check_failures=n)
-                if n > max_checks:
-                    end_lane(rt, fresh, "failed", f"check `{failed[0]}` still failing after {max_checks} retries")
-                    return
-                notes = [prompts.check_failed(failed[0], failed[1], n, max_checks)]
-                lanes_db.set_lane_state(rt.store, task, lane, "running")
-                continue
+        if failed is not None:
+            n = fresh["check_failures"] + 1
+            lanes_db.update_lane(rt.store, task, lane, check_failures=n)
+            if n > max_checks:
+                end_lane(rt, fresh, "failed", f"check `{failed[0]}` still failing after {max_checks} retries")
+                return
+            notes = [prompts.check_failed(failed[0], failed[1], n, max_checks)]
+            lanes_db.set_lane_state(rt.store, task, lane, "running")
+            continue
         break
     with rt.store.tx():  # the hand-off is one commit: what goes back to whoever asked, and the lane's next state
         fresh = lanes_db.get_lane(rt.store, task, lane)
@@ -317,6 +319,28 @@ async def run_checks(rt: "Runner", row: dict, checks: list[str], cwd, journal: J
         if code != 0:
             return check, text
     return None
+
+
+MARKERS_CHECK = "no conflict markers left"
+
+
+async def check_markers(rt: "Runner", row: dict, cwd, journal: Journal) -> tuple[str, str] | None:
+    """Whether the lane's own changes (since it left the target) add conflict markers: a check of its own, journalled
+    and reported as the role's checks are. Returns (check, output) when they do."""
+    from cowork.gitops.mergetree import conflict_markers
+
+    task, lane = row["task_id"], row["id"]
+    step = journal.start("check", MARKERS_CHECK, {"cwd": str(cwd)})
+    found = await asyncio.to_thread(conflict_markers, cwd, f"refs/heads/{rt.settings.merge.target}...HEAD")
+    text = ("conflict markers (<<<<<<< ======= >>>>>>>) are still in these files, at file:line:\n"
+            + "\n".join(found[:50]) + ("\n..." if len(found) > 50 else "")
+            + "\nEdit each one to keep both sides' intent and remove the markers.") if found else ""
+    journal.finish(step, {"exit": 1 if found else 0, "output": text[-2000:]}, ok=not found)
+    rt.store.event("check.failed" if found else "check.passed",
+                   f"{task}/{lane}: {MARKERS_CHECK}" + (f": {len(found)} found" if found else ""), actor="runner",
+                   task=task, lane=lane, role=row["role"], data={"check": MARKERS_CHECK, "exit": 1 if found else 0,
+                                                                 "output": text[-1000:]})
+    return (MARKERS_CHECK, text) if found else None
 
 
 def enqueue(rt: "Runner", row: dict) -> None:

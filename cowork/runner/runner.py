@@ -272,12 +272,14 @@ class Runner:
 
     async def _sync_lane(self, row: dict, worktree: Path) -> list[str]:
         """Merge the current target into a lane sent back for a conflict, leaving the conflicts to resolve."""
-        from cowork.gitops.git import run_git
+        from cowork.gitops.git import git_dir, run_git
 
         target = self.settings.merge.target
         proc = await asyncio.to_thread(run_git, "merge", "--no-ff", "--no-commit", f"refs/heads/{target}",
                                        cwd=worktree)
         if proc.returncode == 0:
+            if not (git_dir(worktree) / "MERGE_HEAD").exists():  # up to date: sent back for what it committed
+                return []                                        # itself (conflict markers); the feedback says so
             return [f"{target} was merged into your branch cleanly; check the result and finish again."]
         out = await asyncio.to_thread(run_git, "diff", "--name-only", "--diff-filter=U", cwd=worktree)
         files = [f for f in out.stdout.split() if f]
