@@ -196,6 +196,9 @@ def test_already_contained_and_empty_lanes_merge_as_nothing(team):
     enqueue(team.store, "t1", "impl")
     again = merge_next(team.ws, team.store, team.settings, holder="r")
     assert again.status == "nothing" and again.commit == first.commit and team.main() == first.commit
+    third = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")  # by hand
+    row = team.row("t1", "impl")
+    assert third.status == "nothing" and row["state"] == "merged" and row["merge_commit"] == first.commit
 
     git("branch", "cowork/t1/idle", "main", cwd=team.ws.root)  # a lane that committed nothing
     res = merge_lane(team.ws, team.store, team.settings, "t1", "idle", role="dev", holder="r")
@@ -390,9 +393,19 @@ def test_merge_queue_and_revert_commands(team, cli, monkeypatch):
 
     busy = cli("merge", "t1/c")
     assert busy.code == 2 and "running" in busy.err
-    team.store.execute("UPDATE lanes SET state='in-review' WHERE id='c'")
+    team.store.execute("UPDATE lanes SET state='failed', error='check `pytest` still failing' WHERE id='c'")
+    failed = cli("merge", "t1/c")  # work that did not pass merges only when a human insists
+    assert failed.code == 2 and "t1/c is failed: check `pytest` still failing" in failed.err
+    assert "--force" in failed.err and "c.txt" not in git("ls-tree", "--name-only", "main", cwd=team.ws.root)
+    team.store.execute("UPDATE lanes SET kind='review' WHERE id='c'")
+    review = cli("merge", "t1/c", "--force")
+    assert review.code == 2 and "review lane" in review.err
+    team.store.execute("UPDATE lanes SET state='in-review', kind='work' WHERE id='c'")
     direct = cli("merge", "t1/c")
     assert direct.code == 0 and "merged t1/c (dev) into main" in direct.out
+    team.store.execute("UPDATE lanes SET state='blocked' WHERE id='b'")
+    forced = cli("merge", "t1/b", "--force")  # insisting does not get a conflict in, either
+    assert forced.code == 1 and "conflict: t1/b was not merged" in forced.out
     assert cli("merge", "t1/c", "--all").code == 2 and cli("merge", "nolane").code == 2
 
     rv = cli("revert", "t1/a", "--json")

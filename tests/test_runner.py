@@ -246,6 +246,24 @@ def test_a_lane_cannot_finish_with_the_conflict_markers_in(tmp_path, server):
     assert len(failed) == 1 and failed[0]["data"]["check"] == "no conflict markers left"
 
 
+def test_with_merge_auto_off_lanes_wait_for_a_human_to_merge_them(tmp_path, server):
+    root, ws, st = team(tmp_path, server, extra_toml="[merge]\nauto = false\n")
+    server.script("Goal: Write a.txt", [tool_call("write_file", path="a.txt", content="a\n"), finish("a")])
+    assert main(["delegate", "Write a.txt", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    task = only_task(st)
+    deadline = time.time() + 30
+    while not st.events(task=task, kinds=["merge.waiting"]) and time.time() < deadline:
+        time.sleep(0.05)
+    told = st.events(task=task, kinds=["merge.waiting"])
+    assert len(told) == 1 and f"`cowork merge {task}/work`" in told[0]["summary"]
+    time.sleep(0.5)  # the runner goes on polling: it merges nothing by itself, and says it once
+    assert lane(st, task, "work")["state"] == "merge-queue" and "a.txt" not in git(root, "ls-tree", "main")
+    assert len(st.events(task=task, kinds=["merge.waiting"])) == 1
+    assert main(["merge", "--all", "-C", str(root)]) == 0
+    assert main(["wait", task, "--timeout", "20", "-C", str(root)]) == 0
+    assert git(root, "show", "main:a.txt") == "a" and lane(st, task, "work")["state"] == "merged"
+
+
 def test_pause_holds_every_lane(tmp_path, server):
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
     plan = tmp_path / "plan.md"

@@ -13,6 +13,8 @@ from cowork.errors import EXIT_FAILURE, BadInput
 
 # a lane still at work has nothing final to merge
 _BUSY = {"queued", "running", "waiting-approval", "paused", "checking"}
+# a lane that ended without passing: merged only when a human says so (--force)
+_UNFINISHED = {"failed", "blocked", "cancelled"}
 
 
 def _settings(ws):
@@ -54,6 +56,8 @@ def _show_result(r: dict) -> None:
 def merge(lane: Optional[str] = typer.Argument(None, metavar="TASK/LANE",
                                                help="merge this lane now (default: the oldest queued lane)"),
           all_: bool = typer.Option(False, "--all", help="merge every queued lane, oldest first"),
+          force: bool = typer.Option(False, "--force", help="merge a lane that failed or was blocked, as it is "
+                                                            "(merge checks still run; conflict markers never pass)"),
           root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Merge queued lanes into the merge target by hand, under the merge lock (for teams with merge.auto off)."""
     from cowork.gitops.merge import merge_lane, merge_next, process_queue
@@ -70,9 +74,17 @@ def merge(lane: Optional[str] = typer.Argument(None, metavar="TASK/LANE",
         if not task or not lane_id or "/" in lane_id:
             raise BadInput(f"'{lane}' is not TASK/LANE", hint="e.g. `cowork merge t7-login/implement`")
         row = get_lane(st, task, lane_id)
+        if row is not None and row["kind"] in ("review", "consult"):
+            raise BadInput(f"lane {task}/{lane_id} is a {row['kind']} lane: it has no work of its own to merge",
+                           hint="merge the lane it " + ("reviewed" if row["kind"] == "review" else "answered"))
         if row is not None and row["state"] in _BUSY:
             raise BadInput(f"lane {task}/{lane_id} is {row['state']}; it has nothing final to merge yet",
                            hint="wait for it to finish (`cowork lanes`), or cancel it")
+        if row is not None and row["state"] in _UNFINISHED and not force:
+            why = (row["error"] or row["detail"] or "").strip().splitlines()
+            raise BadInput(f"lane {task}/{lane_id} is {row['state']}" + (f": {why[0][:200]}" if why else "")
+                           + "; its work did not pass", hint=f"`cowork merge {task}/{lane_id} --force` merges it as it "
+                           "is (the merge checks still run)")
         results = [merge_lane(ws, st, settings, task, lane_id, role=(row or {}).get("role") or "unknown", holder=by)]
     else:
         one = merge_next(ws, st, settings, holder=by)

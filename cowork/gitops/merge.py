@@ -227,9 +227,9 @@ def _already(ws, store, res: MergeResult, row, old: str, ev) -> MergeResult:
     res.output = f"{res.target} already contains {res.task}/{res.lane}" + (f" (merged as {res.commit[:9]})"
                                                                           if res.commit else "")
     with store.tx():
-        if row is not None and row["state"] != "merged":
+        if row is not None:  # it is `merging` now, whatever it was when read
             set_lane_state(store, res.task, res.lane, "merged", actor="merger", detail=res.output,
-                           merge_commit=res.commit)
+                           merge_commit=res.commit or row["merge_commit"])
         store.event("merge.done", res.output, data={"commit": res.commit, "previous": old, "target": res.target,
                                                     "nothing": True}, **ev)
     return res

@@ -51,6 +51,7 @@ class Runner:
         self.results: dict[str, str] = {}
         self._wake: asyncio.Event | None = None
         self._told_waiting: set[str] = set()
+        self._told_merge: set[int] = set()  # merge-queue entries a human was told to merge (merge.auto off)
         self._closing: dict[str, asyncio.Task] = {}  # tasks writing their summary (in a thread: see _close)
         self.committing = 0  # lanes' git commits in flight (cowork.runner.lane._commit)
         self.sync_lane = self._sync_lane
@@ -253,6 +254,10 @@ class Runner:
             if not waiting:
                 await asyncio.sleep(self.poll_s)
                 continue
+            if not self.settings.merge.auto:  # a human merges (`cowork merge`); say once what waits for them
+                self._tell_merge_waits()
+                await asyncio.sleep(self.poll_s)
+                continue
             # lanes finishing together commit their packets first: a merge's git work would slow every one of
             # them on a small machine (bounded, so a lane that commits all the time never starves the queue)
             for _ in range(MERGER_YIELD_TICKS):
@@ -269,6 +274,19 @@ class Runner:
             self.wake()
             if result is None:
                 await asyncio.sleep(self.poll_s)
+
+    def _tell_merge_waits(self) -> None:
+        rows = self.store.all(
+            f"SELECT id, task_id, lane_id FROM merge_queue WHERE state='waiting' AND task_id IN "
+            f"({','.join('?' * len(self.owned)) or 'NULL'}) ORDER BY id", tuple(self.owned))
+        for r in rows:
+            if r["id"] in self._told_merge:
+                continue
+            self._told_merge.add(r["id"])
+            name = f"{r['task_id']}/{r['lane_id']}"
+            self.store.event("merge.waiting", f"{name} waits for a human to merge it (merge.auto is off): "
+                             f"`cowork merge {name}`, or `cowork merge --all`", actor="runner", task=r["task_id"],
+                             lane=r["lane_id"], data={"entry": r["id"]})
 
     async def _sync_lane(self, row: dict, worktree: Path) -> list[str]:
         """Merge the current target into a lane sent back for a conflict, leaving the conflicts to resolve."""
