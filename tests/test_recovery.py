@@ -197,3 +197,42 @@ def test_a_killed_runner_leaves_no_mcp_server_behind_and_its_resume_starts_one_a
     assert len(after) == 4 and not [p for p in after if pid_alive(p)]  # a new listing and lane server, both ended
     puts = [e["data"]["ok"] for e in st.events(task=task, kinds=["tool.call"]) if e["data"]["tool"] == "kv.put"]
     assert puts == [True, True]
+
+
+def test_a_stalled_runner_that_lost_its_task_stops_its_lanes_and_writes_nothing(tmp_path, server, monkeypatch):
+    """A runner stalled past its lease (a suspended laptop; SIGSTOP here) whose task another runner took meanwhile
+    finds out at its next heartbeat: it stops the task's lanes without writing their state, and the new holder
+    alone finishes the task (one summary, no failure)."""
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV})
+    calls = {"n": 0}
+
+    def reply(body):
+        calls["n"] += 1
+        wrote = any(m.get("role") == "tool" for m in body["messages"])
+        r = (tool_call("finish", status="done", summary="wrote a.txt", checklist=[]) if wrote
+             else tool_call("write_file", path="a.txt", content="a\n"))
+        return delay(4, r) if calls["n"] == 1 else r  # the first runner's call is in flight when it stalls
+
+    server.script("Goal: Write a", [reply] * 6)
+    assert main(["delegate", "Write a", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: calls["n"] == 1, 30, "the first model call")
+    first = st.one("SELECT id, pid FROM runners WHERE state='running'")
+    os.kill(first["pid"], signal.SIGSTOP)
+    try:  # a minute passes, as far as the leases can tell: its heartbeat and lease are stale
+        st.execute("UPDATE runners SET heartbeat_at=heartbeat_at-60 WHERE id=?", (first["id"],))
+        st.execute("UPDATE locks SET lease_until=0 WHERE holder=?", (first["id"],))
+        assert main(["resume", "--detach", "-C", str(root)]) == 0
+        _wait_for(lambda: st.scalar("SELECT holder FROM locks WHERE name=?", (f"task:{task}",)) != first["id"],
+                  30, "the second runner to take the task")
+    finally:
+        os.kill(first["pid"], signal.SIGCONT)
+    assert main(["wait", task, "--timeout", "40", "-C", str(root)]) == 0
+    os.waitpid(first["pid"], 0)  # it let the task go and, owning nothing, ended
+    kinds = [e["kind"] for e in st.events(task=task)]
+    assert "runner.lost" in kinds and "task.failed" not in kinds and kinds.count("task.done") == 1
+    assert calls["n"] == 3  # the stalled runner sent nothing more: its one call, then the new holder's two
+    summaries = git(root, "log", "--format=%s", "main", "--", f"handoffs/{task}/summary.md").splitlines()
+    assert len(summaries) == 1 and git(root, "show", "main:a.txt") == "a"

@@ -42,6 +42,8 @@ async def run_lane(rt: "Runner", row: dict) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a lane's own failure never takes the runner down
+        if not rt.holds(task):  # a stalled runner's lane, failing against the new holder's writes: not its to end
+            return
         msg = f"lane {task}/{lane} crashed: {type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
         with rt.store.tx():
             rt.store.event("lane.error", msg, actor="runner", task=task, lane=lane, role=row["role"])
@@ -273,6 +275,8 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
             lanes_db.set_lane_state(rt.store, task, lane, "running")
             continue
         break
+    if not rt.holds(task):  # the task went to another runner while this one was stalled: its hand-off is theirs
+        return
     with rt.store.tx():  # the hand-off is one commit: what goes back to whoever asked, and the lane's next state
         fresh = lanes_db.get_lane(rt.store, task, lane)
         _on_finished(rt, fresh, packet)

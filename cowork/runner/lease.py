@@ -31,14 +31,24 @@ def register(store: Store) -> str:
     return runner_id
 
 
-def heartbeat(store: Store, runner_id: str, tasks: list[str]) -> None:
-    """Refresh the runner's heartbeat and extend the leases it holds."""
+def heartbeat(store: Store, runner_id: str, tasks: list[str]) -> list[str]:
+    """Refresh the runner's heartbeat and extend the leases it holds. Returns the tasks among `tasks` whose lease
+    it no longer holds (another runner took them while this one was stalled: a suspended laptop, a SIGSTOP)."""
     t = now()
+    lost = []
     with store.tx():
         store.execute("UPDATE runners SET heartbeat_at=? WHERE id=?", (t, runner_id))
         for task in tasks:
-            store.execute("UPDATE locks SET lease_until=? WHERE name=? AND holder=?",
-                          (t + LEASE_S, lock_name(task), runner_id))
+            cur = store.execute("UPDATE locks SET lease_until=? WHERE name=? AND holder=?",
+                                (t + LEASE_S, lock_name(task), runner_id))
+            if cur.rowcount == 0:
+                lost.append(task)
+    return lost
+
+
+def holds(store: Store, runner_id: str, task: str) -> bool:
+    """Whether `runner_id` still holds the task's lease (whatever its expiry: only a taker ends it)."""
+    return store.scalar("SELECT 1 FROM locks WHERE name=? AND holder=?", (lock_name(task), runner_id)) is not None
 
 
 def stop(store: Store, runner_id: str, tasks: list[str]) -> None:

@@ -205,6 +205,8 @@ class Runner:
         ask the cheap model, and the other tasks' lanes, the heartbeat and the merger keep going meanwhile."""
         from cowork.runner.summary import close_task
 
+        if not self.holds(task):
+            return "held-elsewhere"
         try:
             return await asyncio.to_thread(close_task, self, task, rows)
         finally:
@@ -226,9 +228,38 @@ class Runner:
         while True:
             await asyncio.sleep(lease.HEARTBEAT_S)
             try:
-                lease.heartbeat(self.store, self.id, self.owned)
+                lost = lease.heartbeat(self.store, self.id, self.owned)
             except Exception:  # a busy database: the lease has slack for a missed beat
-                pass
+                continue
+            for task in lost:
+                self.lose(task)
+
+    def lose(self, task: str) -> None:
+        """Another runner took the task while this one was stalled (its heartbeat went stale): stop its lanes here
+        without writing their state, which is the new holder's now, and let the task go."""
+        if task not in self.owned:
+            return
+        self.owned.remove(task)
+        self.results[task] = "held-elsewhere"
+        me = asyncio.current_task()  # a lane or the close that found out: it returns by itself
+        for key, t in list(self.active.items()):
+            if key[0] == task and t is not me:
+                t.cancel()
+        closing = self._closing.pop(task, None)
+        if closing is not None and closing is not me:
+            closing.cancel()
+        taker = self.store.scalar("SELECT holder FROM locks WHERE name=?", (lease.lock_name(task),))
+        self.store.event("runner.lost", f"runner {self.id} lost task {task} to {taker or 'nobody'} (its heartbeat "
+                         "went stale); it stopped the task's lanes here", actor="runner", task=task,
+                         data={"runner": self.id, "taker": taker})
+        self.wake()
+
+    def holds(self, task: str) -> bool:
+        """Whether this runner still holds the task (checked before writing a lane's end, or closing the task)."""
+        if lease.holds(self.store, self.id, task):
+            return True
+        self.lose(task)
+        return False
 
     async def _expirer(self) -> None:
         """Expire approvals past `policy.approval_timeout_s` even when no gateway is waiting on them (a lane
