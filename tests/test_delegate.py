@@ -80,11 +80,53 @@ def test_edit_at_the_prompt_then_approve(team, server, monkeypatch):
     assert not any(r.key == "Goal: Write one.txt" for r in server.requests)
 
 
-def test_no_answer_at_the_prompt_is_bad_input(team, server, monkeypatch):
+def test_no_answer_at_the_prompt_leaves_the_task_for_approve_or_reject_later(team, server, monkeypatch, cli):
+    """No answer at the prompt (end of input, Ctrl-C) is bad input, and the task waits for a decision, saying how
+    to give it: `cowork approve TASK` runs the committed plan, `cowork reject TASK` drops it."""
     root, st = team
-    server.script("You are planner", [tool_call("submit_plan", title="One file", lanes=PLAN)])
+    server.script("You are planner", [tool_call("submit_plan", title="One file", lanes=PLAN)] * 3)
+    server.script("Goal: Write one.txt", [tool_call("write_file", path="one.txt", content="1\n"), finish()])
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    assert main(["delegate", "Write one file", "-C", str(root)]) == 2
+    first = cli("delegate", "Write one file", "-C", root)
+    task = st.scalar("SELECT id FROM tasks")
+    assert first.code == 2 and f"`cowork approve {task}` runs it" in first.err
+    assert lanes_db.get_task(st, task)["state"] == "awaiting-approval"
+    waited = cli("wait", task, "-C", root)  # nothing would ever start it: wait says so rather than hang
+    assert waited.code == 1 and "waits for its plan to be approved" in waited.err
+    assert cli("reject", "t99-nope", "-C", root).code == 2
+    ran = cli("approve", task, "-C", root)
+    assert ran.code == 0 and git(root, "show", "main:one.txt") == "1"
+    assert lanes_db.get_task(st, task)["state"] == "done"
+    assert cli("approve", task, "-C", root).code == 2  # done: nothing waits
+
+    assert cli("delegate", "Write one file again", "-C", root).code == 2
+    second = st.scalar("SELECT id FROM tasks ORDER BY created_at DESC LIMIT 1")
+    rejected = cli("reject", second, "-C", root)
+    assert rejected.code == 0 and lanes_db.get_task(st, second)["state"] == "rejected"
+    assert cli("reject", second, "-C", root).code == 2
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("r\n"))  # `r`, then no reason (end of input): rejected all the same
+    assert cli("delegate", "Write one file once more", "-C", root).code == 1
+    third = st.scalar("SELECT id FROM tasks ORDER BY created_at DESC LIMIT 1")
+    assert lanes_db.get_task(st, third)["state"] == "rejected"
+
+
+def test_a_bad_attachment_or_a_repo_without_commits_starts_no_task(tmp_path, server, monkeypatch, cli):
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV})
+    st = Store(root / ".cowork" / "state.db")
+    missing = cli("delegate", "Read it", "--to", "dev", "--attach", tmp_path / "nope.txt", "--yes", "-C", root)
+    assert missing.code == 2 and "nope.txt is not a file" in missing.err
+    assert st.scalar("SELECT count(*) FROM tasks") == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q", "-b", "main")
+    (empty / "cowork.toml").write_text((root / "cowork.toml").read_text())
+    (empty / "roles").mkdir()
+    (empty / "roles" / "dev.yaml").write_text(DEV)
+    res = cli("delegate", "Do it", "--to", "dev", "--yes", "-C", empty)
+    assert res.code == 2 and "has no commit" in res.err and "first commit" in res.err and "Traceback" not in res.err
+    assert Store(empty / ".cowork" / "state.db").scalar("SELECT count(*) FROM tasks") == 0
 
 
 def test_auto_approve_policy_and_lanes_json(tmp_path, server, monkeypatch, capsys):

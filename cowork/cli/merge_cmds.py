@@ -79,7 +79,7 @@ def merge(lane: Optional[str] = typer.Argument(None, metavar="TASK/LANE",
                            hint="merge the lane it " + ("reviewed" if row["kind"] == "review" else "answered"))
         if row is not None and row["state"] in _BUSY:
             raise BadInput(f"lane {task}/{lane_id} is {row['state']}; it has nothing final to merge yet",
-                           hint="wait for it to finish (`cowork lanes`), or cancel it")
+                           hint="wait for it to finish (`cowork lanes`)")
         if row is not None and row["state"] in _UNFINISHED and not force:
             why = (row["error"] or row["detail"] or "").strip().splitlines()
             raise BadInput(f"lane {task}/{lane_id} is {row['state']}" + (f": {why[0][:200]}" if why else "")

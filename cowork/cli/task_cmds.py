@@ -76,7 +76,7 @@ def run_plan(plan_file: Path = typer.Argument(..., help="a plan file (markdown w
 
 def _approve_and_run(ws, st, settings, roles, task: str, plan, *, yes: bool, detach: bool) -> None:
     from cowork import plan as plan_mod
-    from cowork.runner import launch, planning
+    from cowork.runner import planning
 
     text = planning.save_plan(ws, st, settings, task, plan)
     asking = not (yes or settings.policy.auto_approve_plans)
@@ -87,8 +87,16 @@ def _approve_and_run(ws, st, settings, roles, task: str, plan, *, yes: bool, det
         if plan is None:
             print(f"task {task} rejected")
             raise typer.Exit(EXIT_FAILURE)
+    launch_approved(ws, st, task, plan, by="human" if not yes else "human:--yes", detach=detach)
+
+
+def launch_approved(ws, st, task: str, plan, *, by: str, detach: bool) -> None:
+    """Approve the task's plan and run it: in a background runner (`detach`), or here with live progress, exiting
+    as the task ends."""
+    from cowork.runner import launch, planning
+
     launch.adopt_orphans(ws, st)
-    planning.approve(st, task, plan, by="human" if not yes else "human:--yes")
+    planning.approve(st, task, plan, by=by)
     if detach:
         pid = launch.start_detached(ws, [task])
         print(task)
@@ -137,13 +145,17 @@ def _ask(ws, st, settings, roles, task: str, plan, plan_mod):
     while True:
         try:
             choice = typer.prompt("approve, edit or reject? [a/e/r]", default="a").strip().lower()[:1]
-        except typer.Abort:
-            raise BadInput("the plan needs approval and nothing answered the prompt",
+        except typer.Abort:  # no terminal, end of input, Ctrl-C: the task waits for a decision, said how
+            raise BadInput(f"the plan needs approval and nothing answered the prompt; task {task} waits for it: "
+                           f"`cowork approve {task}` runs it, `cowork reject {task}` drops it",
                            hint="pass --yes, or set policy.auto_approve_plans = true in cowork.toml") from None
         if choice == "a":
             return plan
         if choice == "r":
-            reason = typer.prompt("reason", default="", show_default=False)
+            try:
+                reason = typer.prompt("reason", default="", show_default=False)
+            except typer.Abort:
+                reason = ""
             planning.reject(st, task, reason=reason or None)
             return None
         if choice == "e":

@@ -9,6 +9,7 @@ import typer
 
 from cowork.cli.app import app
 from cowork.cli.common import JsonOpt, RootOpt, emit, store, workspace
+from cowork.errors import BadInput
 
 budget_app = typer.Typer(help="Spend against the caps; raise a cap.", no_args_is_help=False,
                          invoke_without_command=True, rich_markup_mode=None)
@@ -132,29 +133,51 @@ def approvals(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def approve(approval_id: int = typer.Argument(..., help="the approval's id (see `cowork approvals`)"),
+def approve(target: str = typer.Argument(..., metavar="ID|TASK",
+                                         help="an approval's id (see `cowork approvals`), or a task whose plan waits"),
             note: Optional[str] = typer.Option(None, "--note", help="a note for the agent"),
+            detach: bool = typer.Option(False, "--detach", "-d", help="a task: run it in a background process"),
             root: Optional[Path] = RootOpt) -> None:
-    """Let a blocked action go ahead."""
+    """Let a blocked action go ahead, or run a task whose plan waits for approval (`cowork status` lists them)."""
     from cowork.team import approvals as ap
     from cowork.team.messages import human_id
 
+    if not target.isdigit():
+        from cowork.cli.task_cmds import launch_approved
+        from cowork.runner import planning
+
+        ws, st, settings, roles = _team(root)
+        plan = planning.saved_plan(ws, st, settings, roles, target)
+        print(f"task {target}: plan approved ({len(plan.lanes)} lane(s))")
+        launch_approved(ws, st, target, plan, by=human_id(ws.root), detach=detach)
+        return
     ws = workspace(root)
-    row = ap.approve(store(ws), approval_id, by=human_id(ws.root), note=note)
-    print(f"approved #{approval_id} ({row['role']} {row['tool']})")
+    row = ap.approve(store(ws), int(target), by=human_id(ws.root), note=note)
+    print(f"approved #{target} ({row['role']} {row['tool']})")
 
 
 @app.command()
-def reject(approval_id: int = typer.Argument(..., help="the approval's id (see `cowork approvals`)"),
-           reason: str = typer.Option(..., "--reason", help="why not (the agent reads it)"),
+def reject(target: str = typer.Argument(..., metavar="ID|TASK",
+                                        help="an approval's id (see `cowork approvals`), or a task whose plan waits"),
+           reason: Optional[str] = typer.Option(None, "--reason", help="why not (the agent reads it; required "
+                                                                       "for an approval)"),
            root: Optional[Path] = RootOpt) -> None:
-    """Refuse a blocked action; the reason goes back to the agent."""
+    """Refuse a blocked action (the reason goes back to the agent), or drop a task whose plan waits for approval."""
     from cowork.team import approvals as ap
     from cowork.team.messages import human_id
 
     ws = workspace(root)
-    row = ap.reject(store(ws), approval_id, by=human_id(ws.root), reason=reason)
-    print(f"rejected #{approval_id} ({row['role']} {row['tool']})")
+    if not target.isdigit():
+        from cowork.runner import planning
+
+        planning.reject(store(ws), target, by=human_id(ws.root), reason=reason)
+        print(f"task {target} rejected")
+        return
+    if not reason:
+        raise BadInput("rejecting an action needs --reason: the agent reads it", hint=f"cowork reject {target} "
+                       '--reason "why not"')
+    row = ap.reject(store(ws), int(target), by=human_id(ws.root), reason=reason)
+    print(f"rejected #{target} ({row['role']} {row['tool']})")
 
 
 @budget_app.callback()

@@ -55,6 +55,9 @@ def wait(ws, store, task: str, *, timeout: float | None = None, poll_s: float = 
         st = task_state(store, task)
         if st.ended:
             return st
+        if st.state == "awaiting-approval":  # no runner will start it: waiting would be for ever
+            raise CoworkError(f"task {task} waits for its plan to be approved; nothing runs it until then",
+                              hint=f"`cowork approve {task}` runs it, `cowork reject {task}` drops it")
         now = time.monotonic()
         if adopt and now - last_adopt > lease.STALE_S and task in lease.orphaned(store):
             start_detached(ws, reclaim=True)

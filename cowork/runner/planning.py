@@ -38,15 +38,66 @@ def create_task(ws, store, settings, roles, text: str, *, to: str | None = None,
         raise BadInput("the request is empty", hint='cowork delegate "what you want done"')
     if to is not None and to not in roles:
         raise BadInput(f"unknown role '{to}'", hint="known roles: " + ", ".join(roles.names()))
+    for path in attachments:  # before the task exists: a typo leaves nothing behind
+        if not Path(path).is_file():
+            raise BadInput(f"attachment {path} is not a file", hint="check the path given to --attach")
+    require_target(ws, settings)
     title = first_line(text)
     with store.tx():
         task = new_task_id(store, ws, title)
         lanes_db.create_task(store, task, title, origin=origin)
-    brief = brief_text(task, text, to=to or settings.planner, attachments=list(attachments), origin=origin,
-                       root=ws.root)
-    commit_to_target(ws, store, settings, {f"handoffs/{task}/brief.md": brief}, f"{task}: brief", holder=holder,
-                     trailers={"Cowork-Task": task})
+    try:
+        brief = brief_text(task, text, to=to or settings.planner, attachments=list(attachments), origin=origin,
+                           root=ws.root)
+        commit_to_target(ws, store, settings, {f"handoffs/{task}/brief.md": brief}, f"{task}: brief",
+                         holder=holder, trailers={"Cowork-Task": task})
+    except BaseException as exc:  # a task with no brief never runs: it ends here, saying why, not `planning`
+        lanes_db.set_task_state(store, task, "failed", actor="cowork",
+                                error=f"its brief could not be committed: {getattr(exc, 'message', None) or exc}"[:500])
+        raise
     return Draft(task, title, brief, to or settings.planner)
+
+
+def require_target(ws, settings) -> None:
+    """A task's files are committed on the merge target: say plainly when there is no repository or no commit.
+
+    Raises:
+        BadInput: not a git repository, or the target branch has no commit yet.
+    """
+    from cowork.gitops.git import rev, toplevel
+
+    target = settings.merge.target
+    if toplevel(ws.root) is None:
+        raise BadInput(f"{ws.root} is not a git repository", hint="`git init` and make a first commit, or run "
+                       "`cowork init --git-init --commit`")
+    if rev(ws.root, f"refs/heads/{target}") is None:
+        hint = ("make a first commit (`git add -A && git commit -m init`)" if rev(ws.root, "HEAD") is None
+                else "create the branch, or set [merge] target in cowork.toml to the branch lanes merge into")
+        raise BadInput(f"the merge target '{target}' has no commit in {ws.root}", hint=hint)
+
+
+def saved_plan(ws, store, settings, roles, task: str) -> Plan:
+    """The plan committed for a task that waits for approval (`handoffs/<task>/plan.md` on the target), checked
+    against the team's roles as they are now.
+
+    Raises:
+        BadInput: no such task, or it is not awaiting approval. ValidationFailed: the plan no longer fits.
+    """
+    from cowork.gitops.git import run_git
+
+    row = lanes_db.get_task(store, task)
+    if row is None:
+        raise BadInput(f"no task {task}", hint="see `cowork status`")
+    if row["state"] != "awaiting-approval":
+        raise BadInput(f"task {task} is {row['state']}, not waiting for its plan to be approved",
+                       hint="`cowork lanes --task " + task + "` shows where it is")
+    rel = f"handoffs/{task}/plan.md"
+    proc = run_git("show", f"refs/heads/{settings.merge.target}:{rel}", cwd=ws.root)
+    if proc.returncode != 0:
+        raise BadInput(f"task {task} has no {rel} on {settings.merge.target}", hint=f"`cowork reject {task}` drops it")
+    plan = plan_mod.parse(proc.stdout, rel, set(roles.names()))
+    plan.meta.task = task
+    return plan
 
 
 def one_lane_plan(task: str, title: str, role: str, goal: str) -> Plan:
@@ -145,4 +196,15 @@ def approve(store, task: str, plan: Plan, *, by: str = "human") -> None:
 
 
 def reject(store, task: str, *, by: str = "human", reason: str | None = None) -> None:
+    """Drop a task whose plan was not approved (it never ran: there is nothing to stop).
+
+    Raises:
+        BadInput: no such task, or it is past approval.
+    """
+    row = lanes_db.get_task(store, task)
+    if row is None:
+        raise BadInput(f"no task {task}", hint="see `cowork status`")
+    if row["state"] not in ("planning", "awaiting-approval"):
+        raise BadInput(f"task {task} is {row['state']}: only a plan waiting for approval can be rejected",
+                       hint="`cowork pause --task " + task + "` stops a running task")
     lanes_db.set_task_state(store, task, "rejected", actor=by, error=reason or "plan rejected")
