@@ -78,6 +78,10 @@ def team_status(ws: Workspace, store: Store, settings: Any = None) -> dict:
     lanes = {r["state"]: r["n"] for r in store.all("SELECT state, COUNT(*) AS n FROM lanes GROUP BY state ORDER BY state")}
     tasks = {r["state"]: r["n"] for r in store.all("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state ORDER BY state")}
     approvals = pending_approvals(store)
+    from cowork.gitops.checkout import detached_here
+    from cowork.runner.lease import orphaned
+
+    waiting = store.all("SELECT id, title FROM tasks WHERE state='awaiting-approval' ORDER BY created_at")
     return {
         "team": settings.name,
         "root": str(ws.root),
@@ -88,6 +92,9 @@ def team_status(ws: Workspace, store: Store, settings: Any = None) -> dict:
         "merge_lock": merge_lock(store),
         "merge_queue": store.scalar("SELECT COUNT(*) FROM merge_queue WHERE state='waiting'", default=0),
         "tasks": tasks,
+        "awaiting_approval": waiting,  # plans nobody has decided on: `cowork approve TASK` / `cowork reject TASK`
+        "no_runner": orphaned(store),  # running tasks whose runner is gone: `cowork resume`
+        "checkout": detached_here(ws, target),  # the root checkout cowork detached, while it stays detached
         "lanes": lanes,
         "pending_approvals": approvals,
         "spend_today": {**spend(store), "usd_cap": settings.budget.usd_per_day},

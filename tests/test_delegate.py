@@ -215,7 +215,25 @@ def test_pause_and_unpause_name_the_human_from_the_team_repo(team, tmp_path, mon
     root, st = team
     monkeypatch.chdir(tmp_path)  # not the team's repo: its git user.name (Tester) must still be used
     monkeypatch.setenv("USER", "someone-else")
-    assert main(["pause", "--task", "t9", "-C", str(root)]) == 0
-    assert st.flag("pause:t9")["set_by"] == "human:Tester"
-    assert main(["unpause", "--task", "t9", "-C", str(root)]) == 0
+    assert main(["pause", "-C", str(root)]) == 0
+    assert st.flag("pause")["set_by"] == "human:Tester"
+    assert main(["unpause", "-C", str(root)]) == 0
     assert [e["actor"] for e in st.events(kinds=["pause.set", "pause.cleared"])] == ["human:Tester"] * 2
+
+
+def test_pause_names_what_exists_and_unpause_says_what_still_holds(team, server, cli):
+    root, st = team
+    assert cli("pause", "--task", "t9-typo", "-C", root).code == 2  # a typo pauses nothing, silently or not
+    server.script("Goal: Write one.txt", [tool_call("write_file", path="one.txt", content="1\n"), finish()])
+    started = cli("delegate", "Write one.txt", "--to", "dev", "--yes", "--detach", "-C", root)
+    task = started.out.strip().splitlines()[-1]
+    assert cli("pause", "--lane", f"{task}/nolane", "-C", root).code == 2
+    assert cli("pause", "--task", task, "-C", root).code == 0
+    res = cli("unpause", "-C", root)  # everything was not paused, but the task is: say so, and how
+    assert "everything was not paused" in res.out and f"still paused: {task} (`cowork unpause --task {task}`)" in res.out
+    status = cli("status", "-C", root)
+    assert f"paused  {task}" in status.out and "tasks     1 running" in status.out
+    assert cli("unpause", "--task", task, "-C", root).code == 0
+    assert cli("wait", task, "--timeout", "30", "-C", root).code == 0
+    assert cli("lanes", "--task", "t9-typo", "-C", root).code == 2 and cli("log", "--task", "t9-typo", "-C", root).code == 2
+    assert cli("inbox", "--role", "ghost", "-C", root).code == 2

@@ -242,9 +242,15 @@ def test_dirty_user_checkout_is_left_alone_and_told_how_to_update(team):
     assert git("status", "--porcelain", cwd=team.ws.root) == "M README.md"
     assert len(res.notes) == 1 and "git checkout main" in res.notes[0]
     assert team.store.events(kinds=["merge.done"])[-1]["data"]["notes"] == res.notes
+    told = team.store.events(kinds=["checkout.detached"])  # the timeline says so too (delegate's progress shows it)
+    assert [e["summary"] for e in told] == res.notes and told[0]["task_id"] == "t1"
+    from cowork.views import team_status
+
+    assert "git checkout main" in team_status(team.ws, team.store, team.settings)["checkout"]  # and `cowork status`
     # following the advice brings the merge in and keeps the edit
     git("checkout", "-q", "main", cwd=team.ws.root)
     assert (team.ws.root / "feature.py").exists() and "unsaved" in (team.ws.root / "README.md").read_text()
+    assert team_status(team.ws, team.store, team.settings)["checkout"] is None
 
 
 def test_checkout_that_would_lose_an_untracked_file_or_is_elsewhere_is_not_touched(team):

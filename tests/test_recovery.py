@@ -99,8 +99,13 @@ def test_wait_adopts_a_task_whose_runner_died(tmp_path, server, monkeypatch):
     pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    from cowork.views import team_status
+    from cowork.workspace import Workspace
+
+    assert team_status(Workspace(root), st)["no_runner"] == [task]  # `cowork status`: run `cowork resume`
     assert main(["wait", task, "--timeout", "40", "-C", str(root)]) == 0
     assert calls["n"] == 2
+    assert team_status(Workspace(root), st)["no_runner"] == []
 
 
 SLOW = "import os, sys, time\nopen(sys.argv[1], 'a').write(f'{os.getpid()}\\n')\ntime.sleep(30)\n"

@@ -46,3 +46,21 @@ def console(**kwargs: Any):
 def fail(message: str, code: int = EXIT_FAILURE) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+def require_task(st, task: str | None, lane: str | None = None) -> None:
+    """A task (and lane) named on the command line exists: a typo is bad input, never an empty answer or a pause
+    that holds nothing.
+
+    Raises:
+        BadInput: no such task or lane.
+    """
+    from cowork.errors import BadInput
+    from cowork.store import lanes as lanes_db
+
+    if task is None:
+        return
+    if lanes_db.get_task(st, task) is None:
+        raise BadInput(f"no task {task}", hint="`cowork status` lists the tasks, `cowork lanes` their lanes")
+    if lane is not None and lanes_db.get_lane(st, task, lane) is None:
+        raise BadInput(f"no lane {lane} in task {task}", hint=f"`cowork lanes --task {task}` lists its lanes")

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, console, emit, store, workspace
+from cowork.cli.common import JsonOpt, RootOpt, console, emit, require_task, store, workspace
 from cowork.errors import EXIT_BAD_INPUT, ValidationFailed
 
 handoff_app = typer.Typer(help="Handoff packets: handoffs/<task>/<lane>.md.", no_args_is_help=True)
@@ -226,6 +226,15 @@ def status(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
         out.append("merge     " + (f"lock held by {lock['holder']} since {_when(lock['since'])}"
                                    + (" (lease expired)" if lock["expired"] else "") if lock else "lock free")
                    + f", {d['merge_queue']} waiting")
+        if d["checkout"]:
+            out.append(f"checkout  {d['checkout']}")
+        tasks = ", ".join(f"{n} {s}" for s, n in d["tasks"].items()) or "none"
+        out.append(f"tasks     {tasks}")
+        for t in d["no_runner"]:
+            out.append(f"  {t} is running but no runner works on it (its runner stopped): `cowork resume`")
+        for t in d["awaiting_approval"]:
+            out.append(f"  {t['id']} waits for its plan to be approved: `cowork approve {t['id']}` runs it, "
+                       f"`cowork reject {t['id']}` drops it")
         lanes = ", ".join(f"{n} {s}" for s, n in d["lanes"].items()) or "none"
         out.append(f"lanes     {lanes}")
         out.append(f"approvals {len(d['pending_approvals'])} pending")
@@ -258,6 +267,8 @@ def log(task: Optional[str] = typer.Option(None, "--task", help="only this task"
 
     ws = workspace(root)
     st = store(ws)
+    if task and st.scalar("SELECT 1 FROM events WHERE task_id=? LIMIT 1", (task,)) is None:
+        require_task(st, task)  # a task with no event yet is still a task; a name with neither is a typo
 
     def put(e: dict) -> None:
         sys.stdout.write((json.dumps(e, default=str, ensure_ascii=False) if as_json else _event_line(e)) + "\n")

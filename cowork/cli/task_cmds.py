@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, console, emit, store, workspace
+from cowork.cli.common import JsonOpt, RootOpt, console, emit, require_task, store, workspace
 from cowork.errors import BadInput, EXIT_FAILURE
 
 YesOpt = typer.Option(False, "--yes", "-y", help="approve the plan without asking")
@@ -210,27 +210,58 @@ def _run_foreground(ws, st, tasks: list[str] | None, *, reclaim: bool) -> dict:
     return result
 
 
+# what a person watching a task must hear of, even when the live table shows only lanes: it waits for them, or
+# something of theirs changed (their checkout), or the work moved elsewhere
+NOTICES = ["merge.waiting", "task.waiting", "checkout.detached", "runner.lost", "pause.set", "pause.cleared",
+           "model.retry"]
+
+
+def _line(e: dict) -> str:
+    return f"{time.strftime('%H:%M:%S', time.localtime(e['ts']))} {e['summary']}"
+
+
 def _progress(st, tasks: list[str] | None, thread: threading.Thread) -> None:
+    from cowork.runner import control
+
+    after = st.scalar("SELECT max(id) FROM events", default=0)
+    told = set()
+    for t in tasks or [None]:  # a pause set before this command: nothing starts, and the table does not say why
+        p = control.paused(st, t)
+        if p is None or p["key"] in told:
+            continue
+        told.add(p["key"])
+        scope = p["key"].split(":", 1)[1] if ":" in p["key"] else None
+        print(f"note: {scope or 'everything'} is paused by {p['by']}" + (f" ({p['reason']})" if p["reason"] else "")
+              + f"; lanes start after `cowork unpause{f' --task {scope}' if scope else ''}`", flush=True)
+
+    def ours(e: dict) -> bool:
+        return not tasks or e["task_id"] in tasks or e["task_id"] is None
+
     if not sys.stdout.isatty():
-        after = st.scalar("SELECT max(id) FROM events", default=0)
         kinds = ["lane.state", "merge.done", "merge.conflict", "check.failed", "task.done", "task.failed",
-                 "lane.escalated", "model.fallback"]
+                 "lane.escalated", "model.fallback", *NOTICES]
         while True:
             alive = thread.is_alive()
             for e in st.events(after=after, kinds=kinds):
                 after = e["id"]
-                if not tasks or e["task_id"] in tasks:
-                    print(f"{time.strftime('%H:%M:%S', time.localtime(e['ts']))} {e['summary']}", flush=True)
+                if ours(e):
+                    print(_line(e), flush=True)
             if not alive:
                 return
             thread.join(0.3)
     from rich.live import Live
 
     with Live(_lanes_table(st, tasks), console=console(), refresh_per_second=4, transient=False) as live:
-        while thread.is_alive():
-            thread.join(0.25)
+        while True:
+            alive = thread.is_alive()
+            for e in st.events(after=after, kinds=NOTICES):
+                after = e["id"]
+                if ours(e):
+                    live.console.print(_line(e), markup=False, highlight=False)
             live.update(_lanes_table(st, tasks))
-        live.update(_lanes_table(st, tasks))
+            if not alive:
+                return
+            thread.join(0.25)
 
 
 def _exit_for(st, task: str) -> None:
@@ -313,6 +344,7 @@ def lanes_cmd(task: Optional[str] = typer.Option(None, "--task", help="only this
     """Every lane: state, step, tokens, cost and age."""
     ws = workspace(root)
     st = store(ws)
+    require_task(st, task)
     rows = _lane_rows(st, task)
     if as_json:
         emit(rows, True)
@@ -342,7 +374,9 @@ def pause(lane: Optional[str] = typer.Option(None, "--lane", help="only this lan
 
     ws = workspace(root)
     t, l = _scope(lane, task)
-    key = control.pause(store(ws), by=human_id(ws.root), reason=reason, task=t, lane=l)
+    st = store(ws)
+    require_task(st, t, l)
+    key = control.pause(st, by=human_id(ws.root), reason=reason, task=t, lane=l)
     print(f"paused ({key})")
 
 
@@ -354,9 +388,18 @@ def unpause(lane: Optional[str] = typer.Option(None, "--lane", help="only this l
     from cowork.runner import control
     from cowork.team.messages import human_id
 
+    from cowork.views import pause_flags
+
     ws = workspace(root)
     t, l = _scope(lane, task)
-    if control.unpause(store(ws), by=human_id(ws.root), task=t, lane=l):
+    st = store(ws)
+    if control.unpause(st, by=human_id(ws.root), task=t, lane=l):
         print("unpaused")
     else:
-        print("was not paused")
+        print(("everything" if t is None else f"{t}/{l}" if l else t) + " was not paused")
+    held, scoped = pause_flags(st)
+    still = ([("everything", "cowork unpause")] if held else []) + [
+        (s["scope"], "cowork unpause " + (f"--lane {s['scope']}" if "/" in s["scope"] else f"--task {s['scope']}"))
+        for s in scoped]
+    for scope, command in still:  # a pause at another scope still holds work: say which, and how to clear it
+        print(f"  still paused: {scope} (`{command}`)")

@@ -79,6 +79,8 @@ def inbox(role: Optional[str] = typer.Option(None, "--role", help="a role's inbo
 
     ws = workspace(root)
     st = store(ws)
+    if role and not any((ws.roles_dir / f"{role}{ext}").is_file() for ext in (".yaml", ".yml")):
+        raise BadInput(f"no role '{role}' in {ws.rel(ws.roles_dir)}", hint="`cowork roles list` names the roles")
     rows = messages.inbox(st, role=role, unread_only=not all_, limit=limit)
     if not role:
         messages.mark(st, [r["id"] for r in rows if r["kind"] != "ask"], "read")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cowork.gitops.git import git_dir, run_git
 from cowork.gitops.worktrees import list_worktrees
@@ -27,6 +28,8 @@ class CheckoutPlan:
     clean: list[Path] = field(default_factory=list)
     detached: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    store: Any = field(default=None, repr=False)  # where a detach is recorded (`checkout.detached`), if given
+    task: str | None = None
 
 
 def _clean(path: Path) -> bool:
@@ -45,9 +48,11 @@ def _detach(path: Path, commit: str, target: str) -> None:
             "HEAD", commit, cwd=path)
 
 
-def before_move(ws, target: str, old: str) -> CheckoutPlan:
-    """Inspect (and, when dirty, detach) every checkout of `target` before its ref moves from `old`."""
-    plan = CheckoutPlan(target, old)
+def before_move(ws, target: str, old: str, *, store: Any = None, task: str | None = None) -> CheckoutPlan:
+    """Inspect (and, when dirty, detach) every checkout of `target` before its ref moves from `old`. With `store`,
+    each detach is an event (`checkout.detached`, its note the summary): the user hears of it in `cowork log`,
+    the foreground progress and `cowork status`, not only from the command that moved the target."""
+    plan = CheckoutPlan(target, old, store=store, task=task)
     ref = f"refs/heads/{target}"
     own = ws.worktrees_dir.resolve()
     for tree in list_worktrees(ws.root):
@@ -56,9 +61,7 @@ def before_move(ws, target: str, old: str) -> CheckoutPlan:
         if _clean(tree.path):
             plan.clean.append(tree.path)
         else:
-            _detach(tree.path, old, target)
-            plan.detached.append(tree.path)
-            plan.notes.append(_dirty_note(ws, tree.path, target, old))
+            _detach_and_tell(ws, plan, tree.path)
     return plan
 
 
@@ -70,9 +73,19 @@ def after_move(ws, plan: CheckoutPlan, new: str) -> list[str]:
         if proc.returncode == 0:
             notes.append(f"fast-forwarded your checkout {_where(ws, path)} of {plan.target} to {new[:9]}")
         else:  # it changed between the check and the move: leave its files, keep its HEAD truthful
-            _detach(path, plan.old, plan.target)
-            notes.append(_dirty_note(ws, path, plan.target, plan.old))
+            notes.append(_detach_and_tell(ws, plan, path))
     return notes
+
+
+def _detach_and_tell(ws, plan: CheckoutPlan, path: Path) -> str:
+    _detach(path, plan.old, plan.target)
+    note = _dirty_note(ws, path, plan.target, plan.old)
+    plan.detached.append(path)
+    plan.notes.append(note)
+    if plan.store is not None:
+        plan.store.event("checkout.detached", note, actor="cowork", task=plan.task,
+                         data={"path": str(path), "commit": plan.old, "target": plan.target})
+    return note
 
 
 def _where(ws, path: Path) -> str:
@@ -83,3 +96,18 @@ def _dirty_note(ws, path: Path, target: str, old: str) -> str:
     return (f"{target} moved, but your checkout {_where(ws, path)} has uncommitted changes, so cowork left its files "
             f"alone and detached its HEAD at the previous {target} ({old[:9]}); run `git checkout {target}` there "
             f"when ready (your changes come along unless they clash; then commit or stash them first)")
+
+
+def detached_here(ws, target: str) -> str | None:
+    """When cowork detached the repository root's checkout (it had changes when `target` moved) and it is still
+    detached there: what to tell the user. Else None."""
+    from cowork.gitops.git import current_branch
+
+    if current_branch(ws.root) is not None:
+        return None
+    proc = run_git("reflog", "-1", "--format=%h %gs", "HEAD", cwd=ws.root)
+    sha, _, why = proc.stdout.strip().partition(" ")
+    if proc.returncode != 0 or not why.startswith(f"cowork: {target} moved"):
+        return None
+    return (f"your checkout is detached at {sha}: {target} moved while it had uncommitted changes; run "
+            f"`git checkout {target}` when ready (commit or stash first if they clash)")

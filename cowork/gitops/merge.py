@@ -200,7 +200,7 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
             reset_tree(tree, old)
             return _checks_failed(store, res, row, checks, ev)
         lock.check()
-        plan = checkout.before_move(ws, target, old)
+        plan = checkout.before_move(ws, target, old, store=store, task=task)
         if cas_move(ws, target, new, old, f"cowork: merge {task}/{lane}"):
             res.notes = checkout.after_move(ws, plan, new)
             res.status, res.commit, res.output = "merged", new, checks.output

@@ -108,7 +108,7 @@ def revert(ws, store: Store, settings, target: str, *, by: str, lock: MergeLock 
                               "output": checks.output[-4000:]}, **ev)
             return res
         lock.check()
-        plan = checkout.before_move(ws, branch, old)
+        plan = checkout.before_move(ws, branch, old, store=store, task=task)
         if cas_move(ws, branch, new, old, f"cowork: revert {target}"):
             res.notes = checkout.after_move(ws, plan, new)
             res.status, res.commit, res.output = "reverted", new, checks.output

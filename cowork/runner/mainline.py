@@ -47,7 +47,8 @@ def commit_to_target(ws, store, settings, files: dict[str, str], message: str, *
                 env=identity_env(COWORK, ws.root), input=text)
             new = head(tree)
             lock.check()
-            plan = checkout.before_move(ws, target, old)
+            plan = checkout.before_move(ws, target, old, store=store,
+                                          task=(trailers or {}).get("Cowork-Task"))
             if cas_move(ws, target, new, old, f"cowork: {message.splitlines()[0]}"):
                 checkout.after_move(ws, plan, new)
                 return new
