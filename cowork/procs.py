@@ -1,9 +1,15 @@
-"""Facts about local processes that several parts need (runner leases, the embedded model server)."""
+"""Facts about local processes that several parts need (runner leases, the embedded model server), and the
+process groups cowork starts for lanes (checks, `run`, external agents), noted so that a runner killed with
+SIGKILL does not leave them running: the next runner stops them (`stop_orphans`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+from pathlib import Path
+from typing import Iterator
 
 
 def pid_alive(pid: int) -> bool:
@@ -37,3 +43,56 @@ async def communicate_bounded(proc: "asyncio.subprocess.Process", timeout_s: flo
         if isinstance(exc, asyncio.CancelledError):
             raise
         return None
+
+
+def started_at(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc): with the pid, it names one process, even
+    after the pid is reused. None when unknown (no such process, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def tracked(state_dir: Path | None, pgid: int, what: str) -> Iterator[None]:
+    """Note the process group `pgid` (a child started in a session of its own) while it runs, under
+    `state_dir/procs/`, with who started it; the note goes when the block ends."""
+    if state_dir is None:
+        yield
+        return
+    note = Path(state_dir) / "procs" / f"{pgid}.json"
+    try:
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(json.dumps({"pgid": pgid, "start": started_at(pgid), "owner": os.getpid(),
+                                    "owner_start": started_at(os.getpid()), "what": what[:200]}))
+    except OSError:  # a note is a safety net, never a reason to fail the command
+        pass
+    try:
+        yield
+    finally:
+        note.unlink(missing_ok=True)
+
+
+def stop_orphans(state_dir: Path) -> list[str]:
+    """Kill the process groups whose starter is gone (a runner killed with SIGKILL: its checks and commands run on
+    in sessions of their own). Returns what was stopped. A group is killed only while its leader is still the very
+    process noted (same pid and start time): a reused pid is never touched."""
+    stopped = []
+    for note in sorted((Path(state_dir) / "procs").glob("*.json")):
+        try:
+            info = json.loads(note.read_text())
+        except (OSError, ValueError):
+            note.unlink(missing_ok=True)
+            continue
+        owner = int(info.get("owner") or 0)
+        if owner and pid_alive(owner) and started_at(owner) == info.get("owner_start"):
+            continue  # its starter lives: the group is in use
+        pgid = int(info.get("pgid") or 0)
+        if pgid and info.get("start") and started_at(pgid) == info["start"]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+                stopped.append(f"{info.get('what') or 'a command'} (process group {pgid})")
+        note.unlink(missing_ok=True)
+    return stopped

@@ -241,3 +241,32 @@ def test_a_stalled_runner_that_lost_its_task_stops_its_lanes_and_writes_nothing(
     assert calls["n"] == 3  # the stalled runner sent nothing more: its one call, then the new holder's two
     summaries = git(root, "log", "--format=%s", "main", "--", f"handoffs/{task}/summary.md").splitlines()
     assert len(summaries) == 1 and git(root, "show", "main:a.txt") == "a"
+
+
+def test_a_check_left_running_by_a_killed_runner_is_stopped_by_the_next(tmp_path, server, monkeypatch):
+    """Checks run in sessions of their own, so kill -9 of the runner leaves one running in the lane's worktree; the
+    runner that resumes the lane stops it before it runs the check again."""
+    from cowork.procs import pid_alive
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    mark = tmp_path / "marks"
+    mark.mkdir()
+    dev = DEV + f'checks: ["test -f {mark}/ran || {{ touch {mark}/ran; echo $$ > {mark}/pid; sleep 60; }}"]\n'
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": dev})
+    server.script("Goal: Check", [tool_call("write_file", path="a.txt", content="a\n"),
+                                  tool_call("finish", status="done", summary="ok", checklist=[])])
+    assert main(["delegate", "Check", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: (mark / "pid").is_file() and (mark / "pid").read_text().strip(), 30, "the check to start")
+    check = int((mark / "pid").read_text())
+    pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert pid_alive(check)  # the check outlived its runner
+    assert main(["resume", "-C", str(root)]) == 0
+    assert lanes_db.get_task(st, task)["state"] == "done"
+    assert not pid_alive(check)
+    cleanup = st.events(kinds=["runner.cleanup"])
+    assert len(cleanup) == 1 and f"check `test -f {mark}/ran" in cleanup[0]["summary"]
+    assert not list((root / ".cowork" / "procs").glob("*.json"))

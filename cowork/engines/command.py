@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from cowork.engines.llm import LaneOutcome
 from cowork.runner.journal import Journal
+from cowork.procs import tracked
 
 POLL_S = 0.1
 TAIL = 3000
@@ -68,7 +69,8 @@ async def run_command_lane(ctx: Any, journal: Journal, *, log_path: Path, notes:
         except OSError as exc:
             journal.finish(step, {"error": str(exc)}, ok=False)
             return LaneOutcome("failed", error=f"lane {ctx.task_id}/{ctx.lane_id}: cannot start {argv[0]}: {exc}")
-        code = await _supervise(proc, is_paused, on_pause, timeout_s)
+        with tracked(ctx.ws.state_dir, proc.pid, f"`{argv[0]}` of {ctx.task_id}/{ctx.lane_id}"):
+            code = await _supervise(proc, is_paused, on_pause, timeout_s)
     tail = _tail(log_path)
     journal.finish(step, {"exit": code, "tail": tail}, ok=code == 0)
     status = "done" if code == 0 else "failed"

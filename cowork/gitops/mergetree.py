@@ -86,15 +86,20 @@ class ChecksResult:
     returncode: int | None = None
 
 
-def run_checks(path: Path, commands: list[str], *, timeout_s: float, env: dict[str, str] | None = None) -> ChecksResult:
-    """Run shell `commands` in `path` in order, stopping at the first failure or timeout."""
+def run_checks(path: Path, commands: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
+               procs_dir: Path | None = None) -> ChecksResult:
+    """Run shell `commands` in `path` in order, stopping at the first failure or timeout. `procs_dir`: the state
+    directory where each running check is noted (cowork.procs.tracked), for a runner that dies meanwhile."""
+    from cowork.procs import tracked
+
     log: list[str] = []
     for cmd in commands:
         proc = subprocess.Popen(cmd, shell=True, cwd=str(path), env=git_env(env), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                 errors="replace", start_new_session=True)
         try:
-            out, _ = proc.communicate(timeout=timeout_s)
+            with tracked(procs_dir, proc.pid, f"merge check `{cmd}`"):
+                out, _ = proc.communicate(timeout=timeout_s)
             code = proc.returncode
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cowork.engines import prompts
 from cowork.engines.llm import Hooks, LaneOutcome, run_llm_lane
 from cowork.gitops.worktrees import commit_all, create_lane_worktree, diff_stat, lane_path
-from cowork.procs import communicate_bounded
+from cowork.procs import communicate_bounded, tracked
 from cowork.runner import control, handoffs
 from cowork.runner.journal import Journal
 from cowork.store import lanes as lanes_db
@@ -310,7 +310,8 @@ async def run_checks(rt: "Runner", row: dict, checks: list[str], cwd, journal: J
         proc = await asyncio.create_subprocess_exec("sh", "-c", check, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                                                     start_new_session=True)
-        out = await communicate_bounded(proc, limit)
+        with tracked(rt.ws.state_dir, proc.pid, f"check `{check}` of {task}/{lane}"):
+            out = await communicate_bounded(proc, limit)
         code = proc.returncode
         if out is None:
             out, code = f"(timed out after {limit:g}s: policy.check_timeout_s)".encode(), -1

@@ -13,6 +13,7 @@ from pathlib import Path
 from cowork.config import load_settings
 from cowork.gitops import merge
 from cowork.roles import load_roles
+from cowork.procs import stop_orphans
 from cowork.runner import control, lease
 from cowork.runner.lane import run_lane
 from cowork.runner.tasks import ACTIVE_LANE_STATES
@@ -71,6 +72,10 @@ class Runner:
         self.id = lease.register(self.store)
         self.store.event("runner.started", f"runner {self.id} started", actor="runner",
                          data={"runner": self.id, "tasks": self.wanted, "reclaim": self.reclaim})
+        stopped = stop_orphans(self.ws.state_dir)  # checks and commands a killed runner left running
+        if stopped:
+            self.store.event("runner.cleanup", f"runner {self.id} stopped what a runner that died had left running: "
+                             + "; ".join(stopped), actor="runner", data={"stopped": stopped})
         beat = asyncio.create_task(self._heartbeat())
         merger = asyncio.create_task(self._merger())
         expirer = asyncio.create_task(self._expirer())

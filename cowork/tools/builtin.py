@@ -15,7 +15,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from cowork.procs import communicate_bounded
+from cowork.procs import communicate_bounded, tracked
 from cowork.redact import _SECRET_ENV
 from cowork.tools.authority import Denied, check_command, resolve_path
 from cowork.tools.context import LaneCtx, ToolResult
@@ -180,7 +180,8 @@ async def run(ctx: LaneCtx, args: dict, timeout_s: float = RUN_TIMEOUT_S) -> Too
     proc = await asyncio.create_subprocess_exec(
         "bash", "-c", command.strip(), cwd=ctx.worktree, env=_child_env(), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    out = await communicate_bounded(proc, timeout_s)
+    with tracked(ctx.ws.state_dir, proc.pid, f"`{command.strip()[:120]}` of {ctx.task_id}/{ctx.lane_id}"):
+        out = await communicate_bounded(proc, timeout_s)
     if out is None:
         return ToolResult(False, f"command timed out after {timeout_s:.0f}s and was killed: {command}",
                           {"exit_code": None, "timeout": True})
