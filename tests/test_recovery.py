@@ -270,3 +270,34 @@ def test_a_check_left_running_by_a_killed_runner_is_stopped_by_the_next(tmp_path
     cleanup = st.events(kinds=["runner.cleanup"])
     assert len(cleanup) == 1 and f"check `test -f {mark}/ran" in cleanup[0]["summary"]
     assert not list((root / ".cowork" / "procs").glob("*.json"))
+
+
+def test_sigterm_stops_a_runner_cleanly_and_resume_goes_on_at_once(tmp_path, server, monkeypatch):
+    """SIGTERM (a shutdown, `kill`) stops the detached runner's lanes, their commands with them, and gives its
+    leases back: nothing is left running, and `cowork resume` continues at once."""
+    from cowork.procs import pid_alive
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    dev = DEV.replace('run_allow: ["python3 count.py *"]', 'run_allow: ["python3 slow.py *"]')
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": dev})
+    (root / "slow.py").write_text(SLOW)
+    git(root, "add", "slow.py")
+    git(root, "commit", "-q", "-m", "slow.py")
+    side = tmp_path / "side.log"
+    server.script("Goal: Run slowly", [tool_call("run", command=f"python3 slow.py {side}"),
+                                       tool_call("finish", status="done", summary="stopped", checklist=[])])
+    assert main(["delegate", "Run slowly", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: side.exists() and side.read_text().strip(), 30, "the slow command to start")
+    runner = st.one("SELECT id, pid FROM runners WHERE state='running'")
+    os.kill(runner["pid"], signal.SIGTERM)
+    t0 = time.time()
+    _, status = os.waitpid(runner["pid"], 0)
+    assert time.time() - t0 < 10 and os.WEXITSTATUS(status) == 1  # its task was not done: exit 1
+    assert not pid_alive(int(side.read_text().split()[0]))  # the command went with it
+    assert st.scalar("SELECT state FROM runners WHERE id=?", (runner["id"],)) == "stopped"
+    assert st.scalar("SELECT holder FROM locks WHERE name=?", (f"task:{task}",)) is None
+    assert [e["data"]["tasks"] for e in st.events(kinds=["runner.stopped"])] == [[task]]
+    assert main(["resume", "-C", str(root)]) == 0
+    assert lanes_db.get_task(st, task)["state"] == "done" and len(side.read_text().split()) == 1

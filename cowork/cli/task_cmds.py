@@ -190,10 +190,11 @@ def _run_foreground(ws, st, tasks: list[str] | None, *, reclaim: bool) -> dict:
 
     result: dict = {}
     error: list[BaseException] = []
+    stopper = launch.Stopper()
 
     def target() -> None:
         try:
-            result.update(launch.run_here(ws, tasks, reclaim=reclaim))
+            result.update(launch.run_here(ws, tasks, reclaim=reclaim, stopper=stopper))
         except BaseException as exc:  # shown after the progress display closes
             error.append(exc)
 
@@ -202,7 +203,13 @@ def _run_foreground(ws, st, tasks: list[str] | None, *, reclaim: bool) -> dict:
     try:
         _progress(st, tasks, thread)
     except KeyboardInterrupt:
-        print("\ninterrupted: lanes stay where they are; `cowork resume` continues them", file=sys.stderr)
+        print("\ninterrupted: stopping the lanes (their commands too); `cowork resume` continues them",
+              file=sys.stderr)
+        stopper.stop()
+        try:
+            thread.join(20)  # a lane's MCP servers get a few seconds to stop; a second Ctrl-C leaves at once
+        except KeyboardInterrupt:
+            pass
         raise typer.Exit(130)
     thread.join()
     if error:

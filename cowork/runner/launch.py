@@ -12,11 +12,48 @@ from cowork.runner import lease
 from cowork.runner.tasks import TaskState, task_state
 
 
-def run_here(ws, tasks: list[str] | None = None, *, reclaim: bool = False) -> dict[str, str]:
-    """Run a runner in this process until its tasks end. Returns {task: final state}."""
+class Stopper:
+    """Stops a runner running in another thread of this process (the CLI's, on Ctrl-C) as SIGTERM stops a
+    detached one: its lanes are cancelled (their commands' process groups killed), its leases given back."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+
+    def stop(self) -> None:
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+
+
+def run_here(ws, tasks: list[str] | None = None, *, reclaim: bool = False,
+             stopper: Stopper | None = None) -> dict[str, str]:
+    """Run a runner in this process until its tasks end. Returns {task: final state}; a task the runner was stopped
+    in (SIGTERM or SIGHUP in the main thread, `stopper` from another) is "stopped", and `cowork resume` goes on
+    with it at once."""
+    import signal
+    import threading
+
     from cowork.runner.runner import Runner
 
-    return asyncio.run(Runner(ws, tasks=tasks, reclaim=reclaim).run())
+    runner = Runner(ws, tasks=tasks, reclaim=reclaim)
+
+    async def main() -> dict[str, str]:
+        loop, me = asyncio.get_running_loop(), asyncio.current_task()
+        if stopper is not None:
+            stopper._loop, stopper._task = loop, me
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, me.cancel)
+        try:
+            return await runner.run()
+        except asyncio.CancelledError:  # run() has cancelled its lanes and given its leases back
+            left = [t for t in runner.owned if t not in runner.results]
+            runner.store.event("runner.stopped", f"runner {runner.id} was stopped; `cowork resume` continues "
+                               + (", ".join(left) or "its tasks"), actor="runner", data={"runner": runner.id,
+                                                                                        "tasks": left})
+            return {**runner.results, **{t: "stopped" for t in left}}
+
+    return asyncio.run(main())
 
 
 def start_detached(ws, tasks: list[str] | None = None, *, reclaim: bool = False) -> int:
