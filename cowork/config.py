@@ -26,14 +26,17 @@ class ModelSettings(_Strict):
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
     fallbacks: list[str] = Field(default_factory=list)
     cheap: str | None = Field(None, description="model for cheap steps: summaries, classification")
-    timeout_s: float = 120.0
+    timeout_s: float = Field(120.0, gt=0)
 
 
 class BudgetSettings(_Strict):
-    usd_per_task: float | None = 5.0
-    usd_per_day: float | None = 20.0
-    tokens_per_task: int | None = None
-    tokens_per_day: int | None = None
+    """The team's caps. Bounded like a role's `budget:` (roles.RoleBudget): a negative cap would block every lane
+    before its first call, which nobody means; 0 is allowed and stops work at once."""
+
+    usd_per_task: float | None = Field(5.0, ge=0)
+    usd_per_day: float | None = Field(20.0, ge=0)
+    tokens_per_task: int | None = Field(None, ge=0)
+    tokens_per_day: int | None = Field(None, ge=0)
     wrap_up_at: float = Field(0.8, ge=0.0, le=1.0, description="fraction of a cap at which the agent is told to wrap up")
 
 
@@ -41,33 +44,33 @@ class PriceSettings(_Strict):
     """USD per million tokens for one model. It wins over litellm's own price, so it serves models litellm does not
     price (local, self-hosted, brand new) and rates litellm does not know (a negotiated discount)."""
 
-    input_per_mtok: float = 0.0
-    output_per_mtok: float = 0.0
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
 
 
 class MergeSettings(_Strict):
     target: str = "main"
     checks: list[str] = Field(default_factory=list)
     auto: bool = True
-    lease_s: float = 60.0
+    lease_s: float = Field(60.0, gt=0, description="a merge lock's lease; at 0 or less it would expire as taken")
     checks_timeout_s: float = Field(900.0, gt=0, description="seconds each merge check may run before it fails")
 
 
 class PolicySettings(_Strict):
     auto_approve_plans: bool = False
     approvals: dict[str, Tier] = Field(default_factory=dict, description="tool name -> tier, for every role")
-    approval_timeout_s: float = 4 * 3600
-    max_lanes_per_task: int = 12
-    max_delegation_depth: int = 3
-    max_check_retries: int = 3
+    approval_timeout_s: float = Field(4 * 3600, gt=0)
+    max_lanes_per_task: int = Field(12, ge=1)
+    max_delegation_depth: int = Field(3, ge=0, description="0: no role may ask or delegate")
+    max_check_retries: int = Field(3, ge=0)
     check_timeout_s: float = Field(600.0, gt=0, description="one run of a role's check, before it counts as failed")
     max_review_rounds: int = Field(3, ge=1, description="reviews that may send a lane back before a human decides")
-    max_conflict_returns: int = 2
-    max_steps_per_lane: int = 60
-    max_consecutive_failures: int = 3
-    max_repeated_calls: int = 4
-    ask_timeout_s: float = 900.0
-    run_timeout_s: float = 600.0
+    max_conflict_returns: int = Field(2, ge=0)
+    max_steps_per_lane: int = Field(60, ge=1)
+    max_consecutive_failures: int = Field(3, ge=1)
+    max_repeated_calls: int = Field(4, ge=2, description="a call counts itself, so 1 would trip on every call")
+    ask_timeout_s: float = Field(900.0, gt=0)
+    run_timeout_s: float = Field(600.0, gt=0)
 
 
 class McpServer(_Strict):

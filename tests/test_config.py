@@ -75,3 +75,23 @@ def test_a_bad_env_override_is_reported(tmp_path):
 def test_missing_file(tmp_path):
     [p] = problems(tmp_path / "cowork.toml")
     assert p.message == "file not found" and "cowork init" in p.hint
+
+
+@pytest.mark.parametrize("table, key, value", [
+    ("budget", "usd_per_task", "-5"), ("budget", "usd_per_day", "-0.5"), ("budget", "tokens_per_task", "-1"),
+    ("budget", "tokens_per_day", "-1"), ("prices.local", "input_per_mtok", "-1"),
+    ("model", "timeout_s", "0"), ("merge", "lease_s", "-60"), ("policy", "approval_timeout_s", "0"),
+    ("policy", "max_lanes_per_task", "0"), ("policy", "max_delegation_depth", "-1"),
+    ("policy", "max_check_retries", "-1"), ("policy", "max_conflict_returns", "-1"),
+    ("policy", "max_steps_per_lane", "0"), ("policy", "max_consecutive_failures", "0"),
+    ("policy", "max_repeated_calls", "1"), ("policy", "ask_timeout_s", "-1"), ("policy", "run_timeout_s", "0"),
+])
+def test_caps_counts_and_timeouts_out_of_range_are_located(tmp_path, table, key, value):
+    [p] = problems(write(tmp_path, f'name = "x"\n[{table}]\n{key} = {value}\n'))
+    assert p.field.endswith(key) and p.line == 3 and "greater than" in p.message, p.render()
+
+
+def test_zero_caps_are_allowed_as_in_a_role_budget(tmp_path):
+    settings = load_settings(write(tmp_path, "[budget]\nusd_per_task = 0\ntokens_per_day = 0\n"
+                                             "[policy]\nmax_delegation_depth = 0\nmax_check_retries = 0\n"), env={})
+    assert settings.budget.usd_per_task == 0 and settings.policy.max_delegation_depth == 0
