@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cowork import tomlpos
 from cowork.errors import Problem, ValidationFailed
 
 Tier = Literal["auto", "notify", "block"]
@@ -107,25 +108,6 @@ ENV_OVERRIDES = {
 }
 
 
-def _toml_line(text: str, dotted: tuple) -> int | None:
-    """Best-effort line of a key in TOML source (tomllib keeps no positions)."""
-    if not dotted:
-        return None
-    table, key = dotted[:-1], str(dotted[-1])
-    in_table = not table
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if line.startswith("["):
-            name = line.strip("[]").strip()
-            in_table = tuple(name.split(".")) == tuple(str(t) for t in table)
-            if not in_table and name == ".".join(str(t) for t in dotted):
-                return number
-            continue
-        if in_table and (line.startswith(key + " ") or line.startswith(key + "=")):
-            return number
-    return None
-
-
 def apply_env_overrides(data: dict, env: dict[str, str]) -> dict:
     """Write the COWORK_* overrides set in `env` into raw settings `data` (in place; returned for convenience)."""
     for var, dotted in ENV_OVERRIDES.items():
@@ -162,12 +144,16 @@ def load_settings(path: Path, env: dict[str, str] | None = None, display: str | 
     try:
         return TeamSettings.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = f"unknown key '{loc[-1]}'" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(Problem(msg, file=display, line=_toml_line(text, loc), field=".".join(map(str, loc))))
-        raise ValidationFailed(problems) from None
+        spots = tomlpos.positions(text)
+        raise ValidationFailed([_problem(err, spots, display) for err in exc.errors()]) from None
+
+
+def _problem(err: dict, spots: dict[tuple, tomlpos.Spot], display: str) -> Problem:
+    """One pydantic error as a Problem at the line of its key, or of its table when the key is missing."""
+    loc = tuple(err["loc"])
+    spot = tomlpos.where(spots, loc)
+    msg = f"unknown key '{loc[-1]}'" if err["type"] == "extra_forbidden" else err["msg"]
+    return Problem(msg, file=display, line=spot.line if spot else None, field=".".join(map(str, loc)))
 
 
 def api_key_for(model: ModelSettings, env: dict[str, str] | None = None) -> str | None:

@@ -1,6 +1,8 @@
 """cowork.toml: defaults, COWORK_* overrides, located errors."""
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from cowork.config import TeamSettings, api_key_for, load_settings
@@ -79,7 +81,7 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("table, key, value", [
     ("budget", "usd_per_task", "-5"), ("budget", "usd_per_day", "-0.5"), ("budget", "tokens_per_task", "-1"),
-    ("budget", "tokens_per_day", "-1"), ("prices.local", "input_per_mtok", "-1"),
+    ("budget", "tokens_per_day", "-1"), ('prices."ollama/qwen"', "input_per_mtok", "-1"),
     ("model", "timeout_s", "0"), ("merge", "lease_s", "-60"), ("policy", "approval_timeout_s", "0"),
     ("policy", "max_lanes_per_task", "0"), ("policy", "max_delegation_depth", "-1"),
     ("policy", "max_check_retries", "-1"), ("policy", "max_conflict_returns", "-1"),
@@ -95,3 +97,36 @@ def test_zero_caps_are_allowed_as_in_a_role_budget(tmp_path):
     settings = load_settings(write(tmp_path, "[budget]\nusd_per_task = 0\ntokens_per_day = 0\n"
                                              "[policy]\nmax_delegation_depth = 0\nmax_check_retries = 0\n"), env={})
     assert settings.budget.usd_per_task == 0 and settings.policy.max_delegation_depth == 0
+
+
+def test_errors_in_prices_and_mcp_tables_name_the_line_of_their_key_or_table(tmp_path):
+    found = problems(write(tmp_path, 'name = "x"\n[mcp.gh]\ntimeout_s = 3\n'
+                                     '[prices."openai/gpt-4o"]\ninput_per_mtok = "x"\n'
+                                     "[prices]\n'local/m' = { input_per_mtok = -1 }\n"))
+    assert {(p.field, p.line) for p in found} == {
+        ("mcp.gh.command", 2), ("prices.openai/gpt-4o.input_per_mtok", 5), ("prices.local/m.input_per_mtok", 7)}
+
+
+def test_lines_inside_multiline_values_are_not_taken_for_keys(tmp_path):
+    text = ('[merge]\nchecks = [\n  "ls",\n  # target = 1\n]\nnote = """\n[policy]\nauto = 1\n"""\n'
+            '[policy]\nauto = 1\n')
+    found = problems(write(tmp_path, text))
+    assert {(p.field, p.line) for p in found} == {("merge.note", 6), ("policy.auto", 11)}
+
+
+def test_every_key_of_the_starter_cowork_toml_is_located():
+    from cowork import tomlpos
+    from cowork.init import template_files
+
+    text = next(body for path, body in template_files().items() if path == "cowork.toml")
+    text = text.replace("__TEAM_NAME__", '"t"').replace("__TARGET__", '"main"')
+    spots, lines = tomlpos.positions(text), text.splitlines()
+
+    def walk(node: dict, path: tuple) -> None:
+        for key, value in node.items():
+            spot = spots[path + (key,)]
+            assert key in lines[spot.line - 1], (path + (key,), lines[spot.line - 1])
+            if isinstance(value, dict):
+                walk(value, path + (key,))
+
+    walk(tomllib.loads(text), ())
