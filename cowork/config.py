@@ -153,7 +153,40 @@ def _problem(err: dict, spots: dict[tuple, tomlpos.Spot], display: str) -> Probl
     loc = tuple(err["loc"])
     spot = tomlpos.where(spots, loc)
     msg = f"unknown key '{loc[-1]}'" if err["type"] == "extra_forbidden" else err["msg"]
-    return Problem(msg, file=display, line=spot.line if spot else None, field=".".join(map(str, loc)))
+    hint = None
+    if spot is not None:
+        msg, hint = _misplaced(loc, err["type"], spot, tomlpos.first_header_line(spots)) or (msg, None)
+    return Problem(msg, file=display, line=spot.line if spot else None, field=".".join(map(str, loc)), hint=hint)
+
+
+# Tables whose keys the user names, each holding a table: what one entry is.
+_NAMED_TABLES = {"mcp": ("an MCP server table", "command = [...]"),
+                 "prices": ("a price table", "input_per_mtok = ..., output_per_mtok = ...")}
+# Tables whose keys the user names (tools), where a misplaced top-level key is no unknown key, only a bad value.
+_FREE_TABLES = {("policy", "approvals")}
+
+
+def _misplaced(loc: tuple, kind: str, spot: tomlpos.Spot, first_header: int | None) -> tuple[str, str] | None:
+    """Message and hint for a key that TOML put in the wrong table, or None if the error is not that.
+
+    TOML puts every key written after a [table] header into that table, so a top-level key appended at the end of
+    cowork.toml (after [mcp], say) is read as an MCP server, and pydantic's words for it ("Input should be a valid
+    dictionary or instance of McpServer") say nothing of the cause.
+    """
+    key, table = str(loc[-1]), loc[:-1]
+    under = f"written after {tomlpos.header(spot.table)}" if spot.table and spot.table == table else None
+    top_level = key in TeamSettings.model_fields
+    move = f"move `{key}` above the first [table] (line {first_header})"
+    if len(loc) == 2 and loc[0] in _NAMED_TABLES and kind in ("model_type", "dict_type"):
+        what, example = _NAMED_TABLES[loc[0]]
+        msg = f"`{key}` is not {what}" + (f"; a key {under} belongs to that table" if under else "")
+        if under and top_level:
+            return msg, move
+        table_hint = f"write it as {tomlpos.header(loc)} with {example}"
+        return msg, f"{table_hint}, or, if it is a top-level key, {move}" if under else table_hint
+    if under and top_level and (kind == "extra_forbidden" or table in _FREE_TABLES):
+        return f"`{key}` is a top-level key, but a key {under} belongs to that table", move
+    return None
 
 
 def api_key_for(model: ModelSettings, env: dict[str, str] | None = None) -> str | None:

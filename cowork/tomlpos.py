@@ -55,6 +55,11 @@ def where(spots: dict[tuple[str, ...], Spot], path: tuple) -> Spot | None:
     return None
 
 
+def first_header_line(spots: dict[tuple[str, ...], Spot]) -> int | None:
+    """The line of the first [table] header: top-level keys must come before it."""
+    return min((s.line for path, s in spots.items() if s.table[:len(path)] == path), default=None)
+
+
 def header(path: tuple) -> str:
     """`path` as a TOML table header, quoting what is not a bare key: [prices."openai/gpt-4o"]."""
     return "[" + ".".join(p if _BARE.fullmatch(p) else json.dumps(p) for p in map(str, path)) + "]"

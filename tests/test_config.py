@@ -130,3 +130,28 @@ def test_every_key_of_the_starter_cowork_toml_is_located():
                 walk(value, path + (key,))
 
     walk(tomllib.loads(text), ())
+
+
+def test_a_key_appended_after_mcp_or_prices_says_it_landed_in_that_table(tmp_path):
+    found = problems(write(tmp_path, 'name = "x"\n[merge]\nauto = true\n[prices]\n[mcp]\n\ncolour = "blue"\n'
+                                     "concurrency = 2\n"))
+    by_field = {p.field: p for p in found}
+    colour, concurrency = by_field["mcp.colour"], by_field["mcp.concurrency"]
+    assert (colour.line, concurrency.line) == (7, 8)
+    assert colour.message == "`colour` is not an MCP server table; a key written after [mcp] belongs to that table"
+    assert "[mcp.colour] with command" in colour.hint and "above the first [table] (line 2)" in colour.hint
+    assert concurrency.hint == "move `concurrency` above the first [table] (line 2)"
+    [p] = problems(write(tmp_path, '[prices."openai/gpt-4o"]\ninput_per_mtok = 1.0\n[prices]\nplanner = "lead"\n'))
+    assert (p.line, p.message) == (4, "`planner` is not a price table; a key written after [prices] belongs to that table")
+
+
+def test_a_top_level_key_after_another_table_is_named_as_misplaced(tmp_path):
+    found = problems(write(tmp_path, '[mcp.gh]\ncommand = ["gh-mcp"]\nconcurrency = 2\n'
+                                     '[policy.approvals]\nrun = "notify"\nplanner = "lead"\n'))
+    assert {(p.line, p.field, p.message, p.hint) for p in found} == {
+        (3, "mcp.gh.concurrency", "`concurrency` is a top-level key, but a key written after [mcp.gh] belongs to "
+         "that table", "move `concurrency` above the first [table] (line 1)"),
+        (6, "policy.approvals.planner", "`planner` is a top-level key, but a key written after [policy.approvals] "
+         "belongs to that table", "move `planner` above the first [table] (line 1)")}
+    [p] = problems(write(tmp_path, '[model]\nname = 5\n'))
+    assert p.field == "model.name" and "valid string" in p.message and p.hint is None
