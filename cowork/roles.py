@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cowork.errors import Problem, ValidationFailed
-from cowork.yamlpos import Located, dump_yaml, load_yaml_file, pydantic_problems
+from cowork.yamlpos import Located, duplicate_key_problems, dump_yaml, load_yaml_file, pydantic_problems
 
 # Tools every llm lane can be granted. MCP tools are written "server.tool" and checked against cowork.toml.
 BUILTIN_TOOLS = {
@@ -185,14 +185,15 @@ def load_role_file(path: Path, display: str | None = None, mcp_servers: set[str]
         raise ValidationFailed([doc.problem((), "a role file must be a mapping of keys to values")])
     data = dict(data)
     data.setdefault("name", path.stem)
+    problems = duplicate_key_problems(doc)
     try:
         role = Role.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(pydantic_problems(exc, doc, hints={
+        raise ValidationFailed(problems + pydantic_problems(exc, doc, hints={
             "mandate": "add `mandate: <one sentence saying what this role is for>`",
             "extra": "see `cowork roles schema` for the allowed keys",
         })) from None
-    problems = _check_role(role, doc, mcp_servers or set())
+    problems += _check_role(role, doc, mcp_servers or set())
     if problems:
         raise ValidationFailed(problems)
     return role, doc

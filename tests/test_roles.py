@@ -85,6 +85,15 @@ def test_duplicate_names_and_unknown_reviewers(tmp_path):
     assert any("roles/dev.yaml:7:1: review_by: unknown role 'reviewer'" in m for m in messages)
 
 
+def test_a_key_written_twice_is_an_error_at_its_second_line(tmp_path):
+    text = "name: developer\nmandate: Does things.\nname: dev\nbudget:\n  max_steps: 5\n  max_steps: 50\n"
+    found = problems_of(tmp_path, dev=text)
+    assert [(p.file, p.line, p.column, p.field) for p in found] == [
+        ("roles/dev.yaml", 3, 1, "name"), ("roles/dev.yaml", 6, 3, "budget.max_steps")]
+    assert found[0].message == "duplicate key 'name' (first written at line 1); only one value can count"
+    assert found[0].render().startswith("roles/dev.yaml:3:1: name: duplicate key 'name'")
+
+
 def test_an_empty_file_is_an_error(tmp_path):
     [p] = problems_of(tmp_path, dev="")
     assert p.file == "roles/dev.yaml" and "empty" in p.message
