@@ -217,6 +217,8 @@ def load_roles(roles_dir: Path, root: Path | None = None, mcp_servers: set[str] 
         except ValidationFailed as exc:
             problems.extend(exc.problems)
             continue
+        if role.name != path.stem:
+            problems.append(_name_mismatch(role.name, path, doc))
         if role.name in out.roles:
             problems.append(doc.problem(("name",), f"duplicate role name '{role.name}' (also in {docs[role.name].file})",
                                         "role names must be unique; rename one"))
@@ -241,6 +243,16 @@ def load_roles(roles_dir: Path, root: Path | None = None, mcp_servers: set[str] 
     if problems:
         raise ValidationFailed(problems)
     return out
+
+
+def _name_mismatch(name: str, path: Path, doc: Located) -> Problem:
+    """`name:` must be the file's name. Plans, review_by, skills and `--to` know a role by its name, while messages,
+    hints and `cowork demo` find its file as roles/<name>.yaml and `name:` defaults to the file name: a role that
+    differs would be reachable by one and not the other."""
+    return doc.problem(("name",), f"role name '{name}' differs from its file name {doc.file}; a role is known by its "
+                                  f"name, and cowork looks for its file as {path.parent.name}/<name>{path.suffix}",
+                       f"rename the file to {path.parent.name}/{name}{path.suffix}, or set `name: {path.stem}` "
+                       "(or drop `name:`, which defaults to the file name)")
 
 
 def role_schema() -> dict:
