@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cowork import tomlpos
 from cowork.errors import Problem, ValidationFailed
 
 Tier = Literal["auto", "notify", "block"]
@@ -26,14 +27,17 @@ class ModelSettings(_Strict):
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
     fallbacks: list[str] = Field(default_factory=list)
     cheap: str | None = Field(None, description="model for cheap steps: summaries, classification")
-    timeout_s: float = 120.0
+    timeout_s: float = Field(120.0, gt=0)
 
 
 class BudgetSettings(_Strict):
-    usd_per_task: float | None = 5.0
-    usd_per_day: float | None = 20.0
-    tokens_per_task: int | None = None
-    tokens_per_day: int | None = None
+    """The team's caps. Bounded like a role's `budget:` (roles.RoleBudget): a negative cap would block every lane
+    before its first call, which nobody means; 0 is allowed and stops work at once."""
+
+    usd_per_task: float | None = Field(5.0, ge=0)
+    usd_per_day: float | None = Field(20.0, ge=0)
+    tokens_per_task: int | None = Field(None, ge=0)
+    tokens_per_day: int | None = Field(None, ge=0)
     wrap_up_at: float = Field(0.8, ge=0.0, le=1.0, description="fraction of a cap at which the agent is told to wrap up")
 
 
@@ -41,33 +45,33 @@ class PriceSettings(_Strict):
     """USD per million tokens for one model. It wins over litellm's own price, so it serves models litellm does not
     price (local, self-hosted, brand new) and rates litellm does not know (a negotiated discount)."""
 
-    input_per_mtok: float = 0.0
-    output_per_mtok: float = 0.0
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
 
 
 class MergeSettings(_Strict):
     target: str = "main"
     checks: list[str] = Field(default_factory=list)
     auto: bool = True
-    lease_s: float = 60.0
+    lease_s: float = Field(60.0, gt=0, description="a merge lock's lease; at 0 or less it would expire as taken")
     checks_timeout_s: float = Field(900.0, gt=0, description="seconds each merge check may run before it fails")
 
 
 class PolicySettings(_Strict):
     auto_approve_plans: bool = False
     approvals: dict[str, Tier] = Field(default_factory=dict, description="tool name -> tier, for every role")
-    approval_timeout_s: float = 4 * 3600
-    max_lanes_per_task: int = 12
-    max_delegation_depth: int = 3
-    max_check_retries: int = 3
+    approval_timeout_s: float = Field(4 * 3600, gt=0)
+    max_lanes_per_task: int = Field(12, ge=1)
+    max_delegation_depth: int = Field(3, ge=0, description="0: no role may ask or delegate")
+    max_check_retries: int = Field(3, ge=0)
     check_timeout_s: float = Field(600.0, gt=0, description="one run of a role's check, before it counts as failed")
     max_review_rounds: int = Field(3, ge=1, description="reviews that may send a lane back before a human decides")
-    max_conflict_returns: int = 2
-    max_steps_per_lane: int = 60
-    max_consecutive_failures: int = 3
-    max_repeated_calls: int = 4
-    ask_timeout_s: float = 900.0
-    run_timeout_s: float = 600.0
+    max_conflict_returns: int = Field(2, ge=0)
+    max_steps_per_lane: int = Field(60, ge=1)
+    max_consecutive_failures: int = Field(3, ge=1)
+    max_repeated_calls: int = Field(4, ge=2, description="a call counts itself, so 1 would trip on every call")
+    ask_timeout_s: float = Field(900.0, gt=0)
+    run_timeout_s: float = Field(600.0, gt=0)
 
 
 class McpServer(_Strict):
@@ -102,25 +106,6 @@ ENV_OVERRIDES = {
     "COWORK_CONCURRENCY": ("concurrency",),
     "COWORK_MERGE_TARGET": ("merge", "target"),
 }
-
-
-def _toml_line(text: str, dotted: tuple) -> int | None:
-    """Best-effort line of a key in TOML source (tomllib keeps no positions)."""
-    if not dotted:
-        return None
-    table, key = dotted[:-1], str(dotted[-1])
-    in_table = not table
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if line.startswith("["):
-            name = line.strip("[]").strip()
-            in_table = tuple(name.split(".")) == tuple(str(t) for t in table)
-            if not in_table and name == ".".join(str(t) for t in dotted):
-                return number
-            continue
-        if in_table and (line.startswith(key + " ") or line.startswith(key + "=")):
-            return number
-    return None
 
 
 def apply_env_overrides(data: dict, env: dict[str, str]) -> dict:
@@ -159,12 +144,49 @@ def load_settings(path: Path, env: dict[str, str] | None = None, display: str | 
     try:
         return TeamSettings.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = f"unknown key '{loc[-1]}'" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(Problem(msg, file=display, line=_toml_line(text, loc), field=".".join(map(str, loc))))
-        raise ValidationFailed(problems) from None
+        spots = tomlpos.positions(text)
+        raise ValidationFailed([_problem(err, spots, display) for err in exc.errors()]) from None
+
+
+def _problem(err: dict, spots: dict[tuple, tomlpos.Spot], display: str) -> Problem:
+    """One pydantic error as a Problem at the line of its key, or of its table when the key is missing."""
+    loc = tuple(err["loc"])
+    spot = tomlpos.where(spots, loc)
+    msg = f"unknown key '{loc[-1]}'" if err["type"] == "extra_forbidden" else err["msg"]
+    hint = None
+    if spot is not None:
+        msg, hint = _misplaced(loc, err["type"], spot, tomlpos.first_header_line(spots)) or (msg, None)
+    return Problem(msg, file=display, line=spot.line if spot else None, field=".".join(map(str, loc)), hint=hint)
+
+
+# Tables whose keys the user names, each holding a table: what one entry is.
+_NAMED_TABLES = {"mcp": ("an MCP server table", "command = [...]"),
+                 "prices": ("a price table", "input_per_mtok = ..., output_per_mtok = ...")}
+# Tables whose keys the user names (tools), where a misplaced top-level key is no unknown key, only a bad value.
+_FREE_TABLES = {("policy", "approvals")}
+
+
+def _misplaced(loc: tuple, kind: str, spot: tomlpos.Spot, first_header: int | None) -> tuple[str, str] | None:
+    """Message and hint for a key that TOML put in the wrong table, or None if the error is not that.
+
+    TOML puts every key written after a [table] header into that table, so a top-level key appended at the end of
+    cowork.toml (after [mcp], say) is read as an MCP server, and pydantic's words for it ("Input should be a valid
+    dictionary or instance of McpServer") say nothing of the cause.
+    """
+    key, table = str(loc[-1]), loc[:-1]
+    under = f"written after {tomlpos.header(spot.table)}" if spot.table and spot.table == table else None
+    top_level = key in TeamSettings.model_fields
+    move = f"move `{key}` above the first [table] (line {first_header})"
+    if len(loc) == 2 and loc[0] in _NAMED_TABLES and kind in ("model_type", "dict_type"):
+        what, example = _NAMED_TABLES[loc[0]]
+        msg = f"`{key}` is not {what}" + (f"; a key {under} belongs to that table" if under else "")
+        if under and top_level:
+            return msg, move
+        table_hint = f"write it as {tomlpos.header(loc)} with {example}"
+        return msg, f"{table_hint}, or, if it is a top-level key, {move}" if under else table_hint
+    if under and top_level and (kind == "extra_forbidden" or table in _FREE_TABLES):
+        return f"`{key}` is a top-level key, but a key {under} belongs to that table", move
+    return None
 
 
 def api_key_for(model: ModelSettings, env: dict[str, str] | None = None) -> str | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,7 +27,7 @@ class LaneSpec(BaseModel):
 
 class PlanMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cowork: str = SCHEMA
+    cowork: Literal["plan/v1"] = SCHEMA
     task: str | None = None
     title: str
 
@@ -131,10 +132,14 @@ def parse(text: str, file: str = "<plan>", roles: set[str] | None = None) -> Pla
         ValidationFailed: every problem, with file and line.
     """
     front, body, body_line = frontmatter.split(text, file)
+    version = _version_problems(front)
     try:
         meta = PlanMeta.model_validate(front.data)
     except ValidationError as exc:
-        raise ValidationFailed(pydantic_problems(exc, front)) from None
+        problems = pydantic_problems(exc, front)
+        if version:  # said once, in our words, not as pydantic's "Input should be 'plan/v1'"
+            problems = version + [p for p in problems if p.field != "cowork"]
+        raise ValidationFailed(problems) from None
     lines = body.splitlines()
     start = next((i for i, line in enumerate(lines) if _BLOCK.match(line.strip())), None)
     if start is None:
@@ -164,6 +169,16 @@ def parse(text: str, file: str = "<plan>", roles: set[str] | None = None) -> Pla
         raise ValidationFailed(problems)
     notes = "\n".join(lines[end + 1:]).strip()
     return Plan(meta=meta, lanes=lanes, notes=notes)
+
+
+def _version_problems(front: Located) -> list[Problem]:
+    """The plan format named in `cowork:` must be one this cowork reads: a plan written for another format is refused,
+    not read as if it were this one."""
+    version = front.data.get("cowork", SCHEMA)
+    if version == SCHEMA:
+        return []
+    return [front.problem(("cowork",), f"unknown plan format '{version}'; this version of cowork reads {SCHEMA}",
+                          f"set `cowork: {SCHEMA}`, or upgrade cowork if a newer one wrote this plan")]
 
 
 def load(path: Path, roles: set[str] | None = None, display: str | None = None) -> Plan:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cowork.errors import Problem, ValidationFailed
-from cowork.yamlpos import Located, dump_yaml, load_yaml_file, pydantic_problems
+from cowork.yamlpos import Located, duplicate_key_problems, dump_yaml, load_yaml_file, pydantic_problems
 
 # Tools every llm lane can be granted. MCP tools are written "server.tool" and checked against cowork.toml.
 BUILTIN_TOOLS = {
@@ -185,14 +185,15 @@ def load_role_file(path: Path, display: str | None = None, mcp_servers: set[str]
         raise ValidationFailed([doc.problem((), "a role file must be a mapping of keys to values")])
     data = dict(data)
     data.setdefault("name", path.stem)
+    problems = duplicate_key_problems(doc)
     try:
         role = Role.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(pydantic_problems(exc, doc, hints={
+        raise ValidationFailed(problems + pydantic_problems(exc, doc, hints={
             "mandate": "add `mandate: <one sentence saying what this role is for>`",
             "extra": "see `cowork roles schema` for the allowed keys",
         })) from None
-    problems = _check_role(role, doc, mcp_servers or set())
+    problems += _check_role(role, doc, mcp_servers or set())
     if problems:
         raise ValidationFailed(problems)
     return role, doc
@@ -216,6 +217,8 @@ def load_roles(roles_dir: Path, root: Path | None = None, mcp_servers: set[str] 
         except ValidationFailed as exc:
             problems.extend(exc.problems)
             continue
+        if role.name != path.stem:
+            problems.append(_name_mismatch(role.name, path, doc))
         if role.name in out.roles:
             problems.append(doc.problem(("name",), f"duplicate role name '{role.name}' (also in {docs[role.name].file})",
                                         "role names must be unique; rename one"))
@@ -240,6 +243,16 @@ def load_roles(roles_dir: Path, root: Path | None = None, mcp_servers: set[str] 
     if problems:
         raise ValidationFailed(problems)
     return out
+
+
+def _name_mismatch(name: str, path: Path, doc: Located) -> Problem:
+    """`name:` must be the file's name. Plans, review_by, skills and `--to` know a role by its name, while messages,
+    hints and `cowork demo` find its file as roles/<name>.yaml and `name:` defaults to the file name: a role that
+    differs would be reachable by one and not the other."""
+    return doc.problem(("name",), f"role name '{name}' differs from its file name {doc.file}; a role is known by its "
+                                  f"name, and cowork looks for its file as {path.parent.name}/<name>{path.suffix}",
+                       f"rename the file to {path.parent.name}/{name}{path.suffix}, or set `name: {path.stem}` "
+                       "(or drop `name:`, which defaults to the file name)")
 
 
 def role_schema() -> dict:

@@ -14,10 +14,12 @@ Loc = tuple[int, int]  # 1-based line, column
 class Located:
     """A parsed YAML document plus a map from key paths (tuples) to source positions."""
 
-    def __init__(self, data: Any, positions: dict[tuple, Loc], file: str):
+    def __init__(self, data: Any, positions: dict[tuple, Loc], file: str,
+                 duplicates: list[tuple[tuple, Loc, Loc]] | None = None):
         self.data = data
         self.positions = positions
         self.file = file
+        self.duplicates = duplicates or []  # (key path, where written again, where first written)
 
     def where(self, path: tuple) -> Loc | None:
         """Position of the deepest known prefix of `path`."""
@@ -40,17 +42,24 @@ class Located:
         )
 
 
-def _walk(node: yaml.Node, path: tuple, out: dict[tuple, Loc]) -> None:
-    """Record the position of every key (where it is written) and every list item."""
+def _walk(node: yaml.Node, path: tuple, out: dict[tuple, Loc], duplicates: list[tuple[tuple, Loc, Loc]]) -> None:
+    """Record the position of every key (where it is written) and every list item, and every key written twice in
+    one mapping (PyYAML keeps the last value without a word)."""
     out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, Loc] = {}
         for key_node, value_node in node.value:
             key = key_node.value
-            out[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _walk(value_node, path + (key,), out)
+            loc = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if isinstance(key, str) and key != "<<":  # `<<` merges may repeat
+                if key in seen:
+                    duplicates.append((path + (key,), loc, seen[key]))
+                seen.setdefault(key, loc)
+            out[path + (key,)] = loc
+            _walk(value_node, path + (key,), out, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), out)
+            _walk(item, path + (i,), out, duplicates)
 
 
 def load_yaml_text(text: str, file: str, line_offset: int = 0) -> Located:
@@ -85,11 +94,13 @@ def load_yaml_text(text: str, file: str, line_offset: int = 0) -> Located:
     except yaml.YAMLError as exc:
         raise ValidationFailed([Problem(message=f"invalid YAML: {exc}", file=file)]) from None
     positions: dict[tuple, Loc] = {}
+    duplicates: list[tuple[tuple, Loc, Loc]] = []
     if node is not None:
-        _walk(node, (), positions)
+        _walk(node, (), positions, duplicates)
     if line_offset:
         positions = {k: (v[0] + line_offset, v[1]) for k, v in positions.items()}
-    return Located(data, positions, file)
+        duplicates = [(k, (a[0] + line_offset, a[1]), (b[0] + line_offset, b[1])) for k, a, b in duplicates]
+    return Located(data, positions, file, duplicates)
 
 
 def load_yaml_file(path: Path, display: str | None = None) -> Located:
@@ -101,6 +112,14 @@ def load_yaml_file(path: Path, display: str | None = None) -> Located:
     except UnicodeDecodeError:
         raise ValidationFailed([Problem(message="not UTF-8 text", file=display)]) from None
     return load_yaml_text(text, display)
+
+
+def duplicate_key_problems(doc: Located) -> list[Problem]:
+    """A problem at each key written a second time in the same mapping, where only the last value would count."""
+    return [Problem(f"duplicate key '{path[-1]}' (first written at line {first[0]}); only one value can count",
+                    file=doc.file, line=again[0], column=again[1], field=".".join(str(p) for p in path),
+                    hint=f"keep one '{path[-1]}:' and delete the other")
+            for path, again, first in doc.duplicates]
 
 
 def pydantic_problems(exc: Any, doc: Located, prefix: tuple = (), hints: dict[str, str] | None = None) -> list[Problem]:

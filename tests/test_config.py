@@ -1,6 +1,8 @@
 """cowork.toml: defaults, COWORK_* overrides, located errors."""
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from cowork.config import TeamSettings, api_key_for, load_settings
@@ -75,3 +77,81 @@ def test_a_bad_env_override_is_reported(tmp_path):
 def test_missing_file(tmp_path):
     [p] = problems(tmp_path / "cowork.toml")
     assert p.message == "file not found" and "cowork init" in p.hint
+
+
+@pytest.mark.parametrize("table, key, value", [
+    ("budget", "usd_per_task", "-5"), ("budget", "usd_per_day", "-0.5"), ("budget", "tokens_per_task", "-1"),
+    ("budget", "tokens_per_day", "-1"), ('prices."ollama/qwen"', "input_per_mtok", "-1"),
+    ("model", "timeout_s", "0"), ("merge", "lease_s", "-60"), ("policy", "approval_timeout_s", "0"),
+    ("policy", "max_lanes_per_task", "0"), ("policy", "max_delegation_depth", "-1"),
+    ("policy", "max_check_retries", "-1"), ("policy", "max_conflict_returns", "-1"),
+    ("policy", "max_steps_per_lane", "0"), ("policy", "max_consecutive_failures", "0"),
+    ("policy", "max_repeated_calls", "1"), ("policy", "ask_timeout_s", "-1"), ("policy", "run_timeout_s", "0"),
+])
+def test_caps_counts_and_timeouts_out_of_range_are_located(tmp_path, table, key, value):
+    [p] = problems(write(tmp_path, f'name = "x"\n[{table}]\n{key} = {value}\n'))
+    assert p.field.endswith(key) and p.line == 3 and "greater than" in p.message, p.render()
+
+
+def test_zero_caps_are_allowed_as_in_a_role_budget(tmp_path):
+    settings = load_settings(write(tmp_path, "[budget]\nusd_per_task = 0\ntokens_per_day = 0\n"
+                                             "[policy]\nmax_delegation_depth = 0\nmax_check_retries = 0\n"), env={})
+    assert settings.budget.usd_per_task == 0 and settings.policy.max_delegation_depth == 0
+
+
+def test_errors_in_prices_and_mcp_tables_name_the_line_of_their_key_or_table(tmp_path):
+    found = problems(write(tmp_path, 'name = "x"\n[mcp.gh]\ntimeout_s = 3\n'
+                                     '[prices."openai/gpt-4o"]\ninput_per_mtok = "x"\n'
+                                     "[prices]\n'local/m' = { input_per_mtok = -1 }\n"))
+    assert {(p.field, p.line) for p in found} == {
+        ("mcp.gh.command", 2), ("prices.openai/gpt-4o.input_per_mtok", 5), ("prices.local/m.input_per_mtok", 7)}
+
+
+def test_lines_inside_multiline_values_are_not_taken_for_keys(tmp_path):
+    text = ('[merge]\nchecks = [\n  "ls",\n  # target = 1\n]\nnote = """\n[policy]\nauto = 1\n"""\n'
+            '[policy]\nauto = 1\n')
+    found = problems(write(tmp_path, text))
+    assert {(p.field, p.line) for p in found} == {("merge.note", 6), ("policy.auto", 11)}
+
+
+def test_every_key_of_the_starter_cowork_toml_is_located():
+    from cowork import tomlpos
+    from cowork.init import template_files
+
+    text = next(body for path, body in template_files().items() if path == "cowork.toml")
+    text = text.replace("__TEAM_NAME__", '"t"').replace("__TARGET__", '"main"')
+    spots, lines = tomlpos.positions(text), text.splitlines()
+
+    def walk(node: dict, path: tuple) -> None:
+        for key, value in node.items():
+            spot = spots[path + (key,)]
+            assert key in lines[spot.line - 1], (path + (key,), lines[spot.line - 1])
+            if isinstance(value, dict):
+                walk(value, path + (key,))
+
+    walk(tomllib.loads(text), ())
+
+
+def test_a_key_appended_after_mcp_or_prices_says_it_landed_in_that_table(tmp_path):
+    found = problems(write(tmp_path, 'name = "x"\n[merge]\nauto = true\n[prices]\n[mcp]\n\ncolour = "blue"\n'
+                                     "concurrency = 2\n"))
+    by_field = {p.field: p for p in found}
+    colour, concurrency = by_field["mcp.colour"], by_field["mcp.concurrency"]
+    assert (colour.line, concurrency.line) == (7, 8)
+    assert colour.message == "`colour` is not an MCP server table; a key written after [mcp] belongs to that table"
+    assert "[mcp.colour] with command" in colour.hint and "above the first [table] (line 2)" in colour.hint
+    assert concurrency.hint == "move `concurrency` above the first [table] (line 2)"
+    [p] = problems(write(tmp_path, '[prices."openai/gpt-4o"]\ninput_per_mtok = 1.0\n[prices]\nplanner = "lead"\n'))
+    assert (p.line, p.message) == (4, "`planner` is not a price table; a key written after [prices] belongs to that table")
+
+
+def test_a_top_level_key_after_another_table_is_named_as_misplaced(tmp_path):
+    found = problems(write(tmp_path, '[mcp.gh]\ncommand = ["gh-mcp"]\nconcurrency = 2\n'
+                                     '[policy.approvals]\nrun = "notify"\nplanner = "lead"\n'))
+    assert {(p.line, p.field, p.message, p.hint) for p in found} == {
+        (3, "mcp.gh.concurrency", "`concurrency` is a top-level key, but a key written after [mcp.gh] belongs to "
+         "that table", "move `concurrency` above the first [table] (line 1)"),
+        (6, "policy.approvals.planner", "`planner` is a top-level key, but a key written after [policy.approvals] "
+         "belongs to that table", "move `planner` above the first [table] (line 1)")}
+    [p] = problems(write(tmp_path, '[model]\nname = 5\n'))
+    assert p.field == "model.name" and "valid string" in p.message and p.hint is None

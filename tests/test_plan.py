@@ -86,6 +86,20 @@ def test_shape_errors():
     assert (p.line, p.message) == (12, "unknown key 'priority'")
 
 
+@pytest.mark.parametrize("version", ["plan/v9", "plan/v2", "handoff/v1", "1"])
+def test_an_unknown_plan_format_is_refused_with_the_supported_one(version):
+    [p] = problems(PLAN.replace("cowork: plan/v1", f"cowork: {version}"))
+    assert (p.file, p.line, p.field) == ("plan.md", 2, "cowork")
+    assert p.message == f"unknown plan format '{version}'; this version of cowork reads plan/v1"
+    assert p.hint.startswith("set `cowork: plan/v1`")
+    found = problems(PLAN.replace("cowork: plan/v1", "cowork: plan/v9").replace("title: Rate-limit login\n", ""))
+    assert sorted(p.field for p in found) == ["cowork", "title"]
+
+
+def test_a_plan_without_a_format_is_read_as_v1():
+    assert plan.parse(PLAN.replace("cowork: plan/v1\n", ""), "plan.md", ROLES).meta.cowork == "plan/v1"
+
+
 def test_roles_none_skips_the_role_check():
     assert plan.parse(PLAN.replace("role: writer", "role: ghost"), "plan.md", None).lanes[1].role == "ghost"
 

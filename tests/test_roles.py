@@ -79,10 +79,28 @@ def test_problems_in_several_files_are_all_reported(tmp_path):
 
 
 def test_duplicate_names_and_unknown_reviewers(tmp_path):
-    found = problems_of(tmp_path, dev=DEV, dev2=DEV.replace("review_by: reviewer", "review_by: dev"))
+    (roles_dir(tmp_path) / "dev.yml").write_text(DEV.replace("review_by: reviewer", "review_by: dev"))
+    found = problems_of(tmp_path, dev=DEV)
     messages = sorted(p.render() for p in found)
-    assert any("roles/dev2.yaml:1:1: name: duplicate role name 'dev' (also in roles/dev.yaml)" in m for m in messages)
+    assert any("roles/dev.yml:1:1: name: duplicate role name 'dev' (also in roles/dev.yaml)" in m for m in messages)
     assert any("roles/dev.yaml:7:1: review_by: unknown role 'reviewer'" in m for m in messages)
+
+
+def test_a_name_that_differs_from_the_file_name_is_an_error_naming_both(tmp_path):
+    found = problems_of(tmp_path, dev=DEV.replace("name: dev", "name: developer"), reviewer=REVIEWER)
+    [p] = [p for p in found if p.field == "name"]
+    assert (p.file, p.line) == ("roles/dev.yaml", 1)
+    assert p.message.startswith("role name 'developer' differs from its file name roles/dev.yaml")
+    assert p.hint.startswith("rename the file to roles/developer.yaml, or set `name: dev`")
+
+
+def test_a_key_written_twice_is_an_error_at_its_second_line(tmp_path):
+    text = "name: developer\nmandate: Does things.\nname: dev\nbudget:\n  max_steps: 5\n  max_steps: 50\n"
+    found = problems_of(tmp_path, dev=text)
+    assert [(p.file, p.line, p.column, p.field) for p in found] == [
+        ("roles/dev.yaml", 3, 1, "name"), ("roles/dev.yaml", 6, 3, "budget.max_steps")]
+    assert found[0].message == "duplicate key 'name' (first written at line 1); only one value can count"
+    assert found[0].render().startswith("roles/dev.yaml:3:1: name: duplicate key 'name'")
 
 
 def test_an_empty_file_is_an_error(tmp_path):
