@@ -433,3 +433,29 @@ def test_revert_in_a_team_with_no_commits_is_bad_input_not_a_git_error(tmp_path,
     res = cli("revert", "t1-x/docs")
     assert res.code == 2 and "has no commits yet" in res.err and "Traceback" not in res.err
     assert "bad revision" not in res.err
+
+
+def test_a_move_cut_short_between_the_ref_and_the_checkout_is_finished_by_the_next_mover(team):
+    """A merger killed after moving main but before fast-forwarding the user's clean checkout leaves it showing the
+    merge undone (index and files at the old commit). The next move of main, under the lock, finishes it first."""
+    from cowork.gitops import checkout
+
+    old = team.main()
+    tip = team.lane("t1", "a", {"a.txt": "a\n"})
+    plan = checkout.before_move(team.ws, "main", old)  # what the merger does ...
+    git("update-ref", "refs/heads/main", tip, old, cwd=team.ws.root)  # ... then it is killed after the move
+    assert plan.clean and "a.txt" in git("status", "--porcelain", cwd=team.ws.root)  # the merge looks undone
+    team.lane("t1", "b", {"b.txt": "b\n"})
+    res = merge_lane(team.ws, team.store, team.settings, "t1", "b", role="dev", holder="r")
+    assert res.status == "merged" and is_clean(team.ws.root) and current_branch(team.ws.root) == "main"
+    assert (team.ws.root / "a.txt").read_text() == "a\n" and (team.ws.root / "b.txt").read_text() == "b\n"
+    assert "was interrupted" in team.store.events(kinds=["checkout.repaired"])[-1]["summary"]
+
+    # a checkout the user changed meanwhile is theirs: left as it is
+    old = team.main()
+    tip = team.lane("t1", "c", {"c.txt": "c\n"})
+    checkout.before_move(team.ws, "main", old)
+    git("update-ref", "refs/heads/main", tip, old, cwd=team.ws.root)
+    (team.ws.root / "README.md").write_text("mine\n")
+    assert checkout.finish_interrupted(team.ws, "main") == []
+    assert (team.ws.root / "README.md").read_text() == "mine\n" and not (team.ws.root / "c.txt").exists()

@@ -11,6 +11,7 @@ and the next `git commit -a` would silently revert it. So, around every move of 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ def _detach(path: Path, commit: str, target: str) -> None:
 def before_move(ws, target: str, old: str, *, store: Any = None, task: str | None = None) -> CheckoutPlan:
     """Inspect (and, when dirty, detach) every checkout of `target` before its ref moves from `old`. With `store`,
     each detach is an event (`checkout.detached`, its note the summary): the user hears of it in `cowork log`,
-    the foreground progress and `cowork status`, not only from the command that moved the target."""
+    the foreground progress and `cowork status`, not only from the command that moved the target. Called under the
+    merge lock, which also makes it the place to finish a move a killed mover left half done."""
+    finish_interrupted(ws, target, store)
     plan = CheckoutPlan(target, old, store=store, task=task)
     ref = f"refs/heads/{target}"
     own = ws.worktrees_dir.resolve()
@@ -62,6 +65,9 @@ def before_move(ws, target: str, old: str, *, store: Any = None, task: str | Non
             plan.clean.append(tree.path)
         else:
             _detach_and_tell(ws, plan, tree.path)
+    if plan.clean:  # until they are fast-forwarded: a mover killed in between leaves them to the next (see below)
+        _intent(ws, target).parent.mkdir(parents=True, exist_ok=True)
+        _intent(ws, target).write_text(json.dumps({"old": old, "paths": [str(p) for p in plan.clean]}))
     return plan
 
 
@@ -74,6 +80,45 @@ def after_move(ws, plan: CheckoutPlan, new: str) -> list[str]:
             notes.append(f"fast-forwarded your checkout {_where(ws, path)} of {plan.target} to {new[:9]}")
         else:  # it changed between the check and the move: leave its files, keep its HEAD truthful
             notes.append(_detach_and_tell(ws, plan, path))
+    _intent(ws, plan.target).unlink(missing_ok=True)
+    return notes
+
+
+def _intent(ws, target: str) -> Path:
+    """Where a move of `target` notes the clean checkouts it will fast-forward (one mover at a time: the lock)."""
+    return ws.state_dir / "checkout-moves" / f"{target.replace('/', '%')}.json"
+
+
+def finish_interrupted(ws, target: str, store: Any = None) -> list[str]:
+    """Fast-forward the checkouts a mover killed between moving `target` and fast-forwarding them left behind.
+
+    Such a checkout still has `target` checked out, but its index and files are the old commit's: `git status`
+    shows the merge undone and `git commit -a` would revert it. It is brought to the target's tip only while its
+    index is exactly the old commit and nothing is changed on top; anything else is the user's now and is left.
+    Returns notes (also events, with `store`).
+    """
+    note_file = _intent(ws, target)
+    try:
+        intent = json.loads(note_file.read_text())
+    except (OSError, ValueError):
+        return []
+    notes = []
+    for raw in intent.get("paths", []):
+        path, old = Path(raw), intent.get("old", "")
+        if not path.is_dir() or run_git("symbolic-ref", "-q", "HEAD", cwd=path).stdout.strip() != f"refs/heads/{target}":
+            continue
+        tip = run_git("rev-parse", "--verify", "-q", "HEAD", cwd=path).stdout.strip()
+        untouched = (run_git("diff", "--cached", "--quiet", old, cwd=path).returncode == 0
+                     and run_git("diff", "--quiet", cwd=path).returncode == 0)
+        if not tip or tip == old or not untouched:
+            continue
+        if run_git("read-tree", "-m", "-u", old, tip, cwd=path).returncode == 0:
+            notes.append(f"fast-forwarded your checkout {_where(ws, path)} of {target} to {tip[:9]} (the move "
+                         f"from {old[:9]} was interrupted before it could)")
+    note_file.unlink(missing_ok=True)
+    if store is not None:
+        for note in notes:
+            store.event("checkout.repaired", note, actor="cowork", data={"target": target})
     return notes
 
 
