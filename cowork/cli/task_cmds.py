@@ -312,9 +312,13 @@ def resume(detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
         print(f"runner pid {launch.start_detached(ws, reclaim=True)}")
         return
     results = _run_foreground(ws, st, None, reclaim=True)
+    elsewhere = [t for t in orphans if t not in results or results[t] == "held-elsewhere"]
     for task, state in results.items():
-        print(f"task {task}: {state}")
-    if any(s != "done" for s in results.values()):
+        if state != "held-elsewhere":
+            print(f"task {task}: {state}")
+    for task in elsewhere:  # another resume (or `cowork wait`) took it first: it runs there
+        print(f"task {task}: another runner took it meanwhile; `cowork wait {task}` follows it")
+    if any(s not in ("done", "held-elsewhere") for s in results.values()):
         raise typer.Exit(EXIT_FAILURE)
 
 
