@@ -1,4 +1,4 @@
-"""Facts about local processes that several parts need (runner leases, the embedded model server)."""
+"""Facts about local processes that several parts need (runner leases, the merge lock, the embedded model server)."""
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +19,19 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][:1] != "Z"
     except (OSError, IndexError):  # no /proc (not Linux): existence is all we know
         return True
+
+
+def start_token(pid: int) -> str | None:
+    """What tells process `pid` apart from a later process given the same pid: this boot's id and the process's
+    start time (Linux /proc). None where that cannot be read (then only `pid_alive` is known)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            started = f.read().rsplit(") ", 1)[1].split()[19]  # field 22, starttime (the name may hold ") ")
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{started}"
 
 
 async def communicate_bounded(proc: "asyncio.subprocess.Process", timeout_s: float) -> bytes | None:
