@@ -103,6 +103,47 @@ def test_wait_adopts_a_task_whose_runner_died(tmp_path, server, monkeypatch):
     assert calls["n"] == 2
 
 
+SLOW_CHECK = ("import os, sys, time\nif os.path.exists(sys.argv[1]):\n    sys.exit(0)\n"
+              "open(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+
+
+def test_kill_9_during_slow_merge_checks_then_resume_takes_the_merge_lock_at_once(tmp_path, server, monkeypatch,
+                                                                                 capsys):
+    """The runner dies holding the merge lock (its merge check is slow): the lock's holder is gone, `cowork queue`
+    says so, and `cowork resume` takes the lock at once instead of waiting out its 120 s lease."""
+    import sys
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    check, marker = tmp_path / "slow_check.py", tmp_path / "check.pid"
+    check.write_text(SLOW_CHECK)  # slow the first time only
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV},
+                     extra_toml=f'\n[merge]\nlease_s = 120\nchecks = ["{sys.executable} {check} {marker}"]\n')
+    server.script("Goal: Add b", [tool_call("write_file", path="b.txt", content="b\n"),
+                                  tool_call("finish", status="done", summary="wrote b.txt", checklist=[])])
+    assert main(["delegate", "Add b", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    _wait_for(lambda: marker.exists() and marker.read_text(), 60, "the merge check to start")
+    pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    try:
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # the check outlives its runner; end it
+    except ProcessLookupError:
+        pass
+
+    capsys.readouterr()
+    assert main(["queue", "-C", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"holder gone: r-{pid}-" in out and f"process {pid} has ended" in out
+    started = time.monotonic()
+    assert main(["resume", "-C", str(root)]) == 0
+    assert time.monotonic() - started < 60  # well inside the dead runner's 120 s lease
+    assert git(root, "show", "main:b.txt") == "b"
+    (reclaim,) = [e for e in st.events(kinds=["merge.locked"]) if e["data"].get("reclaimed_from")]
+    assert reclaim["data"]["reclaimed_from"].startswith(f"r-{pid}-")
+    assert reclaim["data"]["reclaimed_because"] == f"its process {pid} is gone"
+
+
 SLOW = "import os, sys, time\nopen(sys.argv[1], 'a').write(f'{os.getpid()}\\n')\ntime.sleep(30)\n"
 
 
