@@ -187,6 +187,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE locks ADD COLUMN proc_start TEXT;    -- its boot and start time: a reused pid is not the holder
         """,
     ),
+    (
+        "004_approval_step",
+        """
+        ALTER TABLE approvals ADD COLUMN step_seq INTEGER;  -- the lane's journal step (tool call) that asked
+        """,
+    ),
 ]
 
 
