@@ -1,6 +1,6 @@
-"""Facts about local processes that several parts need (runner leases, the embedded model server), and the
-process groups cowork starts for lanes (checks, `run`, external agents), noted so that a runner killed with
-SIGKILL does not leave them running: the next runner stops them (`stop_orphans`)."""
+"""Facts about local processes that several parts need (runner leases, the merge lock, the embedded model
+server), and the process groups cowork starts for lanes (checks, `run`, external agents), noted so that a runner
+killed with SIGKILL does not leave them running: the next runner stops them (`stop_orphans`)."""
 from __future__ import annotations
 
 import asyncio
@@ -27,6 +27,19 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def start_token(pid: int) -> str | None:
+    """What tells process `pid` apart from a later process given the same pid: this boot's id and the process's
+    start time (Linux /proc). None where that cannot be read (then only `pid_alive` is known)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            started = f.read().rsplit(") ", 1)[1].split()[19]  # field 22, starttime (the name may hold ") ")
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{started}"
+
+
 async def communicate_bounded(proc: "asyncio.subprocess.Process", timeout_s: float) -> bytes | None:
     """`proc.communicate()` for a process started in a session of its own, bounded by `timeout_s`. On timeout (None
     is returned) or cancellation (re-raised) the whole process group is killed and reaped: a shell's children (a
@@ -45,15 +58,6 @@ async def communicate_bounded(proc: "asyncio.subprocess.Process", timeout_s: flo
         return None
 
 
-def started_at(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, from /proc): with the pid, it names one process, even
-    after the pid is reused. None when unknown (no such process, or no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
 
 @contextlib.contextmanager
 def tracked(state_dir: Path | None, pgid: int, what: str) -> Iterator[None]:
@@ -65,8 +69,8 @@ def tracked(state_dir: Path | None, pgid: int, what: str) -> Iterator[None]:
     note = Path(state_dir) / "procs" / f"{pgid}.json"
     try:
         note.parent.mkdir(parents=True, exist_ok=True)
-        note.write_text(json.dumps({"pgid": pgid, "start": started_at(pgid), "owner": os.getpid(),
-                                    "owner_start": started_at(os.getpid()), "what": what[:200]}))
+        note.write_text(json.dumps({"pgid": pgid, "start": start_token(pgid), "owner": os.getpid(),
+                                    "owner_start": start_token(os.getpid()), "what": what[:200]}))
     except OSError:  # a note is a safety net, never a reason to fail the command
         pass
     try:
@@ -87,10 +91,10 @@ def stop_orphans(state_dir: Path) -> list[str]:
             note.unlink(missing_ok=True)
             continue
         owner = int(info.get("owner") or 0)
-        if owner and pid_alive(owner) and started_at(owner) == info.get("owner_start"):
+        if owner and pid_alive(owner) and start_token(owner) == info.get("owner_start"):
             continue  # its starter lives: the group is in use
         pgid = int(info.get("pgid") or 0)
-        if pgid and info.get("start") and started_at(pgid) == info["start"]:
+        if pgid and info.get("start") and start_token(pgid) == info["start"]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
                 stopped.append(f"{info.get('what') or 'a command'} (process group {pgid})")

@@ -189,6 +189,108 @@ def test_an_approval_survives_a_restart(env):
     assert seen["row"]["id"] != aid
 
 
+def _held_then_killed(env, args: dict):
+    """A journalled write_file call of lane t1/l1 waiting for its approval when its runner dies (the step stays
+    `started`, the approval pending). Returns the approval id."""
+    from cowork.runner.journal import Journal
+
+    Journal(env.store, "t1", "l1").start("tool", "write_file", {"id": "call-1", "args": args})
+    g1 = env.gateway("dev")
+
+    async def killed():
+        task = asyncio.ensure_future(g1.call("write_file", args))
+        while not approvals.pending(env.store):
+            await asyncio.sleep(0.01)
+        task.cancel()  # nothing of the gateway runs after this, as after kill -9
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(killed())
+    (row,) = approvals.pending(env.store)
+    assert row["step_seq"] == 1
+    return row["id"]
+
+
+def _resumed(env):
+    """What a new runner does first with the lane: a new store, its journal recovered. Returns (store, steps)."""
+    from cowork.runner.journal import Journal
+
+    st = env.new_store()
+    journal = Journal(st, "t1", "l1")
+    journal.recover()
+    return st, [(s.name, s.state) for s in journal.steps]
+
+
+def test_a_call_held_at_its_approval_is_run_again_and_a_rejection_given_meanwhile_reaches_the_agent(env):
+    args = {"path": "notes.txt", "content": "hello\n"}
+    aid = _held_then_killed(env, args)
+    approvals.reject(env.new_store(), aid, by="human:ann", reason="not in notes.txt")  # no runner alive
+    st, steps = _resumed(env)
+    assert steps == [("write_file", "started")]  # not `interrupted`: it never reached its tool, so it runs again
+    r = asyncio.run(env.gateway("dev", store=st).call("write_file", args))
+    assert not r.ok and "rejected by human:ann: not in notes.txt" in r.content
+    assert not (env.root / ".cowork" / "worktrees" / "t1" / "l1" / "notes.txt").exists()
+    assert [(a["id"], a["state"]) for a in st.all("SELECT id, state FROM approvals")] == [(aid, "rejected")]
+
+
+@pytest.mark.parametrize("decided", [None, "approved"])
+def test_an_approval_for_an_action_that_changed_before_the_rerun_is_withdrawn_not_used(env, decided):
+    """The file changed under the held call: its diff is not what #1 showed. #1 (pending, or even approved) does
+    not cover the new diff: the call asks again and #1 is closed, so nothing stale is left to approve or expire."""
+    args = {"path": "notes.txt", "content": "hello\n"}
+    aid = _held_then_killed(env, args)
+    if decided:
+        approvals.approve(env.new_store(), aid, by="human:ann")
+    (env.root / ".cowork" / "worktrees" / "t1" / "l1" / "notes.txt").write_text("someone else's\n")
+    st, _ = _resumed(env)
+    g = env.gateway("dev", store=st)
+
+    async def rerun():
+        task = asyncio.ensure_future(g.call("write_file", args))
+        while not [a for a in approvals.pending(env.store) if a["id"] != aid]:
+            await asyncio.sleep(0.01)
+        (new,) = approvals.pending(env.store)  # #1 is closed as #2 is asked, in one commit
+        approvals.approve(env.new_store(), new["id"], by="human:ann")
+        return new, await task
+
+    new, r = asyncio.run(rerun())
+    assert r.ok and new["id"] != aid and "-someone else's" in new["action"]["diff"]
+    old = approvals.get(st, aid)
+    assert old["state"] == (decided or "withdrawn") and old["used_at"] is not None
+    (closed,) = env.events("approval.withdrawn")
+    assert f"approval #{aid}" in closed["summary"] and f"now waits on #{new['id']}" in closed["summary"]
+    assert approvals.pending(st) == []
+
+
+def test_an_approval_whose_call_is_not_run_again_is_withdrawn_on_resume(env):
+    """The engine recorded the held call as not run (the lane was stopped): nothing will wait on #1 again."""
+    from cowork.runner.journal import Journal
+
+    aid = _held_then_killed(env, {"path": "notes.txt", "content": "hello\n"})
+    journal = Journal(env.store, "t1", "l1")
+    journal.finish(journal.steps[-1], {"content": "not run: the lane stopped before this call ran"}, ok=False)
+    st, steps = _resumed(env)
+    assert steps == [("write_file", "failed")] and approvals.pending(st) == []
+    assert approvals.get(st, aid)["state"] == "withdrawn"
+    with pytest.raises(BadInput, match="already withdrawn"):
+        approvals.approve(st, aid, by="human:ann")
+    assert approvals.expire_overdue(st, env.settings, env.roles, at=time.time() + 10**6) == []
+    assert control.paused(st, "t1", "l1") is None
+
+
+def test_a_lane_ended_while_waiting_withdraws_its_approval(env):
+    g = env.gateway("dev")
+
+    def cancel_lane(st, aid):
+        lanes_db.set_lane_state(st, "t1", "l1", "cancelled")
+
+    t, seen = decide_in_thread(env, cancel_lane)
+    r = call(g, "run", command="echo never")
+    t.join()
+    assert not r.ok and "cancelled while waiting for approval" in r.content
+    assert approvals.pending(env.store) == [] and approvals.get(env.store, seen["row"]["id"])["state"] == "withdrawn"
+
+
 @pytest.mark.parametrize("corrupt", ["UPDATE approvals SET action='{not json' WHERE id=?",
                                      "UPDATE approvals SET state='maybe' WHERE id=?",
                                      "UPDATE approvals SET action='[1,2]' WHERE id=?"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -318,6 +319,83 @@ def test_a_killed_holders_lock_is_reclaimed(ws, store, tmp_path):
     assert nxt.acquire(timeout=5)
     assert store.events(kinds=["merge.locked"])[-1]["data"]["reclaimed_from"] == "doomed"
     nxt.release()
+
+
+def test_a_killed_holders_lock_is_taken_at_once_not_after_its_lease(ws, store, tmp_path):
+    """kill -9 of the holder: its process is gone from this host, so the next taker does not wait out the lease."""
+    proc = _spawn(ws, "doomed", 1, -1, tmp_path / "x", lease=60)
+    try:
+        assert proc.stdout.readline().strip() == "HELD"
+        assert lock_row(store)["gone"] is False and not MergeLock(store, "next", heartbeat=False).acquire()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    row = lock_row(store)
+    assert row["holder"] == "doomed" and row["pid"] == proc.pid and row["gone"] and not row["expired"]
+    nxt = MergeLock(store, "next", lease_s=5)
+    assert nxt.acquire()  # one try: no waiting for the 60 s lease
+    locked = store.events(kinds=["merge.locked"])[-1]
+    assert locked["data"]["reclaimed_from"] == "doomed" and f"process {proc.pid} is gone" in locked["summary"]
+    assert lock_row(store)["pid"] == os.getpid() and not lock_row(store)["gone"]
+    nxt.release()
+
+
+def test_only_a_holder_provably_gone_from_this_host_loses_the_lock_early(ws, store, tmp_path):
+    from cowork.procs import start_token
+
+    proc = _spawn(ws, "holder", 1, -1, tmp_path / "x", lease=60)
+    try:
+        assert proc.stdout.readline().strip() == "HELD"
+        if start_token(proc.pid) is not None:
+            # the pid is alive, but it is not the process that took the lock (another start): that one is gone
+            real = store.scalar("SELECT proc_start FROM locks WHERE name='merge'")
+            store.execute("UPDATE locks SET proc_start='another-boot:1' WHERE name='merge'")
+            assert lock_row(store)["gone"]
+            store.execute("UPDATE locks SET proc_start=? WHERE name='merge'", (real,))
+            assert not lock_row(store)["gone"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    # a holder on another host: its process cannot be seen from here, so only its lease frees the lock
+    store.execute("UPDATE locks SET host='elsewhere' WHERE name='merge'")
+    assert not lock_row(store)["gone"] and not MergeLock(store, "next", heartbeat=False).acquire()
+    store.execute("UPDATE locks SET lease_until=0 WHERE name='merge'")
+    assert MergeLock(store, "next", heartbeat=False).acquire()
+    assert store.events(kinds=["merge.locked"])[-1]["data"]["reclaimed_because"] == "lease expired"
+
+
+def test_a_lock_row_without_its_process_is_judged_by_its_runners_row(ws, store):
+    """A row taken before locks recorded their process: a runner holder is known by its `runners` row."""
+    import socket
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait(timeout=30)
+    store.execute("INSERT INTO runners(id, pid, host, started_at, heartbeat_at) VALUES ('r-old', ?, ?, 0, 0)",
+                  (ended.pid, socket.gethostname()))
+    store.execute("INSERT INTO locks(name, holder, token, acquired_at, lease_until) VALUES ('merge', 'r-old', 'x', ?, ?)",
+                  (time.time(), time.time() + 60))
+    assert lock_row(store)["gone"]
+    store.execute("UPDATE locks SET holder='human:ann'")  # no runner row, no process recorded: only the lease tells
+    assert not lock_row(store)["gone"] and not MergeLock(store, "next", heartbeat=False).acquire()
+
+
+def test_a_waiting_taker_says_who_holds_the_lock(ws, store, tmp_path):
+    proc = _spawn(ws, "slow", 1, 2.5, tmp_path / "x", lease=60)  # holds it 2.5 s, then releases
+    try:
+        deadline = time.monotonic() + 60
+        while (lock_row(store) or {}).get("holder") != "slow":
+            assert time.monotonic() < deadline, "the holder never took the lock"
+            time.sleep(0.02)
+        seen: list[dict] = []
+        nxt = MergeLock(store, "next", lease_s=5, on_wait=seen.append)
+        assert nxt.acquire(timeout=60)
+        nxt.release()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert [(s["holder"], s["pid"]) for s in seen] == [("slow", proc.pid)]  # told once, not on every retry
+    (waited,) = store.events(kinds=["merge.lock_wait"])
+    assert waited["actor"] == "next" and f"held by slow (pid {proc.pid}" in waited["summary"]
 
 
 def test_settings_carry_merge_lease_and_check_timeout(ws):

@@ -426,6 +426,56 @@ def test_merge_queue_and_revert_commands(team, cli, monkeypatch):
     assert "c.txt" not in git("ls-tree", "--name-only", "main", cwd=team.ws.root)
 
 
+_HOLD = textwrap.dedent("""
+    import sys, time
+    from cowork.store import Store
+    from cowork.gitops.lock import MergeLock
+    lock = MergeLock(Store(sys.argv[1]), sys.argv[2], lease_s=60)
+    print("HELD" if lock.acquire(timeout=5) else "BUSY", flush=True)
+    time.sleep(float(sys.argv[3]))
+    lock.release()
+""")
+
+
+def _holder(team: Team, name: str, hold_s: float) -> subprocess.Popen:
+    """Another process that takes the merge lock (60 s lease), holds it `hold_s` seconds, then releases it."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(team.ws.db_path), name, str(hold_s)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "HELD"
+    return proc
+
+
+def test_queue_marks_a_gone_holder_and_merge_says_whom_it_waits_for(team, cli, monkeypatch):
+    monkeypatch.chdir(team.ws.root)
+    team.lane("t1", "a", {"a.txt": "a\n"})
+    enqueue(team.store, "t1", "a")
+    dead = _holder(team, "r-4242-dead", 600)
+    try:
+        q = cli("queue", "--json").json()
+        assert (q["holder"], q["pid"], q["gone"]) == ("r-4242-dead", dead.pid, False)
+        assert f"held by r-4242-dead (pid {dead.pid}" in cli("queue").out
+    finally:
+        dead.kill()
+        dead.wait(timeout=10)
+    q = cli("queue", "--json").json()
+    assert q["holder"] == "r-4242-dead" and q["gone"] is True and q["expired"] is False
+    text = cli("queue").out
+    assert "holder gone" in text and f"process {dead.pid} has ended" in text and "lease" not in text
+
+    live = _holder(team, "human:bob", 2.5)  # takes the dead holder's lock at once, lets go after 2.5 s
+    try:
+        one = cli("merge", "--json")
+    finally:
+        live.kill()
+        live.wait(timeout=10)
+    assert one.code == 0 and [(r["lane"], r["status"]) for r in one.json()] == [("a", "merged")]
+    assert f"waiting for the merge lock: held by human:bob (pid {live.pid}" in one.err
+    assert one.err.count("waiting for the merge lock") == 1
+    reclaimed = [e["data"] for e in team.store.events(kinds=["merge.locked"]) if e["data"].get("reclaimed_from")]
+    assert reclaimed == [{"lock": "merge", "holder": "human:bob", "lease_until": reclaimed[0]["lease_until"],
+                          "reclaimed_from": "r-4242-dead", "reclaimed_because": f"its process {dead.pid} is gone"}]
+
+
 def test_revert_in_a_team_with_no_commits_is_bad_input_not_a_git_error(tmp_path, cli, monkeypatch):
     """`cowork init --git-init` makes no commit: reverting there says so plainly, with exit 2."""
     monkeypatch.chdir(tmp_path)

@@ -108,6 +108,47 @@ def test_wait_adopts_a_task_whose_runner_died(tmp_path, server, monkeypatch):
     assert team_status(Workspace(root), st)["no_runner"] == []
 
 
+SLOW_CHECK = ("import os, sys, time\nif os.path.exists(sys.argv[1]):\n    sys.exit(0)\n"
+              "open(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+
+
+def test_kill_9_during_slow_merge_checks_then_resume_takes_the_merge_lock_at_once(tmp_path, server, monkeypatch,
+                                                                                 capsys):
+    """The runner dies holding the merge lock (its merge check is slow): the lock's holder is gone, `cowork queue`
+    says so, and `cowork resume` takes the lock at once instead of waiting out its 120 s lease."""
+    import sys
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    check, marker = tmp_path / "slow_check.py", tmp_path / "check.pid"
+    check.write_text(SLOW_CHECK)  # slow the first time only
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV},
+                     extra_toml=f'\n[merge]\nlease_s = 120\nchecks = ["{sys.executable} {check} {marker}"]\n')
+    server.script("Goal: Add b", [tool_call("write_file", path="b.txt", content="b\n"),
+                                  tool_call("finish", status="done", summary="wrote b.txt", checklist=[])])
+    assert main(["delegate", "Add b", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    _wait_for(lambda: marker.exists() and marker.read_text(), 60, "the merge check to start")
+    pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    try:
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # the check outlives its runner; end it
+    except ProcessLookupError:
+        pass
+
+    capsys.readouterr()
+    assert main(["queue", "-C", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"holder gone: r-{pid}-" in out and f"process {pid} has ended" in out
+    started = time.monotonic()
+    assert main(["resume", "-C", str(root)]) == 0
+    assert time.monotonic() - started < 60  # well inside the dead runner's 120 s lease
+    assert git(root, "show", "main:b.txt") == "b"
+    (reclaim,) = [e for e in st.events(kinds=["merge.locked"]) if e["data"].get("reclaimed_from")]
+    assert reclaim["data"]["reclaimed_from"].startswith(f"r-{pid}-")
+    assert reclaim["data"]["reclaimed_because"] == f"its process {pid} is gone"
+
+
 SLOW = "import os, sys, time\nopen(sys.argv[1], 'a').write(f'{os.getpid()}\\n')\ntime.sleep(30)\n"
 
 
@@ -301,3 +342,73 @@ def test_sigterm_stops_a_runner_cleanly_and_resume_goes_on_at_once(tmp_path, ser
     assert [e["data"]["tasks"] for e in st.events(kinds=["runner.stopped"])] == [[task]]
     assert main(["resume", "-C", str(root)]) == 0
     assert lanes_db.get_task(st, task)["state"] == "done" and len(side.read_text().split()) == 1
+
+
+WRITER_BLOCKED = """name: dev
+mandate: Implements code changes on its lane's branch.
+tools: [read_file, write_file]
+approvals: {block: [write_file]}
+"""
+
+
+def _killed_while_waiting_for_approval(tmp_path, server, timeout_s: float, then: list):
+    """A lane held at approval #1 for write_file, and its runner killed with kill -9; the model's next replies are
+    `then`. Returns (root, store, task)."""
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": WRITER_BLOCKED},
+                     extra_toml=f"\n[policy]\napproval_timeout_s = {timeout_s}\n")
+    server.script("Goal: Write a", [tool_call("write_file", path="a.txt", content="a\n"), *then])
+    assert main(["delegate", "Write a", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: lanes_db.get_lane(st, task, "work")["state"] == "waiting-approval", 30, "approval #1")
+    pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert [(a["id"], a["state"]) for a in st.all("SELECT id, state FROM approvals")] == [(1, "pending")]
+    return root, st, task
+
+
+def _approvals(st) -> list[tuple]:
+    return [(a["id"], a["state"], a["used_at"] is not None) for a in st.all("SELECT * FROM approvals ORDER BY id")]
+
+
+def test_an_approval_given_while_the_runner_was_dead_lets_the_resumed_call_run(tmp_path, server, monkeypatch):
+    """kill -9 while a lane waits for approval #1; `cowork approve 1` with no runner alive; `cowork resume`: the
+    interrupted call runs again as it was, finds #1 approved, and writes. The model is not asked again for it."""
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    finish = tool_call("finish", status="done", summary="wrote a.txt", checklist=[])
+    root, st, task = _killed_while_waiting_for_approval(tmp_path, server, 3600, [finish])
+    assert main(["approve", "1", "-C", str(root)]) == 0
+    assert main(["resume", "-C", str(root)]) == 0
+    assert lanes_db.get_task(st, task)["state"] == "done"
+    assert git(root, "show", "main:a.txt") == "a"
+    assert _approvals(st) == [(1, "approved", True)]  # no #2: the resumed call found #1
+    steps = [(s.kind, s.name, s.state) for s in Journal(st, task, "work").steps]
+    assert ("tool", "write_file", "done") in steps and ("tool", "write_file", "interrupted") not in steps
+    sent = [r.index for r in server.requests if r.key == "Goal: Write a"]
+    assert sent == [0, 1]  # one model call for the write, one after it: the kill cost no model call
+
+
+def test_a_resumed_lane_waits_on_its_own_pending_approval_and_nothing_goes_stale(tmp_path, server, monkeypatch):
+    """QA's case: kill -9 while #1 is pending, resume. Asked again, the model would write something else (#2 beside
+    a #1 nobody waits on, which later expired and paused the lane). The resumed lane waits on #1 itself; approving
+    #1 lets it go on, and no approval is left pending to expire."""
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    again = tool_call("write_file", path="a.txt", content="a, again\n")
+    finish = tool_call("finish", status="done", summary="wrote a.txt", checklist=[])
+    root, st, task = _killed_while_waiting_for_approval(tmp_path, server, 20, [again, finish])
+    assert main(["resume", "--detach", "-C", str(root)]) == 0
+    resumed = lambda: lanes_db.get_lane(st, task, "work")  # noqa: E731
+    _wait_for(lambda: resumed()["attempts"] == 2 and resumed()["state"] == "waiting-approval", 30,
+              "the resumed lane to wait")
+    time.sleep(1.0)  # the resumed lane is at its approval: it asks nothing new
+    assert _approvals(st) == [(1, "pending", False)]
+    assert [r.index for r in server.requests if r.key == "Goal: Write a"] == [0]  # the model was not asked again
+    assert main(["approve", "1", "-C", str(root)]) == 0
+    _wait_for(lambda: len(_approvals(st)) == 2, 30, "the next write's approval")  # a new call: a new approval
+    assert _approvals(st) == [(1, "approved", True), (2, "pending", False)]
+    assert main(["approve", "2", "-C", str(root)]) == 0
+    assert main(["wait", task, "--timeout", "60", "-C", str(root)]) == 0
+    assert git(root, "show", "main:a.txt") == "a, again"
+    assert _approvals(st) == [(1, "approved", True), (2, "approved", True)]
+    assert not st.events(kinds=["approval.expired"]) and not st.flags("pause")

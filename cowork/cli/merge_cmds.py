@@ -1,6 +1,7 @@
 """Commands for the merge queue: `cowork merge`, `cowork revert`, `cowork queue`."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -33,6 +34,15 @@ def _say(text: str) -> None:
     console(markup=False).print(text)
 
 
+def _waiting(info: dict) -> None:
+    """Say who holds the merge lock while this command waits for it (on stderr: --json output stays clean)."""
+    where = f" (pid {info['pid']} on {info['host']})" if info.get("pid") else ""
+    since = time.strftime("%H:%M:%S", time.localtime(info["acquired_at"]))
+    left = max(0.0, info["lease_until"] - time.time())
+    print(f"waiting for the merge lock: held by {info['holder']}{where} since {since}, lease {left:.0f}s left "
+          "(see `cowork queue`)", file=sys.stderr, flush=True)
+
+
 def _show_result(r: dict) -> None:
     name = f"{r['task']}/{r['lane']}" if r.get("task") else "?"
     if r["status"] == "merged":
@@ -60,12 +70,29 @@ def merge(lane: Optional[str] = typer.Argument(None, metavar="TASK/LANE",
                                                             "(merge checks still run; conflict markers never pass)"),
           root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Merge queued lanes into the merge target by hand, under the merge lock (for teams with merge.auto off)."""
-    from cowork.gitops.merge import merge_lane, merge_next, process_queue
-    from cowork.store.lanes import get_lane
+    from cowork.gitops.lock import waiting_notices
 
     if lane and all_:
         raise BadInput("give either TASK/LANE or --all, not both")
-    ws = workspace(root)
+    with waiting_notices(_waiting):
+        results = _merge(workspace(root), lane, all_, force)
+    data = [r.as_dict() for r in results]
+
+    def show(rows: list[dict]) -> None:
+        if not rows:
+            _say("the merge queue is empty")
+        for r in rows:
+            _show_result(r)
+
+    emit(data, as_json, show)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _merge(ws, lane: str | None, all_: bool, force: bool) -> list:
+    from cowork.gitops.merge import merge_lane, merge_next, process_queue
+    from cowork.store.lanes import get_lane
+
     st, settings, by = store(ws), _settings(ws), _by(ws)
     if all_:
         results = process_queue(ws, st, settings, holder=by)
@@ -89,27 +116,19 @@ def merge(lane: Optional[str] = typer.Argument(None, metavar="TASK/LANE",
     else:
         one = merge_next(ws, st, settings, holder=by)
         results = [one] if one is not None else []
-    data = [r.as_dict() for r in results]
-
-    def show(rows: list[dict]) -> None:
-        if not rows:
-            _say("the merge queue is empty")
-        for r in rows:
-            _show_result(r)
-
-    emit(data, as_json, show)
-    if not all(r.ok for r in results):
-        raise typer.Exit(EXIT_FAILURE)
+    return results
 
 
 @app.command()
 def revert(target: str = typer.Argument(..., metavar="TASK/LANE|TASK", help="a merged lane, or every lane of a task"),
            root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Revert a merged lane (or a whole task) on the merge target, through the merge lock and checks."""
+    from cowork.gitops.lock import waiting_notices
     from cowork.gitops.merge import revert as do_revert
 
     ws = workspace(root)
-    res = do_revert(ws, store(ws), _settings(ws), target, by=_by(ws))
+    with waiting_notices(_waiting):
+        res = do_revert(ws, store(ws), _settings(ws), target, by=_by(ws))
 
     def show(r: dict) -> None:
         if r["status"] == "reverted":
@@ -135,10 +154,14 @@ def revert(target: str = typer.Argument(..., metavar="TASK/LANE|TASK", help="a m
 @app.command()
 def queue(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Who holds the merge lock, and the lanes waiting to merge (oldest first)."""
+    from cowork.gitops.lock import lock_row
     from cowork.gitops.merge import lock_status
 
     ws = workspace(root)
-    status = lock_status(store(ws))
+    st = store(ws)
+    status = lock_status(st)
+    row = lock_row(st) or {}
+    status.update(gone=row.get("gone", False), pid=row.get("pid"), host=row.get("host"))
 
     def show(s: dict) -> None:
         if s["holder"] is None:
@@ -146,9 +169,15 @@ def queue(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
         else:
             since = time.strftime("%H:%M:%S", time.localtime(s["since"]))
             left = s["lease_until"] - time.time()
-            lease = f"lease expired {-left:.0f}s ago (the next merger reclaims it)" if s["expired"] \
-                else f"lease {left:.0f}s left"
-            _say(f"merge lock: held by {s['holder']} since {since}; {lease}")
+            if s["gone"]:
+                what = f"its process {s['pid']}" if s["pid"] else "its runner"
+                _say(f"merge lock: holder gone: {s['holder']} took it at {since} and {what} has ended without "
+                     "releasing it; the next merger takes it at once")
+            else:
+                lease = f"lease expired {-left:.0f}s ago (the next merger reclaims it)" if s["expired"] \
+                    else f"lease {left:.0f}s left"
+                where = f" (pid {s['pid']} on {s['host']})" if s["pid"] else ""
+                _say(f"merge lock: held by {s['holder']}{where} since {since}; {lease}")
         if not s["queue"]:
             _say("merge queue: empty")
             return

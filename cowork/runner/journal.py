@@ -2,7 +2,9 @@
 before it runs (`started`, with its input) and after (`done` / `failed`, with its output and cost).
 
 A resumed lane rebuilds its conversation from these rows, so completed model calls are never re-sent and
-completed tool calls never re-run. A row left `started` by a dead runner becomes `interrupted`.
+completed tool calls never re-run. A row left `started` by a dead runner becomes `interrupted`, except a tool call
+that was held at its approval: it never reached its tool, so it stays `started` and runs again as it was, finding
+its approval (`cowork.team.approvals`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from cowork.redact import redact_obj
 from cowork.store import Store, now
 from cowork.store.store import loads
 from cowork.store.store import dumps as _dumps
+from cowork.team import approvals
 
 
 def dumps(value: Any) -> str:
@@ -59,15 +62,25 @@ class Journal:
         self.conversation: tuple[int, list[dict]] = (0, [])
 
     def recover(self) -> list[Step]:
-        """Mark steps a dead runner left `started` as `interrupted`. Returns them."""
+        """Mark steps a dead runner left `started` as `interrupted`. Returns them.
+
+        The last step stays `started` when it is a tool call whose approval it has not received yet (pending, or
+        decided while no runner was alive): the engine runs it again and the gateway finds that approval. Approvals
+        of the lane that no step will wait on any more are withdrawn."""
         stale = [s for s in self.steps if s.state == "started"]
-        if stale:
-            with self.store.tx():
-                for s in stale:
+        last = self.steps[-1] if self.steps else None
+        asked = approvals.asked_by(self.store, self.task, self.lane, last.seq) \
+            if last is not None and last.state == "started" and last.kind == "tool" else None
+        held = last if asked else None
+        with self.store.tx():
+            for s in stale:
+                if s is not held:
                     s.state = "interrupted"
                     self.store.execute("UPDATE steps SET state='interrupted', ended_at=? WHERE task_id=? AND "
                                        "lane_id=? AND seq=?", (now(), self.task, self.lane, s.seq))
-        return stale
+            approvals.withdraw_stale(self.store, self.task, self.lane, keep=asked["id"] if asked else None,
+                                     why="the call that asked for it is not run again")
+        return [s for s in stale if s is not held]
 
     def start(self, kind: str, name: str, input: Any = None) -> Step:
         """Record a step before it runs."""

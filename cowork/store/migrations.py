@@ -179,6 +179,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX messages_reply ON messages(reply_to);
         """,
     ),
+    (
+        "003_lock_owner",
+        """
+        ALTER TABLE locks ADD COLUMN pid INTEGER;        -- the merge lock taker's process, to reclaim the lock at once
+        ALTER TABLE locks ADD COLUMN host TEXT;          -- when that process is gone from this host
+        ALTER TABLE locks ADD COLUMN proc_start TEXT;    -- its boot and start time: a reused pid is not the holder
+        """,
+    ),
+    (
+        "004_approval_step",
+        """
+        ALTER TABLE approvals ADD COLUMN step_seq INTEGER;  -- the lane's journal step (tool call) that asked
+        """,
+    ),
 ]
 
 

@@ -4,6 +4,14 @@ A request shows the exact action (command line, unified diff, full message), who
 restarts: the same lane re-issuing the same call finds the same row (lane + tool + action hash) until its decision
 has been handed back to the agent. Anything malformed reads as rejected (fail closed). Past its deadline a
 pending request expires: the role's `escalate_to` is told and the lane is paused.
+
+A request made by an llm lane's journal step records that step (`step_seq`). A lane resumed after a crash runs
+the step again (`Journal.recover`), so it finds its own row: still pending, it waits on; decided while no runner
+was alive, the decision is handed to the agent as if it had come in time (approved: the call runs; rejected: the
+reason; expired: the lane pauses, as an unanswered request always does). One call of a lane is in flight at a
+time, so when a lane asks anew, or resumes, its unused requests from other steps are orphans: a pending one is
+`withdrawn` and a decided one is closed unused (`withdraw_stale`), so nothing stale expires later and pauses a
+lane that has moved on.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ from cowork.redact import redact, redact_obj
 from cowork.store import Store, now
 from cowork.store import lanes as lanes_db
 
-STATES = ("pending", "approved", "rejected", "expired")
+STATES = ("pending", "approved", "rejected", "expired", "withdrawn")
 
 
 def action_hash(tool: str, action: Any) -> str:
@@ -43,22 +51,74 @@ def find(store: Store, *, task: str, lane: str, tool: str, action: dict) -> dict
 
 
 def request(store: Store, *, task: str, lane: str, role: str, tool: str, action: dict, why: str | None,
-            timeout_s: float) -> int:
-    """Create a pending approval (or return the existing one for the same lane, tool and action). Returns its id."""
-    existing = find(store, task=task, lane=lane, tool=tool, action=action)
-    if existing:
-        return existing["id"]
+            timeout_s: float, step: int | None = None) -> int:
+    """Create a pending approval (or return the existing one for the same lane, tool and action). Returns its id.
+
+    `step`: the lane's journal step making the call. The row is that step's from then on, and the lane's unused
+    approvals of other steps are withdrawn (see `withdraw_stale`)."""
+    with store.tx():
+        existing = find(store, task=task, lane=lane, tool=tool, action=action)
+        if existing:
+            aid = existing["id"]
+            if step is not None and existing["step_seq"] != step:
+                store.execute("UPDATE approvals SET step_seq=? WHERE id=?", (step, aid))
+        else:
+            t = now()
+            cur = store.execute(
+                "INSERT INTO approvals(task_id, lane_id, role, tool, action, why, state, created_at, expires_at, "
+                "action_hash, step_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (task, lane, role, tool, json.dumps(redact_obj(action), ensure_ascii=False), redact(why or ""),
+                 "pending", t, t + timeout_s, action_hash(tool, action), step))
+            aid = cur.lastrowid
+            store.event("approval.requested", f"approval #{aid}: {role} wants {tool}: {summarize(tool, action)[:160]}",
+                        actor=role, task=task, lane=lane, role=role, data={"id": aid, "tool": tool})
+        if step is not None:
+            withdraw_stale(store, task, lane, keep=aid, why=f"no call waits on it: the lane now waits on #{aid}")
+    return aid
+
+
+def asked_by(store: Store, task: str, lane: str, step: int) -> dict | None:
+    """The approval the lane's journal step `step` is waiting on (or whose decision it has not received yet)."""
+    row = store.one("SELECT * FROM approvals WHERE task_id=? AND lane_id=? AND step_seq=? AND used_at IS NULL "
+                    "ORDER BY id DESC LIMIT 1", (task, lane, step))
+    return _decode(row) if row else None
+
+
+def withdraw(store: Store, approval_id: int, *, why: str) -> bool:
+    """Withdraw one pending approval nobody will wait on (its lane ended). Returns whether it was pending."""
+    row = store.one("SELECT id, task_id, lane_id, role, tool FROM approvals WHERE id=?", (approval_id,))
     t = now()
     with store.tx():
-        cur = store.execute(
-            "INSERT INTO approvals(task_id, lane_id, role, tool, action, why, state, created_at, expires_at, "
-            "action_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (task, lane, role, tool, json.dumps(redact_obj(action), ensure_ascii=False), redact(why or ""),
-             "pending", t, t + timeout_s, action_hash(tool, action)))
-        aid = cur.lastrowid
-        store.event("approval.requested", f"approval #{aid}: {role} wants {tool}: {summarize(tool, action)[:160]}",
-                    actor=role, task=task, lane=lane, role=role, data={"id": aid, "tool": tool})
-    return aid
+        n = store.execute("UPDATE approvals SET state='withdrawn', decided_by='cowork', note=?, decided_at=?, used_at=? "
+                          "WHERE id=? AND state='pending'", (why, t, t, approval_id)).rowcount
+        if n:
+            store.event("approval.withdrawn", f"approval #{approval_id} ({row['role']} {row['tool']}) withdrawn: {why}",
+                        actor="cowork", task=row["task_id"], lane=row["lane_id"], role=row["role"],
+                        data={"id": approval_id, "state": "pending", "why": why})
+    return n > 0
+
+
+def withdraw_stale(store: Store, task: str, lane: str, *, keep: int | None, why: str) -> list[int]:
+    """Close the lane's unused approvals asked by journal steps, but `keep` (the one its call in flight waits on):
+    no call waits on them any more. A pending one becomes `withdrawn` (it can no longer be approved, and never
+    expires); a decided one keeps its decision on record, closed unused. Returns their ids."""
+    rows = store.all("SELECT id, state, role, tool FROM approvals WHERE task_id=? AND lane_id=? AND used_at IS NULL "
+                     "AND step_seq IS NOT NULL AND id IS NOT ?", (task, lane, keep))
+    if not rows:
+        return []
+    t = now()
+    with store.tx():
+        for r in rows:
+            if r["state"] == "pending":
+                store.execute("UPDATE approvals SET state='withdrawn', decided_by='cowork', note=?, decided_at=?, "
+                              "used_at=? WHERE id=?", (why, t, t, r["id"]))
+                summary = f"approval #{r['id']} ({r['role']} {r['tool']}) withdrawn: {why}"
+            else:
+                store.execute("UPDATE approvals SET used_at=? WHERE id=?", (t, r["id"]))
+                summary = f"approval #{r['id']} ({r['role']} {r['tool']}, {r['state']}) closed unused: {why}"
+            store.event("approval.withdrawn", summary, actor="cowork", task=task, lane=lane, role=r["role"],
+                        data={"id": r["id"], "state": r["state"], "why": why})
+    return [r["id"] for r in rows]
 
 
 def summarize(tool: str, action: dict) -> str:

@@ -218,7 +218,7 @@ class Gateway:
         with c.store.tx():
             aid = approvals.request(c.store, task=c.task_id, lane=c.lane_id, role=c.role.name, tool=name,
                                     action=action, why=self._why(args),
-                                    timeout_s=c.settings.policy.approval_timeout_s)
+                                    timeout_s=c.settings.policy.approval_timeout_s, step=self._step(name))
             lane = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
             if lane and lane["state"] == "running" and approvals.get(c.store, aid)["decision"] == "pending":
                 lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "waiting-approval", actor=c.role.name,
@@ -233,6 +233,7 @@ class Gateway:
             cur = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
             if cur and cur["state"] in lanes_db.FINAL_LANE_STATES:
                 self.stop = f"lane {cur['state']} while waiting for approval #{aid}"
+                approvals.withdraw(c.store, aid, why=self.stop)
                 return ToolResult(False, self.stop, {"approval": aid, "stop": self.stop})
             await asyncio.sleep(self.poll_s)
         approvals.consume(c.store, aid)
@@ -250,6 +251,15 @@ class Gateway:
         by = row.get("decided_by") or "cowork"
         return ToolResult(False, f"rejected by {by}: {reason}. Do not retry the same action; change your approach.",
                           {"approval": aid, "rejected": reason})
+
+    def _step(self, name: str) -> int | None:
+        """The journal step making this call: the lane's tool step in flight under this name (the llm engine
+        records it before the call), or None for a call from outside a journal (the MCP server, tests)."""
+        from cowork.tools.mcp_client import model_name
+
+        row = self.ctx.store.one("SELECT seq, name FROM steps WHERE task_id=? AND lane_id=? AND kind='tool' AND "
+                                 "state='started' ORDER BY seq DESC LIMIT 1", (self.ctx.task_id, self.ctx.lane_id))
+        return row["seq"] if row and row["name"] in (name, model_name(name)) else None
 
     def _why(self, args: dict) -> str:
         """Why the agent wants this: its `why` argument, else its last words before the call."""
