@@ -24,12 +24,15 @@ def _settings(ws: Workspace):
 
 def merge_lock(store: Store, at: float | None = None) -> dict | None:
     """The merge lock's holder, or None when nobody holds it (an expired lease counts as free, marked `expired`)."""
-    row = store.one("SELECT holder, acquired_at, lease_until FROM locks WHERE name=?", (MERGE_LOCK,))
+    from cowork.gitops.lock import holder_gone
+
+    row = store.one("SELECT * FROM locks WHERE name=?", (MERGE_LOCK,))
     if row is None:
         return None
     at = time.time() if at is None else at
+    expired = row["lease_until"] < at
     return {"holder": row["holder"], "since": row["acquired_at"], "lease_until": row["lease_until"],
-            "expired": row["lease_until"] < at}
+            "expired": expired, "gone": not expired and holder_gone(store, row)}  # either way: free to take
 
 
 def pause_flags(store: Store) -> tuple[dict | None, list[dict]]:

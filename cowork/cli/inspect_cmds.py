@@ -224,7 +224,9 @@ def status(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
             out.append(f"  paused  {s['scope']} by {s['by']}" + (f": {s['reason']}" if s["reason"] else ""))
         lock = d["merge_lock"]
         out.append("merge     " + (f"lock held by {lock['holder']} since {_when(lock['since'])}"
-                                   + (" (lease expired)" if lock["expired"] else "") if lock else "lock free")
+                                   + (" (lease expired)" if lock["expired"] else "")
+                                   + (" (its process is gone: the next merger takes it)" if lock.get("gone") else "")
+                                   if lock else "lock free")
                    + f", {d['merge_queue']} waiting")
         if d["checkout"]:
             out.append(f"checkout  {d['checkout']}")

@@ -219,8 +219,8 @@ def _run_foreground(ws, st, tasks: list[str] | None, *, reclaim: bool) -> dict:
 
 # what a person watching a task must hear of, even when the live table shows only lanes: it waits for them, or
 # something of theirs changed (their checkout), or the work moved elsewhere
-NOTICES = ["merge.waiting", "task.waiting", "checkout.detached", "runner.lost", "pause.set", "pause.cleared",
-           "model.retry"]
+NOTICES = ["merge.waiting", "task.waiting", "checkout.detached", "checkout.repaired", "runner.lost", "pause.set",
+           "pause.cleared", "model.retry", "merge.lock_wait", "approval.withdrawn"]
 
 
 def _line(e: dict) -> str:

@@ -23,6 +23,7 @@ from cowork.gitops.mergetree import (
     unmerged_files,
 )
 from cowork.gitops.worktrees import changed_files, lane_branch
+from cowork.procs import stop_orphans
 from cowork.store import Store, now
 from cowork.store.lanes import get_lane, set_lane_state
 
@@ -172,6 +173,7 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
         if tree is None:
             if row is not None:
                 set_lane_state(store, task, lane, "merging", actor="merger")
+            stop_orphans(ws.state_dir)  # a dead merger's checks, if the lock came from one, must not run on here
             tree = merge_tree(ws)
         reset_tree(tree, old)
         # --no-verify: the lane's commits already passed the hooks; the merge is judged by the merge checks.
