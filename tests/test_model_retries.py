@@ -202,6 +202,22 @@ def test_a_pause_during_a_backoff_holds_the_retry(server):
     assert second.at - first.at >= 1.0  # the backoff still ran (the pause counted towards it)
 
 
+def test_a_reply_without_choices_is_a_model_error_and_falls_back(server):
+    server.script("hollow", [empty_reply()])
+    server.script("backup says", [text("unused")])
+    falls: list[tuple] = []
+    with pytest.raises(ModelError) as err:
+        ask(choice(server, fallbacks=["openai/backup"]), "hollow", on_fallback=lambda *a: falls.append(a))
+    assert [r.model for r in server.requests] == ["scripted", "backup"]  # not retried: the provider answered
+    assert "no message" in err.value.message and len(falls) == 1
+
+
+def test_a_cheap_step_without_choices_is_a_model_error(server):
+    server.script("hollow", [empty_reply()])
+    with pytest.raises(ModelError, match="no message"):
+        models.complete_text(choice(server), [{"role": "user", "content": "hollow"}])
+
+
 # ---------------------------------------------------------------- through the runner
 
 
@@ -241,6 +257,17 @@ def test_a_lane_rides_out_a_passing_outage_and_the_timeline_shows_each_retry(tmp
     assert [s.state for s in steps] == ["done", "done"]  # the retries stayed inside their journal step
 
 
+def test_a_reply_without_choices_fails_the_lane_and_finishes_its_step(tmp_path, server, _env):
+    root, st = team(tmp_path, server, "")
+    server.script("Goal: Hollow", [empty_reply()])
+    assert delegate(root, "Hollow") == 1
+    task = st.scalar("SELECT id FROM tasks")
+    row = lanes_db.get_lane(st, task, "work")
+    assert row["state"] == "failed" and "no message" in row["error"] and "openai/scripted" in row["error"]
+    steps = [s for s in Journal(st, task, "work").steps if s.kind == "model"]
+    assert [s.state for s in steps] == ["failed"]
+
+
 def test_a_pause_during_a_lane_backoff_shows_at_once_and_holds_the_retry(tmp_path, server, _env):
     root, st = team(tmp_path, server, "attempts = 2\nbackoff_s = 2.0\nmax_backoff_s = 2.0\n")
     server.script("Goal: Wait it out", [flaky(error(503, "overloaded"),
@@ -266,3 +293,10 @@ def test_a_pause_during_a_lane_backoff_shows_at_once_and_holds_the_retry(tmp_pat
     assert server.calls("Goal: Wait it out") == 3
 
 
+def test_a_planner_reply_without_choices_fails_planning_clearly_and_finishes_its_step(tmp_path, server, _env, cli):
+    root, st = team(tmp_path, server, "")
+    server.script("", [empty_reply()])
+    result = cli("delegate", "Plan this", "--yes", "-C", root)
+    assert result.code == 1 and "no message" in result.err
+    steps = [s for s in Journal(st, st.scalar("SELECT id FROM tasks"), "_plan").steps if s.kind == "model"]
+    assert [s.state for s in steps] == ["failed"]

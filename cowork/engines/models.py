@@ -237,11 +237,14 @@ def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int 
     try:
         resp = litellm().completion(model=choice.model, api_base=choice.api_base, api_key=choice.api_key,
                                   messages=messages, max_tokens=max_tokens, timeout=choice.timeout_s, num_retries=0)
+        if not resp.choices or resp.choices[0].message is None:
+            raise retry.EmptyReply("the provider's reply had no message")
+        content = resp.choices[0].message.content or ""
     except Exception as exc:  # noqa: BLE001 - any provider failure becomes one clear error
         raise ModelError(f"{choice.model} failed: {retry.describe(exc, choice.api_base)}") from None
     usage = getattr(resp, "usage", None)
     t_in, t_out = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
-    return Completion(message={"role": "assistant", "content": resp.choices[0].message.content or ""},
+    return Completion(message={"role": "assistant", "content": content},
                       model=choice.model, tokens_in=t_in, tokens_out=t_out,
                       usd=cost_of(resp, choice.model, t_in, t_out, settings))
 
@@ -287,14 +290,18 @@ async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] 
                     if sending is not None:
                         kwargs["logger_fn"] = sending
                     resp = await lm.acompletion(**kwargs)
+                choices = resp.choices
+                if not choices or choices[0].message is None:
+                    raise retry.EmptyReply("the provider's reply had no message (choices: "
+                                           f"{'[]' if not choices else 'no message'})")
+                message = _message_dict(choices[0].message)
             except Exception as exc:  # provider errors of every kind: another try if it may pass, else the next model
                 failure = exc
             else:
                 usage = getattr(resp, "usage", None)
                 t_in = int(getattr(usage, "prompt_tokens", 0) or 0)
                 t_out = int(getattr(usage, "completion_tokens", 0) or 0)
-                return Completion(_message_dict(resp.choices[0].message), model, t_in, t_out,
-                                  cost_of(resp, model, t_in, t_out, settings))
+                return Completion(message, model, t_in, t_out, cost_of(resp, model, t_in, t_out, settings))
             if tries >= choice.attempts or not retry.transient(failure):
                 break
             wait = retry.backoff(failure, tries, base_s=choice.backoff_s, max_s=choice.max_backoff_s)

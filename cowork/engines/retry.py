@@ -1,8 +1,8 @@
 """When a failed model call is worth another try, how long to wait first, and how to say what went wrong.
 
 A provider's passing trouble is retried: 408/429, a 5xx (but 501), a timeout, a connection that failed or broke. Its
-own verdict on the request is not: 400 (context length, bad request, content policy), 401/403, 404, 422. Those go
-straight to the next fallback, where a retry could only repeat them.
+own verdict on the request is not: 400 (context length, bad request, content policy), 401/403, 404, 422, and a
+reply that carried no message. Those go straight to the next fallback, where a retry could only repeat them.
 
 litellm reports some failures on this side as a "500" too (a missing key, a reply it cannot read); those had no HTTP
 answer and no broken connection under them, so they are not retried.
@@ -22,9 +22,14 @@ from urllib.parse import urlsplit, urlunsplit
 HOLD_POLL_S = 0.1  # how often a backoff asks whether the lane was paused meanwhile
 
 
+class EmptyReply(Exception):
+    """The provider answered 200 without a message (`choices` empty or its message missing)."""
+
+
 def transient(exc: BaseException) -> bool:
     """Whether `exc` is passing trouble at the provider, worth another try of the same model."""
-    if type(exc).__name__ in ("ContextWindowExceededError", "ContentPolicyViolationError"):
+    if isinstance(exc, EmptyReply) or type(exc).__name__ in ("ContextWindowExceededError",
+                                                              "ContentPolicyViolationError"):
         return False  # the provider's answer to this request: the same request gets it again
     if _timed_out(exc):
         return True
