@@ -28,6 +28,12 @@ class ModelSettings(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     cheap: str | None = Field(None, description="model for cheap steps: summaries, classification")
     timeout_s: float = Field(120.0, gt=0)
+    attempts: int = Field(3, ge=1, le=10, description="tries of one model on a transient error (429, 5xx, timeout, "
+                                                      "lost connection) before its next fallback")
+    backoff_s: float = Field(1.0, ge=0, description="the wait before the second try; doubled for each later one, "
+                                                    "with jitter")
+    max_backoff_s: float = Field(20.0, ge=0, description="the longest wait between tries, a provider's Retry-After "
+                                                         "included")
 
 
 class BudgetSettings(_Strict):

@@ -68,23 +68,27 @@ def test_five_broken_calls_in_a_row_fail_the_lane(tmp_path, server):
     assert len([r for r in server.requests if r.key == "Goal: Flail"]) == 5
 
 
+FAST_RETRIES = "attempts = 2\nbackoff_s = 0.01\nmax_backoff_s = 0.02\n"
+
+
 def test_fallback_model_after_provider_error(tmp_path, server):
     dev = DEV + "fallbacks: [openai/backup]\n"
-    root, st = setup(tmp_path, server, dev=dev)
+    root, st = setup(tmp_path, server, dev=dev, model_toml=FAST_RETRIES)
     server.script("Goal: Fall back", [tool_call("write_file", path="f.txt", content="f\n"), finish("ok")])
     server.fail_model("scripted", 503)
     assert delegate(root, "Fall back") == 0
     models = [r.model for r in server.requests if r.key == "Goal: Fall back"]
-    assert models == ["scripted", "backup", "scripted", "backup"]
+    assert models == ["scripted", "scripted", "backup", "scripted", "scripted", "backup"]  # a 503 is tried twice
     task = st.scalar("SELECT id FROM tasks")
     falls = st.events(task=task, kinds=["model.fallback"])
     assert len(falls) == 2 and "openai/scripted failed" in falls[0]["summary"]
+    assert len(st.events(task=task, kinds=["model.retry"])) == 2
     steps = [s for s in Journal(st, task, "work").steps if s.kind == "model"]
     assert {s.output["model"] for s in steps} == {"openai/backup"}
 
 
 def test_every_model_failing_fails_the_lane_clearly(tmp_path, server):
-    root, st = setup(tmp_path, server)
+    root, st = setup(tmp_path, server, model_toml=FAST_RETRIES)
     server.script("Goal: Doomed", [finish()])
     server.fail_model("scripted", 500)
     assert delegate(root, "Doomed") == 1

@@ -35,6 +35,7 @@ class Hooks:
     before_tool: Callable[[], Awaitable[None]] | None = None  # returns once the worktree is ready for a tool
     after_write: Callable[[str], Awaitable[None]] | None = None  # commit the worktree after a write step
     on_fallback: Callable[[str, str, Exception], None] | None = None
+    on_retry: Callable[[str, str, int, float], None] | None = None  # (model, error, tries so far, wait in seconds)
 
 
 def rebuild(journal: Journal) -> list[dict]:
@@ -210,7 +211,8 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
             messages = rebuild(journal)
         step = journal.start("model", choice.model, {"n": len(messages)})
         try:
-            reply = await models.complete(choice, messages, specs, settings=settings, on_fallback=hooks.on_fallback)
+            reply = await models.complete(choice, messages, specs, settings=settings, on_fallback=hooks.on_fallback,
+                                          on_retry=hooks.on_retry, hold=hooks.hold)
         except models.ModelError as exc:
             journal.finish(step, {"error": exc.message}, ok=False)
             store.event("model.call", f"{lane_name}: model call failed: {exc.message[:200]}", actor=role.name,

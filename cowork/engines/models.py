@@ -1,7 +1,8 @@
 """The one place cowork calls a model: litellm with the role's (or the team's) model, key, base and fallbacks.
 
 litellm is imported lazily, after `LITELLM_LOCAL_MODEL_COST_MAP=True`, so nothing phones home and the CLI starts
-fast. Retries are not litellm's job here (`num_retries=0`): on a provider error the next fallback model is tried.
+fast. Retries are not litellm's job here (`num_retries=0`): `complete` tries a model again on passing trouble (429,
+5xx, a timeout, a lost connection; see `cowork.engines.retry`), with backoff, then moves to the next fallback.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from cowork.config import TeamSettings
+from cowork.config import ModelSettings, TeamSettings
+from cowork.engines import retry
 from cowork.errors import CoworkError
 from cowork.procs import pid_alive
 
@@ -34,6 +36,9 @@ class ModelChoice:
     is_local: bool = False  # the embedded model: served through local_model.constrained_tool_call
     label: str = ""  # how to show the model to people (the embedded one is labelled weak)
     source: str = ""  # where the choice came from (role, COWORK_MODEL, cowork.toml, detected, embedded fallback)
+    attempts: int = ModelSettings.model_fields["attempts"].default  # tries per model on a transient error
+    backoff_s: float = ModelSettings.model_fields["backoff_s"].default
+    max_backoff_s: float = ModelSettings.model_fields["max_backoff_s"].default
 
 
 @dataclass
@@ -64,8 +69,10 @@ def resolve(settings: TeamSettings, role: Any = None) -> ModelChoice:
         raise ModelError(f"model {r.name} ({r.source}) needs an API key: {r.key_note}",
                          hint="export the variable where cowork runs, or pick another model with COWORK_MODEL; "
                               "`cowork models` shows what is available")
+    m = settings.model
     return ModelChoice(model=r.name, api_base=r.api_base, api_key=r.api_key, fallbacks=r.fallbacks,
-                       timeout_s=r.timeout_s, is_local=r.is_local, label=r.label, source=r.source)
+                       timeout_s=r.timeout_s, is_local=r.is_local, label=r.label, source=r.source,
+                       attempts=m.attempts, backoff_s=m.backoff_s, max_backoff_s=m.max_backoff_s)
 
 
 _litellm = None
@@ -222,7 +229,7 @@ def cheap_choice(settings: TeamSettings) -> ModelChoice | None:
 
 def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int = 400,
                   settings: TeamSettings | None = None) -> Completion:
-    """One plain-text reply, blocking and without tools or fallbacks: for short cheap steps.
+    """One plain-text reply, blocking and without tools, fallbacks or retries: for short cheap steps.
 
     Raises:
         ModelError: the provider failed; the caller decides whether the step matters.
@@ -230,25 +237,36 @@ def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int 
     try:
         resp = litellm().completion(model=choice.model, api_base=choice.api_base, api_key=choice.api_key,
                                   messages=messages, max_tokens=max_tokens, timeout=choice.timeout_s, num_retries=0)
+        if not resp.choices or resp.choices[0].message is None:
+            raise retry.EmptyReply("the provider's reply had no message")
+        content = resp.choices[0].message.content or ""
     except Exception as exc:  # noqa: BLE001 - any provider failure becomes one clear error
-        raise ModelError(f"{choice.model} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+        raise ModelError(f"{choice.model} failed: {retry.describe(exc, choice.api_base)}") from None
     usage = getattr(resp, "usage", None)
     t_in, t_out = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
-    return Completion(message={"role": "assistant", "content": resp.choices[0].message.content or ""},
+    return Completion(message={"role": "assistant", "content": content},
                       model=choice.model, tokens_in=t_in, tokens_out=t_out,
                       usd=cost_of(resp, choice.model, t_in, t_out, settings))
 
 
 async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] | None = None, *,
                    settings: TeamSettings | None = None,
-                   on_fallback: Callable[[str, str, Exception], None] | None = None) -> Completion:
-    """Call the model, then each fallback in order on a provider error.
+                   on_fallback: Callable[[str, str, Exception], None] | None = None,
+                   on_retry: Callable[[str, str, int, float], None] | None = None,
+                   hold: Callable[[], Awaitable[None]] | None = None) -> Completion:
+    """Call the model, then each fallback in order on a provider error. A transient error (429, 5xx, a timeout, a
+    lost connection) is tried again first, up to `choice.attempts` tries a model, after a backoff (`retry.backoff`).
+    The tries all belong to the caller's one journal step: no reply came, so a runner killed meanwhile sends the
+    call again on resume.
 
     Args:
         on_fallback: called as (failed_model, next_model, error) before moving on.
+        on_retry: called as (model, error text naming the server, tries so far, wait in seconds) before each wait.
+        hold: the lane's pause (returns once it is not paused), let in during each backoff: no retry is sent
+            while the lane is paused, and a pause set meanwhile shows at once.
 
     Raises:
-        ModelError: when every model failed; names each one and its error.
+        ModelError: when every model failed; names each one, its server and its error.
     """
     if choice.is_local:
         return await complete_local(choice, messages, tools)
@@ -264,21 +282,36 @@ async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] 
             kwargs["api_base"] = choice.api_base
         if same and choice.api_key:
             kwargs["api_key"] = choice.api_key
-        try:
-            async with send_turn(model) as sending:
-                if sending is not None:
-                    kwargs["logger_fn"] = sending
-                resp = await lm.acompletion(**kwargs)
-        except Exception as exc:  # provider errors of every kind: try the next model
-            errors.append(f"{model}: {type(exc).__name__}: {str(exc)[:300]}")
-            if i + 1 < len(models) and on_fallback is not None:
-                on_fallback(model, models[i + 1], exc)
-            continue
-        usage = getattr(resp, "usage", None)
-        t_in = int(getattr(usage, "prompt_tokens", 0) or 0)
-        t_out = int(getattr(usage, "completion_tokens", 0) or 0)
-        return Completion(_message_dict(resp.choices[0].message), model, t_in, t_out,
-                          cost_of(resp, model, t_in, t_out, settings))
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                async with send_turn(model) as sending:
+                    if sending is not None:
+                        kwargs["logger_fn"] = sending
+                    resp = await lm.acompletion(**kwargs)
+                choices = resp.choices
+                if not choices or choices[0].message is None:
+                    raise retry.EmptyReply("the provider's reply had no message (choices: "
+                                           f"{'[]' if not choices else 'no message'})")
+                message = _message_dict(choices[0].message)
+            except Exception as exc:  # provider errors of every kind: another try if it may pass, else the next model
+                failure = exc
+            else:
+                usage = getattr(resp, "usage", None)
+                t_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+                t_out = int(getattr(usage, "completion_tokens", 0) or 0)
+                return Completion(message, model, t_in, t_out, cost_of(resp, model, t_in, t_out, settings))
+            if tries >= choice.attempts or not retry.transient(failure):
+                break
+            wait = retry.backoff(failure, tries, base_s=choice.backoff_s, max_s=choice.max_backoff_s)
+            if on_retry is not None:
+                on_retry(model, retry.describe(failure, kwargs.get("api_base")), tries, wait)
+            await retry.wait(wait, hold)
+        errors.append(f"{model}: {retry.describe(failure, kwargs.get('api_base'))}"
+                      + (f" ({tries} tries)" if tries > 1 else ""))
+        if i + 1 < len(models) and on_fallback is not None:
+            on_fallback(model, models[i + 1], failure)
     raise ModelError("every model failed: " + "; ".join(errors),
                      hint="check the provider, the API key variable and [model] in cowork.toml")
 

@@ -144,8 +144,14 @@ def make_hooks(rt: "Runner", row: dict, role: Any, worktree, lane_git: LaneGit |
                        actor=role.name, task=task, lane=lane, role=role.name,
                        data={"failed": failed, "next": nxt, "error": str(exc)[:500]})
 
+    def on_retry(model: str, error: str, tries: int, wait_s: float) -> None:
+        rt.store.event("model.retry", f"{task}/{lane}: {model} failed ({error[:160]}); try {tries + 1} in "
+                                      f"{wait_s:.1f}s", actor=role.name, task=task, lane=lane, role=role.name,
+                       data={"model": model, "error": error[:500], "attempt": tries, "wait_s": round(wait_s, 3)})
+
     before_tool = lane_git.settle if lane_git is not None else None
-    return Hooks(hold=hold, before_tool=before_tool, after_write=after_write, on_fallback=on_fallback)
+    return Hooks(hold=hold, before_tool=before_tool, after_write=after_write, on_fallback=on_fallback,
+                 on_retry=on_retry)
 
 
 async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Journal, notes: list[str],

@@ -128,7 +128,11 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
     problems: list[Problem] = []
     for _ in range(MAX_PLAN_TRIES):
         step = journal.start("model", choice.model, {"n": len(messages)})
-        reply = await models.complete(choice, messages, tools, settings=settings)
+        try:
+            reply = await models.complete(choice, messages, tools, settings=settings)
+        except models.ModelError as exc:  # the step ends with the planning: say how
+            journal.finish(step, {"error": exc.message}, ok=False)
+            raise
         journal.finish(step, {"message": reply.message}, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out,
                        usd=reply.usd)
         store.event("model.call", f"{draft.task} planning ({reply.model})", actor=planner.name, task=draft.task,

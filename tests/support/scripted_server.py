@@ -55,9 +55,15 @@ def raw_tool_call(name: str, arguments: str) -> dict:
     return {"tool_call": {"name": name, "arguments": arguments}}
 
 
-def error(status: int = 500, message: str = "scripted error") -> dict:
-    """Answer with HTTP ``status`` and an OpenAI-style error body (to test retries and fallbacks)."""
-    return {"error": {"status": status, "message": message}}
+def error(status: int = 500, message: str = "scripted error", headers: dict[str, str] | None = None) -> dict:
+    """Answer with HTTP ``status`` and an OpenAI-style error body (to test retries and fallbacks); ``headers`` are
+    sent with it (e.g. ``{"Retry-After": "2"}``)."""
+    return {"error": {"status": status, "message": message, **({"headers": dict(headers)} if headers else {})}}
+
+
+def raw(payload: dict) -> dict:
+    """Answer HTTP 200 with ``payload`` as the whole JSON body, as sent (e.g. a reply whose ``choices`` is empty)."""
+    return {"raw": payload}
 
 
 def delay(seconds: float, reply: Reply) -> dict:
@@ -124,14 +130,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         return
 
-    def _error(self, status: int, message: str, kind: str = "scripted_error") -> None:
-        self._json(status, {"error": {"message": message, "type": kind, "code": status}})
+    def _error(self, status: int, message: str, kind: str = "scripted_error", headers: dict | None = None) -> None:
+        self._json(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
 
-    def _json(self, status: int, payload: dict) -> None:
+    def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -162,7 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, f"bad JSON body: {e}", "invalid_request_error")
         status, result = self.server._answer(body)
         if status != 200:
-            self._error(status, result)
+            message, headers = result if isinstance(result, tuple) else (result, None)
+            self._error(status, message, headers=headers)
         elif body.get("stream"):
             self._stream(body, result)
         else:
@@ -293,7 +302,8 @@ class ScriptedServer(ThreadingHTTPServer):
 
     # ---- answering (called from handler threads)
     def _answer(self, body: dict) -> tuple[int, Any]:
-        """Resolve ``body`` to ``(200, completion_dict)`` or ``(status, error_message)``."""
+        """Resolve ``body`` to ``(200, completion_dict)``, ``(status, error_message)`` or, for an error reply with
+        headers, ``(status, (error_message, headers))``."""
         at, wall = time.perf_counter(), time.time()
         messages = body.get("messages") or []
         index = sum(1 for m in messages if m.get("role") == "assistant")
@@ -321,7 +331,11 @@ class ScriptedServer(ThreadingHTTPServer):
         if not isinstance(reply, dict):
             return 500, f"script {key!r} reply #{index} is not a reply dict: {reply!r}"
         if "error" in reply:
-            return int(reply["error"].get("status", 500)), reply["error"].get("message", "scripted error")
+            err = reply["error"]
+            message = err.get("message", "scripted error")
+            return int(err.get("status", 500)), ((message, err["headers"]) if err.get("headers") else message)
+        if "raw" in reply:
+            return 200, reply["raw"]
         msg = _message(reply, index)
         prompt = Recorded(key, index, body).text
         completion = (msg["content"] or "") + (json.dumps(msg["tool_calls"]) if "tool_calls" in msg else "")

@@ -13,8 +13,10 @@ def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def make_team(root: Path, url: str, roles: dict[str, str], *, extra_toml: str = "", concurrency: int = 4) -> Path:
-    """A git repo at `root` with cowork.toml (model openai/scripted at `url`) and the given role YAML texts."""
+def make_team(root: Path, url: str, roles: dict[str, str], *, extra_toml: str = "", concurrency: int = 4,
+              model_toml: str = "") -> Path:
+    """A git repo at `root` with cowork.toml (model openai/scripted at `url`) and the given role YAML texts.
+    `model_toml` is added to the `[model]` table, `extra_toml` after it."""
     root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q", "-b", "main")
     git(root, "config", "user.name", "Tester")
@@ -29,7 +31,7 @@ def make_team(root: Path, url: str, roles: dict[str, str], *, extra_toml: str = 
         api_base = "{url}"
         api_key_env = "SCRIPTED_KEY"
         timeout_s = 30
-        """) + textwrap.dedent(extra_toml))
+        """) + textwrap.dedent(model_toml) + textwrap.dedent(extra_toml))
     (root / "roles").mkdir()
     for name, text in roles.items():
         (root / "roles" / f"{name}.yaml").write_text(textwrap.dedent(text))
