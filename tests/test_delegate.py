@@ -237,3 +237,18 @@ def test_pause_names_what_exists_and_unpause_says_what_still_holds(team, server,
     assert cli("wait", task, "--timeout", "30", "-C", root).code == 0
     assert cli("lanes", "--task", "t9-typo", "-C", root).code == 2 and cli("log", "--task", "t9-typo", "-C", root).code == 2
     assert cli("inbox", "--role", "ghost", "-C", root).code == 2
+
+
+def test_a_planned_delegate_prints_no_library_noise(team, server):
+    """The planner's event loop, then the runner's: litellm's logging worker complains about the change unless
+    cowork quiets its internal warnings (the run itself says what happened)."""
+    import os
+    import subprocess
+
+    root, st = team
+    server.script("You are planner", [tool_call("submit_plan", title="One file", lanes=PLAN)])
+    server.script("Goal: Write one.txt", [tool_call("write_file", path="one.txt", content="1\n"), finish()])
+    proc = subprocess.run([sys.executable, "-m", "cowork", "delegate", "Write one file", "--yes", "-C", str(root)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "SCRIPTED_KEY": "k"})
+    assert proc.returncode == 0, proc.stderr
+    assert "LiteLLM" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

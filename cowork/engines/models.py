@@ -102,6 +102,11 @@ def litellm():
         gc.freeze()
         _mod.suppress_debug_info = True
         _mod.telemetry = False
+        # litellm's own warnings are about its internals (its logging worker moving between event loops when a
+        # planner's loop is followed by a runner's): cowork reports every failure of a call itself
+        import logging
+
+        logging.getLogger("LiteLLM").setLevel(logging.ERROR)
         if os.environ.get("COWORK_OPENAI_FASTPATH", "1") != "0":
             from cowork.engines import openai_fastpath
 
