@@ -264,6 +264,42 @@ def test_with_merge_auto_off_lanes_wait_for_a_human_to_merge_them(tmp_path, serv
     assert git(root, "show", "main:a.txt") == "a" and lane(st, task, "work")["state"] == "merged"
 
 
+def test_a_failed_lane_retried_by_a_human_picks_up_its_work_and_its_task_ends_done(tmp_path, server, capsys):
+    """`cowork retry TASK/LANE --note`: the lane resumes its own conversation with the note (its earlier work kept),
+    the lane cancelled for want of it runs too, and the task that had failed ends done."""
+    from tests.support.scripted_server import error
+
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
+    plan = tmp_path / "plan.md"
+    plan.write_text("---\ntitle: Two steps\n---\n```yaml\nlanes:\n"
+                    "  - {id: a, role: dev, goal: Write a.txt}\n"
+                    "  - {id: b, role: writer, goal: Write b.txt, depends_on: [a]}\n```\n")
+
+    asked = {"n": 0}
+
+    def second(body):  # refused the first time; after the retry, the note is in the conversation
+        asked["n"] += 1
+        if asked["n"] == 1:
+            return error(400, "bad request: the provider refused")
+        said = json.dumps(body["messages"])
+        assert "sent this lane back" in said and "mind the newline" in said and "bad request" in said
+        return finish("a, at last")
+
+    server.script("Goal: Write a.txt", [tool_call("write_file", path="a.txt", content="a\n"), second])
+    server.script("Goal: Write b.txt", [tool_call("write_file", path="b.txt", content="b\n"), finish("b")])
+    assert main(["run", str(plan), "--yes", "-C", str(root)]) == 1
+    task = only_task(st)
+    assert lane(st, task, "a")["state"] == "failed" and lane(st, task, "b")["state"] == "cancelled"
+    capsys.readouterr()
+    assert main(["retry", f"{task}/a", "--note", "mind the newline", "-C", str(root)]) == 0
+    assert f"{task}/a goes back to its role, with b" in capsys.readouterr().out
+    assert git(root, "show", "main:a.txt") == "a" and git(root, "show", "main:b.txt") == "b"
+    assert lanes_db.get_task(st, task)["state"] == "done"
+    writes = [r for r in server.requests if r.key == "Goal: Write a.txt"]
+    assert len(writes) == 3  # the write was not redone: the lane went on from its journal
+    assert main(["retry", f"{task}/a", "-C", str(root)]) == 2  # merged: nothing to retry
+
+
 def test_pause_holds_every_lane(tmp_path, server):
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
     plan = tmp_path / "plan.md"

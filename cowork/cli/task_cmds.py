@@ -97,6 +97,14 @@ def launch_approved(ws, st, task: str, plan, *, by: str, detach: bool) -> None:
 
     launch.adopt_orphans(ws, st)
     planning.approve(st, task, plan, by=by)
+    _run_task(ws, st, task, detach=detach)
+
+
+def _run_task(ws, st, task: str, *, detach: bool) -> None:
+    """Run the task's ready lanes: in a background runner (`detach`, printing the task id), or here with live
+    progress, exiting 0 only when the task is done."""
+    from cowork.runner import launch
+
     if detach:
         pid = launch.start_detached(ws, [task])
         print(task)
@@ -104,6 +112,29 @@ def launch_approved(ws, st, task: str, plan, *, by: str, detach: bool) -> None:
         return
     _run_foreground(ws, st, [task], reclaim=False)
     _exit_for(st, task)
+
+
+@app.command()
+def retry(lane: str = typer.Argument(..., metavar="TASK/LANE", help="a lane that failed, was blocked or cancelled"),
+          note: Optional[str] = typer.Option(None, "--note", help="what to do differently (the agent reads it)"),
+          detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
+    """Send a lane that ended without merging back to its role: it picks up its own conversation with your note,
+    and its task runs again (here, or in the background with --detach)."""
+    from cowork.runner import lease
+    from cowork.runner.tasks import retry_lane
+    from cowork.team.messages import human_id
+
+    task, _, lane_id = lane.strip("/").partition("/")
+    if not task or not lane_id or "/" in lane_id:
+        raise BadInput(f"'{lane}' is not TASK/LANE", hint="e.g. `cowork retry t7-login/implement`")
+    ws = workspace(root)
+    st = store(ws)
+    queued = retry_lane(st, task, lane_id, by=human_id(ws.root), note=note)
+    print(f"{task}/{lane_id} goes back to its role" + (f", with {', '.join(queued[1:])}" if len(queued) > 1 else ""))
+    if lease.holder(st, task) is not None:  # a runner still holds the task (it was waiting): it picks the lane up
+        print(f"the task's runner picks it up; `cowork wait {task}` follows it")
+        return
+    _run_task(ws, st, task, detach=detach)
 
 
 def _announce_fallback(settings, roles) -> None:

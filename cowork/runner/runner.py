@@ -200,8 +200,9 @@ class Runner:
             if task not in self._told_waiting:
                 self._told_waiting.add(task)
                 self.store.event("task.waiting", f"task {task} waits for a human: "
-                                 + ", ".join(f"{r['id']} ({r['error'][:80]})" for r in waiting), actor="runner",
-                                 task=task)
+                                 + ", ".join(f"{r['id']} ({r['error'][:80]})" for r in waiting)
+                                 + "; raising that cap (`cowork budget raise`, see `cowork budget`) lets it go on",
+                                 actor="runner", task=task)
             return None
         return rows
 

@@ -115,3 +115,38 @@ def task_state(store: Store, task_id: str) -> TaskState:
     ended = row["state"] in END_TASK_STATES
     ok = row["state"] == "done"
     return TaskState(task_id, row["state"], ended, ok, counts)
+
+
+RETRYABLE = {"failed", "blocked", "cancelled"}
+
+
+def retry_lane(store: Store, task: str, lane: str, *, by: str, note: str | None = None) -> list[str]:
+    """Send a lane that ended without merging back to its role, as a human's decision: it resumes its own
+    conversation (the journal) with a note saying why it stopped, gets fresh check retries, and its task runs again;
+    lanes cancelled because it did not merge are queued with it. One commit. Returns the lanes queued.
+
+    Raises:
+        BadInput: no such lane, or it has not ended that way (running, merged, ...).
+    """
+    with store.tx():
+        row = lanes_db.get_lane(store, task, lane)
+        if row is None:
+            raise BadInput(f"no lane {lane} in task {task}", hint=f"`cowork lanes --task {task}` lists its lanes")
+        if row["state"] not in RETRYABLE:
+            raise BadInput(f"lane {task}/{lane} is {row['state']}: only a failed, blocked or cancelled lane is retried",
+                           hint="`cowork lanes` shows where it is")
+        why = (row["error"] or "it stopped").strip()
+        text = (f"A human ({by}) has sent this lane back to you after it ended ({row['state']}): {why[:1500]}"
+                + (f"\n\nTheir note: {note}" if note else "") + "\n\nPick up from where you were and finish the goal.")
+        lanes_db.set_lane_state(store, task, lane, "queued", actor=by, detail=f"retried by {by}", error=None,
+                                feedback=text, check_failures=0)
+        queued = [lane]
+        for dep in lanes_db.list_lanes(store, task):  # cancelled for want of this lane's merge: they may run now
+            if dep["state"] == "cancelled" and lane in (dep["depends_on"] or []):
+                lanes_db.set_lane_state(store, task, dep["id"], "queued", actor=by, detail=f"{lane} retried")
+                queued.append(dep["id"])
+        store.event("lane.retried", f"{task}/{lane} sent back to {row['role']} by {by}" + (f": {note}" if note else ""),
+                    actor=by, task=task, lane=lane, role=row["role"], data={"note": note, "was": row["state"]})
+        if lanes_db.get_task(store, task)["state"] != "running":
+            lanes_db.set_task_state(store, task, "running", actor=by)
+    return queued

@@ -77,7 +77,8 @@ def _describe(err: BaseException) -> str:
     # anyio wraps failures in exception groups; the first leaf says what happened
     while isinstance(err, BaseExceptionGroup) and err.exceptions:
         err = err.exceptions[0]
-    return f"{type(err).__name__}: {err}".strip()
+    text = str(err).strip() or ("timed out" if isinstance(err, TimeoutError) else "no detail")
+    return f"{type(err).__name__}: {text}"
 
 
 async def list_tools(name: str, cfg: McpServer, cwd: Path | None = None,
@@ -214,6 +215,8 @@ class _Session:
                 raise
             why = _describe(exc)
         finally:
+            if self.log_dir is not None and not self._closing:  # what the server said of it is in its log
+                why += f" (its stderr: {self.log_dir / f'mcp-{self.name}.log'})"
             self._fail(why)
 
     async def _serve(self, client: Any) -> str:
