@@ -42,7 +42,11 @@ async def run_lane(rt: "Runner", row: dict) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a lane's own failure never takes the runner down
-        if not rt.holds(task):  # a stalled runner's lane, failing against the new holder's writes: not its to end
+        try:
+            ours = rt.holds(task)
+        except Exception:  # the store is busy: report the crash as before
+            ours = True
+        if not ours:  # a stalled runner's lane, failing against the new holder's writes: not its to end
             return
         msg = f"lane {task}/{lane} crashed: {type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
         with rt.store.tx():
