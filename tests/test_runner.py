@@ -300,6 +300,35 @@ def test_a_failed_lane_retried_by_a_human_picks_up_its_work_and_its_task_ends_do
     assert main(["retry", f"{task}/a", "-C", str(root)]) == 2  # merged: nothing to retry
 
 
+def test_a_lane_retried_while_its_task_closes_reopens_the_task(tmp_path, server):
+    """`cowork retry` while the runner writes the failed task's summary (here: a slow cheap model) must not be lost:
+    the close sees the lane back in the queue, leaves the task running, and the runner runs the lane to the end."""
+    from tests.support.scripted_server import error
+    from cowork.runner.tasks import retry_lane
+
+    root, ws, st = team(tmp_path, server, extra_toml='cheap = "openai/cheapo"\n')
+    asked = {"n": 0}
+
+    def first(body):
+        asked["n"] += 1
+        return error(400, "bad request") if asked["n"] == 1 else tool_call("write_file", path="a.txt", content="a\n")
+
+    server.script("Goal: Write a.txt", [first, finish("a")])
+    server.script("You summarise a finished task", [delay(1.5, text("It went."))] * 3)
+    task = approved_task(ws, st, "Write a.txt")
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(run_here(ws, [task])), daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not any(r.key == "You summarise a finished task" for r in server.requests) and time.time() < deadline:
+        time.sleep(0.02)
+    assert lane(st, task, "work")["state"] == "failed"  # the close is under way, its overview call in flight
+    retry_lane(st, task, "work", by="human:test")
+    t.join(60)
+    assert result == {task: "done"} and git(root, "show", "main:a.txt") == "a"
+    assert st.events(task=task, kinds=["task.reopened"])
+
+
 def test_pause_holds_every_lane(tmp_path, server):
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
     plan = tmp_path / "plan.md"

@@ -87,7 +87,10 @@ class Runner:
                     if closing is not None:
                         if closing.done():
                             del self._closing[task]
-                            self.results[task] = closing.result()  # a crash while closing ends the runner, as before
+                            state = closing.result()  # a crash while closing ends the runner, as before
+                            if state == "running":  # reopened: a lane was sent back while it closed
+                                continue
+                            self.results[task] = state
                             self.owned.remove(task)
                             lease.release(self.store, self.id, task)
                         continue

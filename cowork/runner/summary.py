@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from cowork import frontmatter, handoff
+from cowork.runner.tasks import ACTIVE_LANE_STATES
 from cowork.store import lanes as lanes_db
 
 ENDED_OK = {"merged", "done"}
@@ -101,7 +102,12 @@ def close_task(rt, task_id: str, rows: list[dict]) -> str:
     if not ok:
         bad = [f"{r['id']} {r['state']}" for r in work if r["state"] not in ENDED_OK]
         error = "lanes not merged: " + ", ".join(bad) if bad else (error or "no work lanes")
-    lanes_db.set_task_state(rt.store, task_id, state, error=error)
+    with rt.store.tx():  # a lane sent back meanwhile (`cowork retry` while the summary was written) reopens the task
+        if any(r["state"] in ACTIVE_LANE_STATES for r in lanes_db.list_lanes(rt.store, task_id)):
+            rt.store.event("task.reopened", f"task {task_id} goes on: a lane was sent back while it closed",
+                           actor="runner", task=task_id)
+            return "running"
+        lanes_db.set_task_state(rt.store, task_id, state, error=error)
     _remove_worktrees(rt, rows)
     return state
 
