@@ -412,3 +412,33 @@ def test_a_resumed_lane_waits_on_its_own_pending_approval_and_nothing_goes_stale
     assert git(root, "show", "main:a.txt") == "a, again"
     assert _approvals(st) == [(1, "approved", True), (2, "approved", True)]
     assert not st.events(kinds=["approval.expired"]) and not st.flags("pause")
+
+
+def test_sigterm_during_a_merge_check_abandons_the_merge_and_the_lane_keeps_its_place(tmp_path, server, monkeypatch):
+    """The merger runs in a thread, out of reach of cancellation: SIGTERM must still end its merge check at once,
+    leave main as it was and the lane queued, and let the next runner merge it."""
+    from cowork.procs import pid_alive
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    mark = tmp_path / "marks"
+    mark.mkdir()
+    check = f"test -f {mark}/ran || {{ touch {mark}/ran; echo $$ > {mark}/pid; sleep 60; }}"
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV},
+                     extra_toml=f"[merge]\nchecks = [{check!r}]\n".replace("'", '"'))
+    server.script("Goal: Merge slowly", [tool_call("write_file", path="a.txt", content="a\n"),
+                                         tool_call("finish", status="done", summary="ok", checklist=[])])
+    assert main(["delegate", "Merge slowly", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    _wait_for(lambda: (mark / "pid").is_file() and (mark / "pid").read_text().strip(), 30, "the merge check")
+    before = git(root, "rev-parse", "main")
+    runner = st.one("SELECT pid FROM runners WHERE state='running'")
+    os.kill(runner["pid"], signal.SIGTERM)
+    t0 = time.time()
+    os.waitpid(runner["pid"], 0)
+    assert time.time() - t0 < 10 and not pid_alive(int((mark / "pid").read_text()))
+    assert git(root, "rev-parse", "main") == before and lanes_db.get_lane(st, task, "work")["state"] == "merge-queue"
+    assert st.scalar("SELECT state FROM merge_queue") == "waiting"
+    assert st.scalar("SELECT holder FROM locks WHERE name='merge'") is None
+    assert main(["resume", "-C", str(root)]) == 0
+    assert git(root, "show", "main:a.txt") == "a" and lanes_db.get_task(st, task)["state"] == "done"

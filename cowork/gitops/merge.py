@@ -19,8 +19,8 @@ from cowork.gitops import checkout
 from cowork.gitops.git import MERGER, head, identity_env, run_git, tips, trailer_block
 from cowork.gitops.lock import LockLost, LockTimeout, MergeLock, lock_row
 from cowork.gitops.mergetree import (
-    MAX_ATTEMPTS, TargetRaced, cas_move, conflict_markers, find_merges, merge_tree, reset_tree, run_checks,
-    unmerged_files,
+    MAX_ATTEMPTS, ChecksInterrupted, TargetRaced, cas_move, conflict_markers, find_merges, merge_tree, reset_tree,
+    run_checks, unmerged_files,
 )
 from cowork.gitops.worktrees import changed_files, lane_branch
 from cowork.procs import stop_orphans
@@ -112,7 +112,7 @@ def _finish(store: Store, qid: int, state: str, commit: str | None = None) -> No
 
 
 def merge_lane(ws, store: Store, settings, task: str, lane: str, *, role: str, holder: str,
-               lock: MergeLock | None = None) -> MergeResult:
+               lock: MergeLock | None = None, stop: Any = None) -> MergeResult:
     """Merge the lane's branch into the merge target (settings.merge.target) under the merge lock.
 
     Pass `lock` when already holding it; otherwise it is taken (waiting up to its default wait) and released.
@@ -124,16 +124,17 @@ def merge_lane(ws, store: Store, settings, task: str, lane: str, *, role: str, h
     """
     if lock is None:
         with MergeLock(store, holder, lease_s=settings.merge.lease_s) as held:
-            return merge_lane(ws, store, settings, task, lane, role=role, holder=holder, lock=held)
+            return merge_lane(ws, store, settings, task, lane, role=role, holder=holder, lock=held, stop=stop)
     qid = _claim(store, task, lane)
     try:
-        result = _merge(ws, store, settings, task, lane, role, lock)
-    except LockLost:
-        # another merger owns the target now; the lane keeps its place for whoever merges next
+        result = _merge(ws, store, settings, task, lane, role, lock, stop)
+    except (LockLost, ChecksInterrupted) as exc:
+        # another merger owns the target now, or this one was stopped: the lane keeps its place for the next merger
+        why = "merge lock lost" if isinstance(exc, LockLost) else "the merger was stopped"
         with store.tx():
             store.execute("UPDATE merge_queue SET state=? WHERE id=?", (WAITING, qid))
             if get_lane(store, task, lane) is not None:
-                set_lane_state(store, task, lane, "merge-queue", actor="merger", detail="merge lock lost; requeued")
+                set_lane_state(store, task, lane, "merge-queue", actor="merger", detail=f"{why}; requeued")
         raise
     except BaseException as exc:
         with store.tx():
@@ -147,7 +148,8 @@ def merge_lane(ws, store: Store, settings, task: str, lane: str, *, role: str, h
     return result
 
 
-def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: MergeLock) -> MergeResult:
+def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: MergeLock, stop: Any = None
+           ) -> MergeResult:
     target = settings.merge.target
     row = get_lane(store, task, lane)
     branch = (row or {}).get("branch") or lane_branch(task, lane)
@@ -197,7 +199,7 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
                              f"{branch} leaves conflict markers in {len(res.conflicts)} file(s), at "
                              + ", ".join(markers[:20]) + (" ..." if len(markers) > 20 else ""))
         checks = run_checks(tree, list(settings.merge.checks), timeout_s=settings.merge.checks_timeout_s,
-                            procs_dir=ws.state_dir,
+                            procs_dir=ws.state_dir, stop=stop,
                             env={"COWORK_TASK": task, "COWORK_LANE": lane, "COWORK_MERGE_TARGET": target})
         if not checks.ok:
             reset_tree(tree, old)
@@ -302,7 +304,7 @@ def _next_entry(store: Store) -> dict | None:
 
 
 def merge_next(ws, store: Store, settings, roles=None, *, holder: str, lock: MergeLock | None = None,
-               wait_s: float = 300.0) -> MergeResult | None:
+               wait_s: float = 300.0, stop: Any = None) -> MergeResult | None:
     """Merge the oldest waiting lane. Returns None when the queue is empty (the lock is not taken then).
 
     `roles` is accepted for the runner's call shape; the lane's role comes from its row.
@@ -317,7 +319,7 @@ def merge_next(ws, store: Store, settings, roles=None, *, holder: str, lock: Mer
         if not held.acquire(wait_s):
             raise LockTimeout(f"the merge lock stayed busy for {wait_s:g}s", hint="see `cowork queue`")
         try:
-            return merge_next(ws, store, settings, roles, holder=holder, lock=held)
+            return merge_next(ws, store, settings, roles, holder=holder, lock=held, stop=stop)
         finally:
             held.release()
     _recover(store)
@@ -325,7 +327,7 @@ def merge_next(ws, store: Store, settings, roles=None, *, holder: str, lock: Mer
     if entry is None:
         return None
     return merge_lane(ws, store, settings, entry["task_id"], entry["lane_id"], role=entry["role"] or "unknown",
-                      holder=holder, lock=lock)
+                      holder=holder, lock=lock, stop=stop)
 
 
 def process_queue(ws, store: Store, settings, roles=None, *, holder: str, limit: int | None = None,

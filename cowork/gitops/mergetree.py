@@ -9,9 +9,12 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cowork.errors import CoworkError
 from cowork.gitops.git import GitError, git, git_dir, git_env, head, run_git
 from cowork.gitops.worktrees import MERGE_TREE, ensure_state_ignored, worktree_mutex
 
@@ -86,10 +89,20 @@ class ChecksResult:
     returncode: int | None = None
 
 
+class ChecksInterrupted(CoworkError):
+    """The merger was asked to stop (its runner got SIGTERM or Ctrl-C) while a merge check ran: the check was killed
+    and the merge abandoned; the lane keeps its place in the queue."""
+
+
 def run_checks(path: Path, commands: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
-               procs_dir: Path | None = None) -> ChecksResult:
+               procs_dir: Path | None = None, stop: threading.Event | None = None) -> ChecksResult:
     """Run shell `commands` in `path` in order, stopping at the first failure or timeout. `procs_dir`: the state
-    directory where each running check is noted (cowork.procs.tracked), for a runner that dies meanwhile."""
+    directory where each running check is noted (cowork.procs.tracked), for a runner that dies meanwhile. `stop`:
+    set from another thread, it kills the running check and raises ChecksInterrupted.
+
+    Raises:
+        ChecksInterrupted: `stop` was set.
+    """
     from cowork.procs import tracked
 
     log: list[str] = []
@@ -99,7 +112,7 @@ def run_checks(path: Path, commands: list[str], *, timeout_s: float, env: dict[s
                                 errors="replace", start_new_session=True)
         try:
             with tracked(procs_dir, proc.pid, f"merge check `{cmd}`"):
-                out, _ = proc.communicate(timeout=timeout_s)
+                out = _communicate(proc, timeout_s, stop)
             code = proc.returncode
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
@@ -112,6 +125,26 @@ def run_checks(path: Path, commands: list[str], *, timeout_s: float, env: dict[s
             text = "\n".join(log)
             return ChecksResult(False, text[-OUTPUT_TAIL:], cmd, code)
     return ChecksResult(True, "\n".join(log)[-OUTPUT_TAIL:])
+
+
+def _communicate(proc: subprocess.Popen, timeout_s: float, stop: threading.Event | None) -> str:
+    """`proc.communicate(timeout=timeout_s)`, watching `stop` meanwhile (ChecksInterrupted, the group killed)."""
+    if stop is None:
+        return proc.communicate(timeout=timeout_s)[0]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if stop.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise ChecksInterrupted("the merger was stopped while a merge check ran; the merge was abandoned")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        try:
+            return proc.communicate(timeout=min(0.2, left))[0]
+        except subprocess.TimeoutExpired:
+            continue
 
 
 # -- finding cowork's merges in history -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ re-reads it every tick. Model calls are asyncio, commands and checks are asyncio
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class Runner:
         self._told_merge: set[int] = set()  # merge-queue entries a human was told to merge (merge.auto off)
         self._closing: dict[str, asyncio.Task] = {}  # tasks writing their summary (in a thread: see _close)
         self.committing = 0  # lanes' git commits in flight (cowork.runner.lane._commit)
+        self.stopping = threading.Event()  # set as the runner stops: a merge check in the merger's thread ends
         self.sync_lane = self._sync_lane
 
     def wake(self) -> None:
@@ -106,6 +108,7 @@ class Runner:
                     pass
                 self._wake.clear()
         finally:
+            self.stopping.set()
             for t in self.active.values():
                 t.cancel()
             merger.cancel()
@@ -306,7 +309,7 @@ class Runner:
                 await asyncio.sleep(0.01)
             try:
                 result = await asyncio.to_thread(merge.merge_next, self.ws, self.store, self.settings, self.roles,
-                                                 holder=self.id)
+                                                 holder=self.id, stop=self.stopping)
             except Exception as exc:
                 self.store.event("merge.error", f"merger: {type(exc).__name__}: {exc}"[:500], actor="merger")
                 await asyncio.sleep(self.poll_s * 5)
