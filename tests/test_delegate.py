@@ -252,3 +252,32 @@ def test_a_planned_delegate_prints_no_library_noise(team, server):
                           capture_output=True, text=True, timeout=120, env={**os.environ, "SCRIPTED_KEY": "k"})
     assert proc.returncode == 0, proc.stderr
     assert "LiteLLM" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_plan_is_decided_once_whoever_decides_first(team, server):
+    """`cowork reject` from another terminal while the prompt is open, or while the planner still works: the plan
+    stays rejected; approving it afterwards (the prompt's `a`, `cowork approve`) is refused."""
+    from cowork.config import load_settings
+    from cowork.errors import BadInput
+    from cowork.roles import load_roles
+    from cowork.runner import planning
+    from cowork.workspace import Workspace
+
+    root, st = team
+    ws = Workspace(root)
+    settings = load_settings(ws.config_path)
+    roles = load_roles(ws.roles_dir, root)
+    draft = planning.create_task(ws, st, settings, roles, "Write one file", to="dev")
+    plan = planning.one_lane_plan(draft.task, draft.title, "dev", "Write one.txt")
+    planning.reject(st, draft.task, reason="changed my mind")  # while the planner still works
+    with pytest.raises(BadInput, match="rejected now"):
+        planning.save_plan(ws, st, settings, draft.task, plan)
+    assert lanes_db.get_task(st, draft.task)["state"] == "rejected"
+
+    second = planning.create_task(ws, st, settings, roles, "Write one file again", to="dev")
+    plan = planning.one_lane_plan(second.task, second.title, "dev", "Write one.txt")
+    planning.save_plan(ws, st, settings, second.task, plan)
+    planning.reject(st, second.task)  # another terminal, while the prompt waits
+    with pytest.raises(BadInput, match="decided elsewhere"):
+        planning.approve(st, second.task, plan)
+    assert lanes_db.list_lanes(st, second.task) == [] and lanes_db.get_task(st, second.task)["state"] == "rejected"

@@ -185,15 +185,28 @@ def save_plan(ws, store, settings, task: str, plan: Plan, *, holder: str = "cli"
     """Commit plan.md on the target; the task waits for approval. Returns the plan's markdown."""
     plan.meta.task = task
     text = plan_mod.render(plan)
+    _require_state(store, task, ("planning", "awaiting-approval"), "its plan cannot change")
     commit_to_target(ws, store, settings, {f"handoffs/{task}/plan.md": text}, f"{task}: plan", holder=holder,
                      trailers={"Cowork-Task": task})
-    lanes_db.set_task_state(store, task, "awaiting-approval", actor="planner")
+    with store.tx():  # rejected meanwhile (`cowork reject` from another terminal): it stays rejected
+        _require_state(store, task, ("planning", "awaiting-approval"), "its plan cannot change")
+        lanes_db.set_task_state(store, task, "awaiting-approval", actor="planner")
     return text
+
+
+def _require_state(store, task: str, states: tuple[str, ...], why: str) -> None:
+    row = lanes_db.get_task(store, task)
+    if row is None:
+        raise BadInput(f"no task {task}", hint="see `cowork status`")
+    if row["state"] not in states:
+        raise BadInput(f"task {task} is {row['state']} now: {why}", hint="`cowork status` shows where it is")
 
 
 def approve(store, task: str, plan: Plan, *, by: str = "human") -> None:
     """Add the plan's lanes and set the task running."""
     with store.tx():  # a runner never sees the lanes of a plan that is not approved yet, or half of them
+        # decided once: a plan rejected (or approved) elsewhere since the prompt opened is not approved again
+        _require_state(store, task, ("awaiting-approval",), "its plan was decided elsewhere")
         add_plan_lanes(store, task, plan)
         store.event("task.approved", f"{task}: plan approved by {by}", actor=by, task=task)
         lanes_db.set_task_state(store, task, "running", actor=by)
