@@ -145,13 +145,17 @@ def test_a_lane_that_committed_conflict_markers_never_reaches_main(team):
     like a conflict, naming the file and lines; main stays as it was."""
     before = team.main()
     team.lane("t1", "impl", {"shared.txt": "top\n<<<<<<< HEAD\nmine\n=======\ntheirs\n>>>>>>> refs/heads/main\n",
-                             "clean.txt": "ok  \n"})  # trailing whitespace is no marker
+                             "clean.txt": "ok  \n",  # trailing whitespace is no marker
+                             "LICENSE.md": "License\n=======\n\nMIT\n"})  # nor is a heading's underline
     res = merge_lane(team.ws, team.store, team.settings, "t1", "impl", role="dev", holder="r")
     assert res.status == "conflict" and res.conflicts == ["shared.txt"] and team.main() == before
     assert "shared.txt:2, shared.txt:4, shared.txt:6" in res.output
     row = team.row("t1", "impl")
     assert row["state"] == "blocked" and blocked_by(row["feedback"]) == "conflict" and "shared.txt:2" in row["feedback"]
     assert is_clean(team.ws.worktrees_dir / "_merge")
+
+    team.lane("t1", "docs", {"LICENSE.md": "License\n=======\n\nMIT\n"})  # alone, it merges
+    assert merge_lane(team.ws, team.store, team.settings, "t1", "docs", role="dev", holder="r").status == "merged"
 
 
 def test_failing_merge_checks_leave_main_untouched(team):

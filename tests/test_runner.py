@@ -329,6 +329,41 @@ def test_a_lane_retried_while_its_task_closes_reopens_the_task(tmp_path, server)
     assert st.events(task=task, kinds=["task.reopened"])
 
 
+def test_forcing_a_failed_lane_in_ends_its_task_done_and_retry_refuses_what_would_stop_at_once(tmp_path, server,
+                                                                                                  capsys):
+    dev = DEV + 'checks: ["false"]\nbudget: {max_steps: 2}\n'
+    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev, "writer": WRITER},
+                        extra_toml="[policy]\nmax_check_retries = 0\n")
+    plan = tmp_path / "plan.md"
+    plan.write_text("---\ntitle: Two steps\n---\n```yaml\nlanes:\n"
+                    "  - {id: a, role: dev, goal: Write a.txt}\n"
+                    "  - {id: b, role: writer, goal: Write b.txt, depends_on: [a]}\n```\n")
+    server.script("Goal: Write a.txt", [tool_call("write_file", path="a.txt", content="a\n"), finish("a")])
+    assert main(["run", str(plan), "--yes", "-C", str(root)]) == 1
+    task = only_task(st)
+    assert lane(st, task, "a")["state"] == "failed" and lane(st, task, "b")["state"] == "cancelled"
+    capsys.readouterr()
+    assert main(["retry", f"{task}/b", "-C", str(root)]) == 2  # it waits on a: retrying b alone would undo itself
+    assert f"`cowork retry {task}/a`" in capsys.readouterr().err
+    assert main(["retry", f"{task}/a", "-C", str(root)]) == 2  # its 2 model calls are spent: raise the cap first
+    assert "step cap" in capsys.readouterr().err and lane(st, task, "a")["state"] == "failed"
+    assert main(["merge", f"{task}/b", "--force", "-C", str(root)]) == 2  # never ran: no branch, and left as it was
+    assert lane(st, task, "b")["state"] == "cancelled"
+    capsys.readouterr()
+    assert main(["merge", f"{task}/a", "--force", "-C", str(root)]) == 0
+    assert git(root, "show", "main:a.txt") == "a" and lane(st, task, "a")["state"] == "merged"
+    # b never ran, so the task is not done: it stays failed
+    assert lanes_db.get_task(st, task)["state"] == "failed"
+
+    server.script("Goal: Write c.txt", [tool_call("write_file", path="c.txt", content="c\n"), finish("c")])
+    assert main(["delegate", "Write c.txt", "--to", "dev", "--yes", "-C", str(root)]) == 1
+    one = only_task(st)
+    capsys.readouterr()
+    assert main(["merge", f"{one}/work", "--force", "-C", str(root)]) == 0  # its only lane: the task is done after all
+    assert f"task {one}: done" in capsys.readouterr().out and lanes_db.get_task(st, one)["state"] == "done"
+    assert "done" in git(root, "log", "-1", "--format=%s", "main", "--", f"handoffs/{one}/summary.md")
+
+
 def test_pause_holds_every_lane(tmp_path, server):
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
     plan = tmp_path / "plan.md"

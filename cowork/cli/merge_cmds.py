@@ -51,15 +51,41 @@ def _show_result(r: dict) -> None:
     elif r["status"] == "nothing":
         _say(f"nothing to merge for {name}: {r['output']}")
     elif r["status"] == "conflict":
-        _say(f"conflict: {name} was not merged; {r['target']} is unchanged. Conflicting files:")
-        for f in r["conflicts"]:
-            _say(f"  {f}")
+        _say(f"conflict: {name} was not merged; {r['target']} is unchanged. {r['output']}")
     elif r["status"] == "checks_failed":
         _say(f"merge checks failed for {name}; {r['target']} is unchanged:\n{r['output'][-3000:]}")
     else:
         _say(f"could not merge {name}: {r['output']}")
     for note in r.get("notes") or []:
         _say(f"  note: {note}")
+
+
+def _restore(st, row: dict, result) -> None:
+    """A forced merge that did not go in leaves the lane as the human found it (failed, blocked or cancelled), not
+    handed back to its role: forcing was a human's call, and so is what comes next."""
+    from cowork.store.lanes import set_lane_state
+
+    set_lane_state(st, row["task_id"], row["id"], row["state"], actor="merger",
+                   detail=f"forced merge not done ({result.status}); left {row['state']}", error=row["error"],
+                   feedback=row["feedback"], conflict_returns=row["conflict_returns"],
+                   check_failures=row["check_failures"])
+
+
+def _reclose(ws, st, settings, task: str, by: str) -> None:
+    """A task that ended failed and whose last unmerged work lane a human just merged is done after all: its
+    summary is written again and its state follows."""
+    from types import SimpleNamespace
+
+    from cowork.runner.summary import ENDED_OK, close_task
+    from cowork.store.lanes import get_task, list_lanes
+
+    rows = list_lanes(st, task)
+    work = [r for r in rows if r["kind"] in ("work", "delegated")]
+    if (get_task(st, task) or {}).get("state") != "failed" or not work or any(r["state"] not in ENDED_OK
+                                                                             for r in work):
+        return
+    state = close_task(SimpleNamespace(ws=ws, store=st, settings=settings, id=by), task, rows)
+    _say(f"task {task}: {state} (every work lane merged; summary.md written again)")
 
 
 @app.command()
@@ -113,6 +139,10 @@ def _merge(ws, lane: str | None, all_: bool, force: bool) -> list:
                            + "; its work did not pass", hint=f"`cowork merge {task}/{lane_id} --force` merges it as it "
                            "is (the merge checks still run)")
         results = [merge_lane(ws, st, settings, task, lane_id, role=(row or {}).get("role") or "unknown", holder=by)]
+        if row is not None and row["state"] in _UNFINISHED and not results[0].ok:
+            _restore(st, row, results[0])
+        elif row is not None and results[0].status == "merged":
+            _reclose(ws, st, settings, task, by)
     else:
         one = merge_next(ws, st, settings, holder=by)
         results = [one] if one is not None else []

@@ -114,6 +114,24 @@ def _run_task(ws, st, task: str, *, detach: bool) -> None:
     _exit_for(st, task)
 
 
+def _check_step_cap(st, settings, roles, task: str, lane: str) -> None:
+    """A lane that used up its step cap would stop again at once: say what to raise first."""
+    from cowork.runner.journal import Journal
+    from cowork.store.lanes import get_lane
+
+    row = get_lane(st, task, lane)
+    role = roles.roles.get(row["role"]) if row else None
+    if role is None or role.engine == "command":
+        return
+    cap = (role.budget.max_steps if role.budget and role.budget.max_steps else None) \
+        or settings.policy.max_steps_per_lane
+    used = Journal(st, task, lane).model_calls()
+    if used >= cap:
+        raise BadInput(f"lane {task}/{lane} has used its {cap} model calls (its step cap)",
+                       hint=f"raise `budget.max_steps` in roles/{row['role']}.yaml (or [policy] max_steps_per_lane), "
+                            "then retry it")
+
+
 @app.command()
 def retry(lane: str = typer.Argument(..., metavar="TASK/LANE", help="a lane that failed, was blocked or cancelled"),
           note: Optional[str] = typer.Option(None, "--note", help="what to do differently (the agent reads it)"),
@@ -127,8 +145,9 @@ def retry(lane: str = typer.Argument(..., metavar="TASK/LANE", help="a lane that
     task, _, lane_id = lane.strip("/").partition("/")
     if not task or not lane_id or "/" in lane_id:
         raise BadInput(f"'{lane}' is not TASK/LANE", hint="e.g. `cowork retry t7-login/implement`")
-    ws = workspace(root)
-    st = store(ws)
+    ws, st, settings, roles = _team(root)
+    require_task(st, task, lane_id)
+    _check_step_cap(st, settings, roles, task, lane_id)
     queued = retry_lane(st, task, lane_id, by=human_id(ws.root), note=note)
     print(f"{task}/{lane_id} goes back to its role" + (f", with {', '.join(queued[1:])}" if len(queued) > 1 else ""))
     if lease.holder(st, task) is not None:  # a runner still holds the task (it was waiting): it picks the lane up

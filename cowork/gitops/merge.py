@@ -139,7 +139,9 @@ def merge_lane(ws, store: Store, settings, task: str, lane: str, *, role: str, h
     except BaseException as exc:
         with store.tx():
             _finish(store, qid, "failed")
-            if get_lane(store, task, lane) is not None and isinstance(exc, CoworkError):
+            # a merge that could not be tried (no branch: BadInput) says so and leaves the lane as it was
+            if get_lane(store, task, lane) is not None and isinstance(exc, CoworkError) \
+                    and not isinstance(exc, BadInput):
                 set_lane_state(store, task, lane, "blocked", actor="merger", detail=f"merge failed: {exc.message}",
                                feedback=exc.render())
         raise

@@ -63,8 +63,21 @@ def conflict_markers(cwd: Path | str, *revs: str) -> list[str]:
     commits, or "A...B") adds, as "path:line", by git's own rule (`git diff --check`; a `conflict-marker-size`
     attribute changes what counts). Whitespace errors, which the same check reports, are not counted."""
     proc = run_git("-c", "core.quotePath=false", "diff", "--check", *revs, cwd=cwd)
-    return [line.rsplit(": ", 1)[0] for line in proc.stdout.splitlines()
-            if line.endswith(": leftover conflict marker")]
+    flagged: dict[str, list[int]] = {}
+    for line in proc.stdout.splitlines():
+        if line.endswith(": leftover conflict marker"):
+            path, _, num = line.rsplit(": ", 1)[0].rpartition(":")
+            flagged.setdefault(path, []).append(int(num))
+    # a conflict leaves a whole block: an opening and a closing marker. A markdown heading underlined with exactly
+    # seven `=` (which git's rule also flags) is not one
+    new = revs[-1].split("...")[-1] or "HEAD"
+    found = []
+    for path, nums in flagged.items():
+        text = run_git("show", f"{new}:{path}", cwd=cwd).stdout.splitlines()
+        marks = {text[n - 1][:1] for n in nums if 0 < n <= len(text)}
+        if {"<", ">"} <= marks:
+            found += [f"{path}:{n}" for n in nums]
+    return found
 
 
 def target_tip(ws, target: str) -> str:

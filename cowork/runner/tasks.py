@@ -135,6 +135,16 @@ def retry_lane(store: Store, task: str, lane: str, *, by: str, note: str | None 
         if row["state"] not in RETRYABLE:
             raise BadInput(f"lane {task}/{lane} is {row['state']}: only a failed, blocked or cancelled lane is retried",
                            hint="`cowork lanes` shows where it is")
+        from cowork.team.budgets import blocked_by_budget
+
+        if blocked_by_budget(row["error"]):  # it would stop at the same cap at once
+            raise BadInput(f"lane {task}/{lane} stopped at a budget cap: {row['error'][:200]}",
+                           hint="`cowork budget raise` (see `cowork budget`) queues it again")
+        by_id = {r["id"]: r for r in lanes_db.list_lanes(store, task)}
+        stuck = [d for d in row["depends_on"] or [] if by_id.get(d, {}).get("state") in RETRYABLE]
+        if row["state"] == "cancelled" and stuck:  # it would be cancelled again at once
+            raise BadInput(f"lane {task}/{lane} waits on {', '.join(stuck)}, which did not merge",
+                           hint=f"`cowork retry {task}/{stuck[0]}` sends that back, and {lane} runs after it")
         why = (row["error"] or "it stopped").strip()
         text = (f"A human ({by}) has sent this lane back to you after it ended ({row['state']}): {why[:1500]}"
                 + (f"\n\nTheir note: {note}" if note else "") + "\n\nPick up from where you were and finish the goal.")
