@@ -151,7 +151,20 @@ def load_settings(path: Path, env: dict[str, str] | None = None, display: str | 
         return TeamSettings.model_validate(data)
     except ValidationError as exc:
         spots = tomlpos.positions(text)
-        raise ValidationFailed([_problem(err, spots, display) for err in exc.errors()]) from None
+        overrides = {dotted: var for var, dotted in ENV_OVERRIDES.items() if env.get(var)}
+        raise ValidationFailed([_env_problem(err, overrides, env) or _problem(err, spots, display)
+                                for err in exc.errors()]) from None
+
+
+def _env_problem(err: dict, overrides: dict[tuple, str], env) -> Problem | None:
+    """A pydantic error about a value a COWORK_* variable set, naming the variable (no line of the file holds it);
+    None when the value came from the file."""
+    loc = tuple(map(str, err["loc"]))
+    var = next((v for dotted, v in overrides.items() if loc[:len(dotted)] == dotted), None)
+    if var is None:
+        return None
+    return Problem(f"{err['msg']} (set by the environment variable {var}={env[var]!r})", field=".".join(loc),
+                   hint=f"fix or unset {var}; it overrides cowork.toml")
 
 
 def _problem(err: dict, spots: dict[tuple, tomlpos.Spot], display: str) -> Problem:

@@ -155,3 +155,10 @@ def test_a_top_level_key_after_another_table_is_named_as_misplaced(tmp_path):
          "belongs to that table", "move `planner` above the first [table] (line 1)")}
     [p] = problems(write(tmp_path, '[model]\nname = 5\n'))
     assert p.field == "model.name" and "valid string" in p.message and p.hint is None
+
+
+def test_a_bad_env_override_names_its_variable_not_a_line_of_the_file(tmp_path):
+    [p] = problems(write(tmp_path, 'name = "x"\n\nconcurrency = 2\n'), env={"COWORK_CONCURRENCY": "-1"})
+    assert p.field == "concurrency" and p.line is None and p.file != "cowork.toml"
+    assert "COWORK_CONCURRENCY" in p.render() and "cowork.toml:3" not in p.render(), p.render()
+    assert "greater than" in p.message
