@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from cowork import tomlpos
 from cowork.errors import Problem, ValidationFailed
@@ -15,7 +17,27 @@ from cowork.errors import Problem, ValidationFailed
 Tier = Literal["auto", "notify", "block"]
 
 
-class _Strict(BaseModel):
+def _numeric(annotation: Any) -> bool:
+    """True for int, float and their unions with None (not bool, and not a container of numbers)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_numeric(a) for a in get_args(annotation))
+    return annotation in (int, float)
+
+
+class NoBoolNumbers(BaseModel):
+    """A base that refuses `true`/`false` where a number is meant: pydantic's lax mode would read them as 1 and 0,
+    so `max_check_retries = true` would quietly mean one retry."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name and _numeric(cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("bool_not_number", "Input should be a number, not a boolean ({value})",
+                                      {"value": str(value).lower()})
+        return value
+
+
+class _Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid")
 
 

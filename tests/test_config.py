@@ -162,3 +162,20 @@ def test_a_bad_env_override_names_its_variable_not_a_line_of_the_file(tmp_path):
     assert p.field == "concurrency" and p.line is None and p.file != "cowork.toml"
     assert "COWORK_CONCURRENCY" in p.render() and "cowork.toml:3" not in p.render(), p.render()
     assert "greater than" in p.message
+
+
+@pytest.mark.parametrize("table, key", [
+    ("policy", "max_check_retries"), ("policy", "ask_timeout_s"), ("budget", "usd_per_task"),
+    ("budget", "tokens_per_day"), ("model", "attempts"), ("merge", "lease_s"), ('prices."m"', "input_per_mtok"),
+    ("mcp.gh", "timeout_s"),
+])
+def test_a_boolean_is_no_number(tmp_path, table, key):
+    extra = 'command = ["srv"]\n' if table.startswith("mcp") else ""
+    [p] = problems(write(tmp_path, f'name = "x"\n[{table}]\n{extra}{key} = true\n'))
+    assert p.field.endswith(key) and p.line == 3 + bool(extra) and "not a boolean" in p.message, p.render()
+    assert p.render().startswith(f"cowork.toml:{p.line}: ")
+
+
+def test_a_boolean_top_level_number_is_located(tmp_path):
+    [p] = problems(write(tmp_path, 'name = "x"\nconcurrency = false\n'))
+    assert (p.field, p.line) == ("concurrency", 2) and "not a boolean" in p.message
