@@ -227,6 +227,11 @@ def _misplaced(loc: tuple, kind: str, spot: tomlpos.Spot, first_header: int | No
         return msg, f"{table_hint}, or, if it is a top-level key, {move}" if under else table_hint
     if under and top_level and (kind == "extra_forbidden" or table in _FREE_TABLES):
         return f"`{key}` is a top-level key, but a key {under} belongs to that table", move
+    if under and kind == "extra_forbidden" and len(loc) == 3 and loc[0] in _NAMED_TABLES:  # after [mcp.gh]
+        what, entry = _NAMED_TABLES[loc[0]][0], TeamSettings.model_fields[loc[0]].annotation
+        keys = ", ".join(get_args(entry)[1].model_fields)
+        return (f"unknown key '{key}'; a key {under} belongs to that table",
+                f"{what} takes {keys}; move top-level keys above the first [table] (line {first_header})")
     return None
 
 

@@ -179,3 +179,15 @@ def test_a_boolean_is_no_number(tmp_path, table, key):
 def test_a_boolean_top_level_number_is_located(tmp_path):
     [p] = problems(write(tmp_path, 'name = "x"\nconcurrency = false\n'))
     assert (p.field, p.line) == ("concurrency", 2) and "not a boolean" in p.message
+
+
+def test_an_unknown_key_after_an_mcp_server_or_price_table_says_it_landed_in_that_table(tmp_path):
+    [p] = problems(write(tmp_path, 'name = "x"\n[merge]\nauto = true\n[mcp.gh]\ncommand = ["gh-mcp"]\n'
+                                   'colour = "red"\n'))
+    assert (p.line, p.field) == (6, "mcp.gh.colour")
+    assert p.message == "unknown key 'colour'; a key written after [mcp.gh] belongs to that table", p.render()
+    assert "move top-level keys above the first [table] (line 2)" in p.hint
+    assert "command, env, tools, timeout_s" in p.hint
+    [p] = problems(write(tmp_path, '[prices."openai/gpt-4o"]\ninput_per_mtok = 1.0\nshade = 2\n'))
+    assert p.message == "unknown key 'shade'; a key written after [prices.\"openai/gpt-4o\"] belongs to that table"
+    assert "input_per_mtok, output_per_mtok" in p.hint and "(line 1)" in p.hint
