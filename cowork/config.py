@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from cowork import tomlpos
 from cowork.errors import Problem, ValidationFailed
@@ -15,7 +17,27 @@ from cowork.errors import Problem, ValidationFailed
 Tier = Literal["auto", "notify", "block"]
 
 
-class _Strict(BaseModel):
+def _numeric(annotation: Any) -> bool:
+    """True for int, float and their unions with None (not bool, and not a container of numbers)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_numeric(a) for a in get_args(annotation))
+    return annotation in (int, float)
+
+
+class NoBoolNumbers(BaseModel):
+    """A base that refuses `true`/`false` where a number is meant: pydantic's lax mode would read them as 1 and 0,
+    so `max_check_retries = true` would quietly mean one retry."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name and _numeric(cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("bool_not_number", "Input should be a number, not a boolean ({value})",
+                                      {"value": str(value).lower()})
+        return value
+
+
+class _Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -151,7 +173,20 @@ def load_settings(path: Path, env: dict[str, str] | None = None, display: str | 
         return TeamSettings.model_validate(data)
     except ValidationError as exc:
         spots = tomlpos.positions(text)
-        raise ValidationFailed([_problem(err, spots, display) for err in exc.errors()]) from None
+        overrides = {dotted: var for var, dotted in ENV_OVERRIDES.items() if env.get(var)}
+        raise ValidationFailed([_env_problem(err, overrides, env) or _problem(err, spots, display)
+                                for err in exc.errors()]) from None
+
+
+def _env_problem(err: dict, overrides: dict[tuple, str], env) -> Problem | None:
+    """A pydantic error about a value a COWORK_* variable set, naming the variable (no line of the file holds it);
+    None when the value came from the file."""
+    loc = tuple(map(str, err["loc"]))
+    var = next((v for dotted, v in overrides.items() if loc[:len(dotted)] == dotted), None)
+    if var is None:
+        return None
+    return Problem(f"{err['msg']} (set by the environment variable {var}={env[var]!r})", field=".".join(loc),
+                   hint=f"fix or unset {var}; it overrides cowork.toml")
 
 
 def _problem(err: dict, spots: dict[tuple, tomlpos.Spot], display: str) -> Problem:
@@ -192,6 +227,11 @@ def _misplaced(loc: tuple, kind: str, spot: tomlpos.Spot, first_header: int | No
         return msg, f"{table_hint}, or, if it is a top-level key, {move}" if under else table_hint
     if under and top_level and (kind == "extra_forbidden" or table in _FREE_TABLES):
         return f"`{key}` is a top-level key, but a key {under} belongs to that table", move
+    if under and kind == "extra_forbidden" and len(loc) == 3 and loc[0] in _NAMED_TABLES:  # after [mcp.gh]
+        what, entry = _NAMED_TABLES[loc[0]][0], TeamSettings.model_fields[loc[0]].annotation
+        keys = ", ".join(get_args(entry)[1].model_fields)
+        return (f"unknown key '{key}'; a key {under} belongs to that table",
+                f"{what} takes {keys}; move top-level keys above the first [table] (line {first_header})")
     return None
 
 

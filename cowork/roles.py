@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from cowork.config import NoBoolNumbers
 from cowork.errors import Problem, ValidationFailed
 from cowork.yamlpos import Located, duplicate_key_problems, dump_yaml, load_yaml_file, pydantic_problems
 
@@ -32,7 +33,7 @@ IMPLICIT_TOOLS = {"finish", "submit_plan", "answer"}
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
-class _Strict(BaseModel):
+class _Strict(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid")
 
 

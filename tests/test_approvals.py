@@ -333,7 +333,8 @@ def test_cli_lists_approves_and_rejects(env, cli):
                            action={"to": "lead", "text": "hello lead"}, why=None, timeout_s=3600)
     root = str(env.root)
     listed = cli("approvals", "--json", "-C", root)
-    assert listed.code == 0 and [a["id"] for a in listed.json()] == [a1, a2]
+    assert listed.code == 0 and [a["id"] for a in listed.json()["pending"]] == [a1, a2]
+    assert listed.json()["awaiting_approval"] == []
     text = cli("approvals", "-C", root).out
     assert "$ echo one" in text and "why: needed" in text and "to lead: hello lead" in text
     assert cli("reject", str(a1), "-C", root).code == 2          # --reason is required
@@ -341,4 +342,23 @@ def test_cli_lists_approves_and_rejects(env, cli):
     assert cli("approve", str(a2), "--note", "ok", "-C", root).code == 0
     again = cli("approve", str(a2), "-C", root)
     assert again.code == 2 and "already approved" in again.err
-    assert cli("approvals", "--json", "-C", root).json() == []
+    assert cli("approvals", "--json", "-C", root).json() == {"pending": [], "awaiting_approval": []}
+
+
+def test_cli_approvals_lists_plans_waiting_for_approval(env, cli):
+    """A plan left waiting (no answer at the prompt) is a decision for a human too: `cowork approvals` shows it
+    with the commands that decide it, in its own list under --json."""
+    root = str(env.root)
+    lanes_db.create_task(env.store, "t7-ship-it", "Ship it")
+    lanes_db.set_task_state(env.store, "t7-ship-it", "awaiting-approval", actor="planner")
+    lanes_db.create_task(env.store, "t8-done", "Done already")
+    lanes_db.set_task_state(env.store, "t8-done", "done")
+    text = cli("approvals", "-C", root).out
+    assert "no approvals waiting" not in text
+    assert "t7-ship-it" in text and "Ship it" in text and "t8-done" not in text
+    assert "cowork approve t7-ship-it" in text and "cowork reject t7-ship-it" in text
+    listed = cli("approvals", "--json", "-C", root).json()
+    assert listed["pending"] == []
+    assert [(p["task_id"], p["title"]) for p in listed["awaiting_approval"]] == [("t7-ship-it", "Ship it")]
+    lanes_db.set_task_state(env.store, "t7-ship-it", "rejected", actor="human")
+    assert "no approvals waiting" in cli("approvals", "-C", root).out

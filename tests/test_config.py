@@ -155,3 +155,39 @@ def test_a_top_level_key_after_another_table_is_named_as_misplaced(tmp_path):
          "belongs to that table", "move `planner` above the first [table] (line 1)")}
     [p] = problems(write(tmp_path, '[model]\nname = 5\n'))
     assert p.field == "model.name" and "valid string" in p.message and p.hint is None
+
+
+def test_a_bad_env_override_names_its_variable_not_a_line_of_the_file(tmp_path):
+    [p] = problems(write(tmp_path, 'name = "x"\n\nconcurrency = 2\n'), env={"COWORK_CONCURRENCY": "-1"})
+    assert p.field == "concurrency" and p.line is None and p.file != "cowork.toml"
+    assert "COWORK_CONCURRENCY" in p.render() and "cowork.toml:3" not in p.render(), p.render()
+    assert "greater than" in p.message
+
+
+@pytest.mark.parametrize("table, key", [
+    ("policy", "max_check_retries"), ("policy", "ask_timeout_s"), ("budget", "usd_per_task"),
+    ("budget", "tokens_per_day"), ("model", "attempts"), ("merge", "lease_s"), ('prices."m"', "input_per_mtok"),
+    ("mcp.gh", "timeout_s"),
+])
+def test_a_boolean_is_no_number(tmp_path, table, key):
+    extra = 'command = ["srv"]\n' if table.startswith("mcp") else ""
+    [p] = problems(write(tmp_path, f'name = "x"\n[{table}]\n{extra}{key} = true\n'))
+    assert p.field.endswith(key) and p.line == 3 + bool(extra) and "not a boolean" in p.message, p.render()
+    assert p.render().startswith(f"cowork.toml:{p.line}: ")
+
+
+def test_a_boolean_top_level_number_is_located(tmp_path):
+    [p] = problems(write(tmp_path, 'name = "x"\nconcurrency = false\n'))
+    assert (p.field, p.line) == ("concurrency", 2) and "not a boolean" in p.message
+
+
+def test_an_unknown_key_after_an_mcp_server_or_price_table_says_it_landed_in_that_table(tmp_path):
+    [p] = problems(write(tmp_path, 'name = "x"\n[merge]\nauto = true\n[mcp.gh]\ncommand = ["gh-mcp"]\n'
+                                   'colour = "red"\n'))
+    assert (p.line, p.field) == (6, "mcp.gh.colour")
+    assert p.message == "unknown key 'colour'; a key written after [mcp.gh] belongs to that table", p.render()
+    assert "move top-level keys above the first [table] (line 2)" in p.hint
+    assert "command, env, tools, timeout_s" in p.hint
+    [p] = problems(write(tmp_path, '[prices."openai/gpt-4o"]\ninput_per_mtok = 1.0\nshade = 2\n'))
+    assert p.message == "unknown key 'shade'; a key written after [prices.\"openai/gpt-4o\"] belongs to that table"
+    assert "input_per_mtok, output_per_mtok" in p.hint and "(line 1)" in p.hint

@@ -300,3 +300,20 @@ def test_a_planner_reply_without_choices_fails_planning_clearly_and_finishes_its
     assert result.code == 1 and "no message" in result.err
     steps = [s for s in Journal(st, st.scalar("SELECT id FROM tasks"), "_plan").steps if s.kind == "model"]
     assert [s.state for s in steps] == ["failed"]
+
+
+def test_planning_is_counted_and_a_retried_planner_call_is_told(tmp_path, server, _env, cli):
+    """The planner's model calls are usage like a lane's (role = the planner, lane `_plan`), and its retries show
+    on the timeline as `model.retry` events."""
+    root, st = team(tmp_path, server, "attempts = 3\nbackoff_s = 0.01\nmax_backoff_s = 0.05\n")
+    plan = tool_call("submit_plan", title="One", lanes=[{"id": "one", "role": "dev", "goal": "Write one.txt"}])
+    server.script("You are planner", [flaky(error(503, "overloaded"), then=plan)])
+    server.script("Goal: Write one.txt", [tool_call("write_file", path="one.txt", content="1\n"), finish()])
+    assert cli("delegate", "Plan this", "--yes", "-C", root).code == 0
+    task = st.scalar("SELECT id FROM tasks")
+    rows = st.all("SELECT role, lane_id, tokens_in, tokens_out FROM costs WHERE lane_id='_plan'")
+    assert [(r["role"], r["lane_id"]) for r in rows] == [("planner", "_plan")]
+    assert rows[0]["tokens_in"] + rows[0]["tokens_out"] > 0
+    retries = st.events(task=task, kinds=["model.retry"])
+    assert len(retries) == 1 and retries[0]["role"] == "planner" and "overloaded" in retries[0]["data"]["error"]
+    assert "openai/scripted" in retries[0]["summary"] and retries[0]["data"]["attempt"] == 1

@@ -103,17 +103,24 @@ def inbox(role: Optional[str] = typer.Option(None, "--role", help="a role's inbo
 
 @app.command()
 def approvals(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
-    """Actions waiting for a human yes or no: the exact command, diff or message, who asked and why."""
+    """Actions waiting for a human yes or no: the exact command, diff or message, who asked and why; and plans
+    waiting for approval. `--json`: {"pending": [approvals], "awaiting_approval": [plans]}."""
     from cowork.team import approvals as ap
 
     ws, st, settings, roles = _team(root)
     ap.expire_overdue(st, settings, roles)
-    rows = ap.pending(st)
+    data = {"pending": ap.pending(st),
+            "awaiting_approval": st.all("SELECT id AS task_id, title, updated_at FROM tasks "
+                                        "WHERE state='awaiting-approval' ORDER BY created_at")}
 
-    def render(items: list[dict]) -> None:
-        if not items:
+    def render(d: dict) -> None:
+        items, plans = d["pending"], d["awaiting_approval"]
+        if not items and not plans:
             print("no approvals waiting")
             return
+        for t in plans:
+            print(f"plan of task {t['task_id']}: {t['title']}  (waiting {_ago(t['updated_at'])})")
+            print(f"  -> cowork approve {t['task_id']}   |   cowork reject {t['task_id']} [--reason \"...\"]")
         for a in items:
             left = (a["expires_at"] or 0) - time.time()
             print(f"#{a['id']}  {a['role']} wants {a['tool']}  (task {a['task_id']}, lane {a['lane_id']}, "
@@ -131,7 +138,7 @@ def approvals(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
                 print(f"  {action}")
             print(f"  -> cowork approve {a['id']}   |   cowork reject {a['id']} --reason \"...\"")
 
-    emit(rows, as_json, render)
+    emit(data, as_json, render)
 
 
 @app.command()

@@ -111,6 +111,7 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
         BadInput: no planning role. ValidationFailed: still invalid after the last try.
     """
     from cowork.engines import models, prompts
+    from cowork.team import budgets
     from cowork.tools.specs import plan_spec
 
     planner = roles.roles.get(settings.planner)
@@ -126,17 +127,26 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
     tools = [plan_spec(list(workers))]  # built per team: the static spec cannot know the role names
     choice = models.resolve(settings, planner)
     problems: list[Problem] = []
+
+    def on_retry(model: str, error: str, tries: int, wait_s: float) -> None:
+        store.event("model.retry", f"{draft.task} planning: {model} failed ({error[:160]}); try {tries + 1} in "
+                                   f"{wait_s:.1f}s", actor=planner.name, task=draft.task, role=planner.name,
+                    data={"model": model, "error": error[:500], "attempt": tries, "wait_s": round(wait_s, 3)})
+
     for _ in range(MAX_PLAN_TRIES):
         step = journal.start("model", choice.model, {"n": len(messages)})
         try:
-            reply = await models.complete(choice, messages, tools, settings=settings)
+            reply = await models.complete(choice, messages, tools, settings=settings, on_retry=on_retry)
         except models.ModelError as exc:  # the step ends with the planning: say how
             journal.finish(step, {"error": exc.message}, ok=False)
             raise
-        journal.finish(step, {"message": reply.message}, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out,
-                       usd=reply.usd)
-        store.event("model.call", f"{draft.task} planning ({reply.model})", actor=planner.name, task=draft.task,
-                    role=planner.name, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, usd=reply.usd)
+        with store.tx():  # the journal, the timeline and the budget agree on what planning cost
+            journal.finish(step, {"message": reply.message}, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out,
+                           usd=reply.usd)
+            store.event("model.call", f"{draft.task} planning ({reply.model})", actor=planner.name, task=draft.task,
+                        role=planner.name, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, usd=reply.usd)
+            budgets.record_usage(store, task=draft.task, lane=PLAN_LANE, role=planner.name, model=reply.model,
+                                 tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, usd=reply.usd)
         messages.append(reply.message)
         calls = reply.message.get("tool_calls") or []
         if not calls:
