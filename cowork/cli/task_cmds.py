@@ -50,10 +50,15 @@ def delegate(text: str = typer.Argument(..., help="what you want done"),
         print(f"asking {settings.planner} for a plan...")
         try:
             plan = asyncio.run(planning.ask_planner(ws, st, settings, roles, draft))
-        except BaseException:
+        except BaseException as exc:
             from cowork.store.lanes import set_task_state
 
-            set_task_state(st, draft.task, "failed", actor="planner", error="no valid plan")
+            stopped = isinstance(exc, KeyboardInterrupt)
+            set_task_state(st, draft.task, "failed", actor="planner",
+                           error="interrupted while planning" if stopped else "no valid plan")
+            if stopped:
+                print(f"\ninterrupted while planning: task {draft.task} dropped; nothing ran", file=sys.stderr)
+                raise typer.Exit(130) from None
             raise
     _approve_and_run(ws, st, settings, roles, draft.task, plan, yes=yes, detach=detach)
 
