@@ -83,6 +83,10 @@ def team_status(ws: Workspace, store: Store, settings: Any = None) -> dict:
     approvals = pending_approvals(store)
     from cowork.gitops.checkout import detached_here
     from cowork.runner.lease import orphaned
+    try:
+        from cowork.team.budgets import BUDGET_EXCEEDED
+    except ImportError:  # the team layer is optional, as elsewhere in the core
+        BUDGET_EXCEEDED = "budget exceeded: "
 
     waiting = store.all("SELECT id, title FROM tasks WHERE state='awaiting-approval' ORDER BY created_at")
     return {
@@ -97,6 +101,9 @@ def team_status(ws: Workspace, store: Store, settings: Any = None) -> dict:
         "tasks": tasks,
         "awaiting_approval": waiting,  # plans nobody has decided on: `cowork approve TASK` / `cowork reject TASK`
         "no_runner": orphaned(store),  # running tasks whose runner is gone: `cowork resume`
+        "at_budget_cap": [f"{r['task_id']}/{r['id']}" for r in store.all(  # `cowork budget raise` lets them go on
+            "SELECT task_id, id FROM lanes WHERE state='blocked' AND error LIKE ? ORDER BY task_id, id",
+            (BUDGET_EXCEEDED + "%",))],
         "checkout": detached_here(ws, target),  # the root checkout cowork detached, while it stays detached
         "lanes": lanes,
         "pending_approvals": approvals,

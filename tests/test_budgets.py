@@ -104,6 +104,8 @@ def test_a_raise_requeues_the_blocked_lane(env, cli):
     g = env.gateway("dev")
     spend(env, 1.5)
     assert g.before_model_call()
+    status = cli("status", "-C", str(env.root))  # status says what waits, and how to let it go on
+    assert "t1/l1 waits at a budget cap" in status.out and "`cowork budget raise`" in status.out
     out = cli("budget", "raise", "--task", "t1", "--usd", "1", "-C", str(env.root))
     assert out.code == 0 and "queued again: t1/l1" in out.out
     assert lanes_db.get_lane(env.store, "t1", "l1")["state"] == "queued"

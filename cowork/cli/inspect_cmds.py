@@ -234,6 +234,8 @@ def status(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
         out.append(f"tasks     {tasks}")
         for t in d["no_runner"]:
             out.append(f"  {t} is running but no runner works on it (its runner stopped): `cowork resume`")
+        for lane in d["at_budget_cap"]:
+            out.append(f"  {lane} waits at a budget cap: `cowork budget` shows it, `cowork budget raise` lets it on")
         for t in d["awaiting_approval"]:
             out.append(f"  {t['id']} waits for its plan to be approved: `cowork approve {t['id']}` runs it, "
                        f"`cowork reject {t['id']}` drops it")
