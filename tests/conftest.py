@@ -28,6 +28,45 @@ def _isolated_env(tmp_path_factory, monkeypatch):
             monkeypatch.delenv(key)
 
 
+@pytest.fixture(autouse=True)
+def _no_runner_left(tmp_path):
+    """A detached runner a test started (`--detach`, `resume --detach`) never outlives it, even when the test fails
+    before its task ends: it is stopped as a user would stop it (SIGTERM, then SIGKILL)."""
+    yield
+    import signal
+    import time
+
+    mine = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cowork.runner" in argv and any(str(tmp_path).encode() in a for a in argv):
+            mine.append(int(proc.name))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in mine:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while mine and time.monotonic() < deadline:
+            mine = [p for p in mine if Path(f"/proc/{p}").exists() and _not_zombie(p)]
+            time.sleep(0.05)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # our child (start_detached from the test's process): reap it
+    except ChildProcessError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def git(cwd: Path | str, *args: str) -> str:
     """Run git in `cwd`, failing the test with git's message if it fails."""
     proc = subprocess.run(["git", *args], cwd=str(cwd), capture_output=True, text=True, timeout=60)
