@@ -94,8 +94,9 @@ def test_no_answer_at_the_prompt_leaves_the_task_for_approve_or_reject_later(tea
     waited = cli("wait", task, "-C", root)  # nothing would ever start it: wait says so rather than hang
     assert waited.code == 1 and "waits for its plan to be approved" in waited.err
     assert cli("reject", "t99-nope", "-C", root).code == 2
-    ran = cli("approve", task, "-C", root)
+    ran = cli("approve", task, "--note", "go ahead, small change", "-C", root)
     assert ran.code == 0 and git(root, "show", "main:one.txt") == "1"
+    assert "go ahead, small change" in st.events(task=task, kinds=["task.approved"])[-1]["summary"]
     assert lanes_db.get_task(st, task)["state"] == "done"
     assert cli("approve", task, "-C", root).code == 2  # done: nothing waits
 

@@ -95,13 +95,13 @@ def _approve_and_run(ws, st, settings, roles, task: str, plan, *, yes: bool, det
     launch_approved(ws, st, task, plan, by="human" if not yes else "human:--yes", detach=detach)
 
 
-def launch_approved(ws, st, task: str, plan, *, by: str, detach: bool) -> None:
+def launch_approved(ws, st, task: str, plan, *, by: str, detach: bool, note: str | None = None) -> None:
     """Approve the task's plan and run it: in a background runner (`detach`), or here with live progress, exiting
     as the task ends."""
     from cowork.runner import launch, planning
 
     launch.adopt_orphans(ws, st)
-    planning.approve(st, task, plan, by=by)
+    planning.approve(st, task, plan, by=by, note=note)
     _run_task(ws, st, task, detach=detach)
 
 

@@ -158,7 +158,7 @@ def approve(target: str = typer.Argument(..., metavar="ID|TASK",
         ws, st, settings, roles = _team(root)
         plan = planning.saved_plan(ws, st, settings, roles, target)
         print(f"task {target}: plan approved ({len(plan.lanes)} lane(s))")
-        launch_approved(ws, st, target, plan, by=human_id(ws.root), detach=detach)
+        launch_approved(ws, st, target, plan, by=human_id(ws.root), detach=detach, note=note)
         return
     ws = workspace(root)
     row = ap.approve(store(ws), int(target), by=human_id(ws.root), note=note)

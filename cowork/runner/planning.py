@@ -212,13 +212,14 @@ def _require_state(store, task: str, states: tuple[str, ...], why: str) -> None:
         raise BadInput(f"task {task} is {row['state']} now: {why}", hint="`cowork status` shows where it is")
 
 
-def approve(store, task: str, plan: Plan, *, by: str = "human") -> None:
-    """Add the plan's lanes and set the task running."""
+def approve(store, task: str, plan: Plan, *, by: str = "human", note: str | None = None) -> None:
+    """Add the plan's lanes and set the task running. `note`: the approver's words, kept with the approval."""
     with store.tx():  # a runner never sees the lanes of a plan that is not approved yet, or half of them
         # decided once: a plan rejected (or approved) elsewhere since the prompt opened is not approved again
         _require_state(store, task, ("awaiting-approval",), "its plan was decided elsewhere")
         add_plan_lanes(store, task, plan)
-        store.event("task.approved", f"{task}: plan approved by {by}", actor=by, task=task)
+        store.event("task.approved", f"{task}: plan approved by {by}" + (f": {note}" if note else ""), actor=by,
+                    task=task, data={"note": note} if note else None)
         lanes_db.set_task_state(store, task, "running", actor=by)
 
 
