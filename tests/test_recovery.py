@@ -152,7 +152,8 @@ def test_kill_9_during_slow_merge_checks_then_resume_takes_the_merge_lock_at_onc
 SLOW = "import os, sys, time\nopen(sys.argv[1], 'a').write(f'{os.getpid()}\\n')\ntime.sleep(30)\n"
 
 
-def test_a_tool_call_cut_by_the_kill_is_reported_as_interrupted_not_rerun(tmp_path, server, monkeypatch):
+def _running_slowly(tmp_path, server, monkeypatch) -> tuple:
+    """A detached task whose lane is inside a slow `run` command (its pid in side.log): (root, store, task, side)."""
     monkeypatch.setenv("SCRIPTED_KEY", "test-key")
     dev = DEV.replace('run_allow: ["python3 count.py *"]', 'run_allow: ["python3 slow.py *"]')
     root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": dev})
@@ -166,6 +167,11 @@ def test_a_tool_call_cut_by_the_kill_is_reported_as_interrupted_not_rerun(tmp_pa
     st = Store(root / ".cowork" / "state.db")
     task = st.scalar("SELECT id FROM tasks")
     _wait_for(lambda: side.exists() and side.read_text().strip(), 30, "the slow command to start")
+    return root, st, task, side
+
+
+def test_a_tool_call_cut_by_the_kill_is_reported_as_interrupted_not_rerun(tmp_path, server, monkeypatch):
+    root, st, task, side = _running_slowly(tmp_path, server, monkeypatch)
     pid = st.scalar("SELECT pid FROM runners WHERE state='running'")
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
@@ -318,19 +324,7 @@ def test_sigterm_stops_a_runner_cleanly_and_resume_goes_on_at_once(tmp_path, ser
     leases back: nothing is left running, and `cowork resume` continues at once."""
     from cowork.procs import pid_alive
 
-    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
-    dev = DEV.replace('run_allow: ["python3 count.py *"]', 'run_allow: ["python3 slow.py *"]')
-    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": dev})
-    (root / "slow.py").write_text(SLOW)
-    git(root, "add", "slow.py")
-    git(root, "commit", "-q", "-m", "slow.py")
-    side = tmp_path / "side.log"
-    server.script("Goal: Run slowly", [tool_call("run", command=f"python3 slow.py {side}"),
-                                       tool_call("finish", status="done", summary="stopped", checklist=[])])
-    assert main(["delegate", "Run slowly", "--to", "dev", "--yes", "--detach", "-C", str(root)]) == 0
-    st = Store(root / ".cowork" / "state.db")
-    task = st.scalar("SELECT id FROM tasks")
-    _wait_for(lambda: side.exists() and side.read_text().strip(), 30, "the slow command to start")
+    root, st, task, side = _running_slowly(tmp_path, server, monkeypatch)
     runner = st.one("SELECT id, pid FROM runners WHERE state='running'")
     os.kill(runner["pid"], signal.SIGTERM)
     t0 = time.time()

@@ -196,13 +196,20 @@ def test_review_sends_back_then_passes(tmp_path, server):
     assert "work-review.md" in names and "work-review-2.md" in names
 
 
-def test_conflict_goes_back_to_its_lane_then_resolves(tmp_path, server):
+def _two_edits(tmp_path, server) -> tuple:
+    """A team and a plan of two lanes writing shared.txt at once (a: dev, b: writer); a's script is set.
+    Returns (root, ws, store, plan file)."""
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
     plan = tmp_path / "plan.md"
     plan.write_text("---\ntitle: Two edits\n---\n```yaml\nlanes:\n"
                     "  - {id: a, role: dev, goal: Put A in shared.txt}\n"
                     "  - {id: b, role: writer, goal: Put B in shared.txt}\n```\n")
     server.script("Goal: Put A", [tool_call("write_file", path="shared.txt", content="A\n"), finish("A")])
+    return root, ws, st, plan
+
+
+def test_conflict_goes_back_to_its_lane_then_resolves(tmp_path, server):
+    root, ws, st, plan = _two_edits(tmp_path, server)
 
     def resolve(body):
         msgs = json.dumps(body["messages"])
@@ -222,12 +229,7 @@ def test_conflict_goes_back_to_its_lane_then_resolves(tmp_path, server):
 def test_a_lane_cannot_finish_with_the_conflict_markers_in(tmp_path, server):
     """Sent back for a conflict, an agent that finishes without resolving it fails the markers check (file and line
     in its next prompt), resolves, and only then merges: main never holds a marker."""
-    root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": DEV, "writer": WRITER})
-    plan = tmp_path / "plan.md"
-    plan.write_text("---\ntitle: Two edits\n---\n```yaml\nlanes:\n"
-                    "  - {id: a, role: dev, goal: Put A in shared.txt}\n"
-                    "  - {id: b, role: writer, goal: Put B in shared.txt}\n```\n")
-    server.script("Goal: Put A", [tool_call("write_file", path="shared.txt", content="A\n"), finish("A")])
+    root, ws, st, plan = _two_edits(tmp_path, server)
 
     def resolve(body):
         assert "shared.txt:1" in json.dumps(body["messages"])  # the check's output names file and line
