@@ -68,6 +68,10 @@ class Journal:
         decided while no runner was alive): the engine runs it again and the gateway finds that approval. Approvals
         of the lane that no step will wait on any more are withdrawn."""
         stale = [s for s in self.steps if s.state == "started"]
+        if not stale:  # no call was cut: only approvals whose call was recorded as not run may be left (one read,
+            approvals.withdraw_stale(self.store, self.task, self.lane, keep=None,  # no write lock, when none are)
+                                     why="the call that asked for it is not run again")
+            return []
         last = self.steps[-1] if self.steps else None
         asked = approvals.asked_by(self.store, self.task, self.lane, last.seq) \
             if last is not None and last.state == "started" and last.kind == "tool" else None
