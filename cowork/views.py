@@ -22,17 +22,16 @@ def _settings(ws: Workspace):
     return load_settings(ws.config_path, display=ws.rel(ws.config_path))
 
 
-def merge_lock(store: Store, at: float | None = None) -> dict | None:
-    """The merge lock's holder, or None when nobody holds it (an expired lease counts as free, marked `expired`)."""
-    from cowork.gitops.lock import holder_gone
+def merge_lock(store: Store) -> dict | None:
+    """The merge lock's holder, or None when nobody holds it: `expired` (its lease ran out) and `gone` (its process
+    ended) both mean the next taker takes it (`cowork.gitops.lock.describe`)."""
+    from cowork.gitops.lock import lock_row
 
-    row = store.one("SELECT * FROM locks WHERE name=?", (MERGE_LOCK,))
-    if row is None:
+    d = lock_row(store, MERGE_LOCK)
+    if d is None:
         return None
-    at = time.time() if at is None else at
-    expired = row["lease_until"] < at
-    return {"holder": row["holder"], "since": row["acquired_at"], "lease_until": row["lease_until"],
-            "expired": expired, "gone": not expired and holder_gone(store, row)}  # either way: free to take
+    return {"holder": d["holder"], "since": d["acquired_at"], "lease_until": d["lease_until"],
+            "expired": d["expired"], "gone": d["gone"]}
 
 
 def pause_flags(store: Store) -> tuple[dict | None, list[dict]]:

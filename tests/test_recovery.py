@@ -290,6 +290,11 @@ def test_a_stalled_runner_that_lost_its_task_stops_its_lanes_and_writes_nothing(
     assert len(summaries) == 1 and git(root, "show", "main:a.txt") == "a"
 
 
+def _slow_once(mark) -> str:
+    """A check command that, the first time, notes its shell's pid in `mark`/pid and sleeps 60 s; later, passes."""
+    return f"test -f {mark}/ran || {{ touch {mark}/ran; echo $$ > {mark}/pid; sleep 60; }}"
+
+
 def test_a_check_left_running_by_a_killed_runner_is_stopped_by_the_next(tmp_path, server, monkeypatch):
     """Checks run in sessions of their own, so kill -9 of the runner leaves one running in the lane's worktree; the
     runner that resumes the lane stops it before it runs the check again."""
@@ -298,7 +303,7 @@ def test_a_check_left_running_by_a_killed_runner_is_stopped_by_the_next(tmp_path
     monkeypatch.setenv("SCRIPTED_KEY", "test-key")
     mark = tmp_path / "marks"
     mark.mkdir()
-    dev = DEV + f'checks: ["test -f {mark}/ran || {{ touch {mark}/ran; echo $$ > {mark}/pid; sleep 60; }}"]\n'
+    dev = DEV + f'checks: ["{_slow_once(mark)}"]\n'
     root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": dev})
     server.script("Goal: Check", [tool_call("write_file", path="a.txt", content="a\n"),
                                   tool_call("finish", status="done", summary="ok", checklist=[])])
@@ -416,7 +421,7 @@ def test_sigterm_during_a_merge_check_abandons_the_merge_and_the_lane_keeps_its_
     monkeypatch.setenv("SCRIPTED_KEY", "test-key")
     mark = tmp_path / "marks"
     mark.mkdir()
-    check = f"test -f {mark}/ran || {{ touch {mark}/ran; echo $$ > {mark}/pid; sleep 60; }}"
+    check = _slow_once(mark)
     root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV},
                      extra_toml=f"[merge]\nchecks = [{check!r}]\n".replace("'", '"'))
     server.script("Goal: Merge slowly", [tool_call("write_file", path="a.txt", content="a\n"),

@@ -85,12 +85,7 @@ def saved_plan(ws, store, settings, roles, task: str) -> Plan:
     """
     from cowork.gitops.git import run_git
 
-    row = lanes_db.get_task(store, task)
-    if row is None:
-        raise BadInput(f"no task {task}", hint="see `cowork status`")
-    if row["state"] != "awaiting-approval":
-        raise BadInput(f"task {task} is {row['state']}, not waiting for its plan to be approved",
-                       hint="`cowork lanes --task " + task + "` shows where it is")
+    _require_state(store, task, ("awaiting-approval",), "its plan is not waiting for approval")
     rel = f"handoffs/{task}/plan.md"
     proc = run_git("show", f"refs/heads/{settings.merge.target}:{rel}", cwd=ws.root)
     if proc.returncode != 0:
@@ -229,10 +224,5 @@ def reject(store, task: str, *, by: str = "human", reason: str | None = None) ->
     Raises:
         BadInput: no such task, or it is past approval.
     """
-    row = lanes_db.get_task(store, task)
-    if row is None:
-        raise BadInput(f"no task {task}", hint="see `cowork status`")
-    if row["state"] not in ("planning", "awaiting-approval"):
-        raise BadInput(f"task {task} is {row['state']}: only a plan waiting for approval can be rejected",
-                       hint="`cowork pause --task " + task + "` stops a running task")
+    _require_state(store, task, ("planning", "awaiting-approval"), "only a plan waiting for approval is rejected")
     lanes_db.set_task_state(store, task, "rejected", actor=by, error=reason or "plan rejected")
