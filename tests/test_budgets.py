@@ -10,7 +10,7 @@ from cowork.plan import LaneSpec, Plan, PlanMeta
 from cowork.store import lanes as lanes_db
 from cowork.team import budgets
 from tests.support.lanectx import TeamEnv
-from tests.support.scripted_server import ScriptedServer, tool_call
+from tests.support.scripted_server import ScriptedServer, delay, tool_call
 
 ROLES = {"dev": {"tools": ["read_file"], "budget": {"usd_per_task": 1.0}},
          "writer": {"tools": ["read_file"], "budget": {"tokens_per_day": 1000}, "model": "my/model"}}
@@ -167,6 +167,41 @@ def test_a_budget_is_never_exceeded_by_more_than_one_model_call(env, monkeypatch
     assert total - cap < costs[-1], "overshoot is at most the last call"
     assert sum(costs[:-1]) < cap, "every call but the last started under the cap"
     assert len(env.events("budget.exceeded")) == 1
+
+
+def test_parallel_lanes_overshoot_a_cap_by_at_most_one_call(env, monkeypatch):
+    """Four lanes of one task and role call the model at once, each reply 0.15 s late: near the cap, a lane whose
+    call could cross it beside the calls in flight waits for them (`budget.wait`), so the cap is overshot by at
+    most one call, as for a single lane. Without that, the calls in flight when the cap is crossed all land."""
+    from cowork.engines.llm import run_llm_lane
+    from cowork.runner.journal import Journal
+
+    monkeypatch.setenv("SCRIPTED_KEY", "x")
+    lanes = ["l1", "l2", "l3", "l4"]
+    gateways = [env.gateway("dev", lane=lane) for lane in lanes]
+    with ScriptedServer() as server:
+        server.script("You are dev", [lambda req: delay(0.15, tool_call("read_file", path="README.md",
+                                                                         offset=len(req["messages"])))])
+        settings = env.settings.model_copy(update={"model": env.settings.model.model_copy(
+            update={"name": "openai/scripted", "api_base": server.url, "api_key_env": "SCRIPTED_KEY"})})
+        settings.policy.max_steps_per_lane = 200
+        for g in gateways:
+            (g.ctx.worktree / "README.md").write_text("x" * 400 + "\n")
+            g.ctx.settings = settings
+
+        async def all_lanes():
+            return await asyncio.gather(*(run_llm_lane(g.ctx, g, Journal(env.store, "t1", g.ctx.lane_id),
+                                                       system="You are dev.", kickoff="read forever")
+                                          for g in gateways))
+
+        outs = asyncio.run(all_lanes())
+    assert [o.status for o in outs] == ["blocked"] * 4 and all("budget exceeded" in o.error for o in outs)
+    costs = [r["usd"] for r in env.store.all("SELECT usd FROM costs WHERE task_id='t1' ORDER BY id")]
+    total, cap = sum(costs), 1.0
+    assert len(costs) >= 8 and total >= cap
+    assert total - cap < max(costs), f"overshot by ${total - cap:.3f}, more than one call (at most ${max(costs):.3f})"
+    assert env.events("budget.wait"), "near the cap, lanes waited for the calls in flight"
+    assert budgets.in_flight(env.store).calls == {}, "every reservation was given back"
 
 
 def test_the_gateway_rechecks_exactly_when_the_verdict_may_change(env):

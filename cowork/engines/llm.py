@@ -162,6 +162,7 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
     max_steps = (role.budget.max_steps if role.budget and role.budget.max_steps else None) \
         or settings.policy.max_steps_per_lane
     lane_name = f"{ctx.task_id}/{ctx.lane_id}"
+    specs_chars = len(json.dumps(specs))  # the tool specs' share of every request, for budget reservations
 
     while True:
         done = _finished(journal)
@@ -209,24 +210,31 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
             journal.record("message", "between", output={"messages": [{"role": "user", "content": text}]})
         if extra or left <= max(2, max_steps // 10):
             messages = rebuild(journal)
-        step = journal.start("model", choice.model, {"n": len(messages)})
+        stop = await gateway.reserve_model_call(choice.model, lambda: (specs_chars + _chars(messages),
+                                                                        *_usage_so_far(journal)))
+        if stop:
+            return LaneOutcome("blocked", error=stop)
         try:
-            reply = await models.complete(choice, messages, specs, settings=settings, on_fallback=hooks.on_fallback,
-                                          on_retry=hooks.on_retry, hold=hooks.hold)
-        except models.ModelError as exc:
-            journal.finish(step, {"error": exc.message}, ok=False)
-            store.event("model.call", f"{lane_name}: model call failed: {exc.message[:200]}", actor=role.name,
-                        task=ctx.task_id, lane=ctx.lane_id, role=role.name, data={"error": exc.message})
-            return LaneOutcome("failed", error=f"lane {lane_name}: {exc.message}")
-        with store.tx():
-            journal.finish(step, {"message": reply.message, "model": reply.model}, tokens_in=reply.tokens_in,
-                           tokens_out=reply.tokens_out, usd=reply.usd, lane_step_no=True)
-            store.event("model.call", f"{lane_name} step {calls + 1} ({reply.model})", actor=role.name,
-                        task=ctx.task_id, lane=ctx.lane_id, role=role.name, tokens_in=reply.tokens_in,
-                        tokens_out=reply.tokens_out, usd=reply.usd)
-            _record_usage(store, ctx, reply)
-            if reply.message.get("tool_calls"):  # the first call's "before" record rides this commit
-                _start_tool(journal, reply.message["tool_calls"][0], by_name)
+            step = journal.start("model", choice.model, {"n": len(messages)})
+            try:
+                reply = await models.complete(choice, messages, specs, settings=settings,
+                                              on_fallback=hooks.on_fallback, on_retry=hooks.on_retry, hold=hooks.hold)
+            except models.ModelError as exc:
+                journal.finish(step, {"error": exc.message}, ok=False)
+                store.event("model.call", f"{lane_name}: model call failed: {exc.message[:200]}", actor=role.name,
+                            task=ctx.task_id, lane=ctx.lane_id, role=role.name, data={"error": exc.message})
+                return LaneOutcome("failed", error=f"lane {lane_name}: {exc.message}")
+            with store.tx():
+                journal.finish(step, {"message": reply.message, "model": reply.model}, tokens_in=reply.tokens_in,
+                               tokens_out=reply.tokens_out, usd=reply.usd, lane_step_no=True)
+                store.event("model.call", f"{lane_name} step {calls + 1} ({reply.model})", actor=role.name,
+                            task=ctx.task_id, lane=ctx.lane_id, role=role.name, tokens_in=reply.tokens_in,
+                            tokens_out=reply.tokens_out, usd=reply.usd)
+                _record_usage(store, ctx, reply)
+                if reply.message.get("tool_calls"):  # the first call's "before" record rides this commit
+                    _start_tool(journal, reply.message["tool_calls"][0], by_name)
+        finally:
+            gateway.model_call_done()
         if not reply.message.get("tool_calls"):
             streak = _broken_streak(journal) + 1
             journal.record("message", "nudge", output={"broken": True, "messages": [
@@ -234,6 +242,29 @@ async def run_llm_lane(ctx: Any, gateway: Any, journal: Journal, *, system: str 
             if streak >= MAX_BROKEN:
                 return LaneOutcome("failed", error=f"lane {lane_name}: {streak} replies in a row without a valid "
                                                    "tool call")
+
+
+def _chars(messages: list[dict]) -> int:
+    """About how many characters a request's messages send (their text and their tool calls' arguments)."""
+    n = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            n += len(content)
+        elif content is not None:
+            n += len(json.dumps(content))
+        for call in m.get("tool_calls") or ():
+            n += len(call["function"].get("arguments") or "") + 40
+    return n
+
+
+def _usage_so_far(journal: Journal) -> tuple[int, int]:
+    """(tokens read by the lane's last model call, most tokens any of its calls wrote)."""
+    last_in = most_out = 0
+    for s in journal.steps:
+        if s.kind == "model" and s.state == "done":
+            last_in, most_out = s.tokens_in, max(most_out, s.tokens_out)
+    return last_in, most_out
 
 
 def _started_ahead(journal: Journal, call: dict) -> Step | None:

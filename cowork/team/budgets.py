@@ -1,14 +1,17 @@
 """Budgets: spend per task, per role and per day (tokens and USD) against the caps in cowork.toml and role files.
 
-The engine calls `check` before every model call and `record_usage` after it, so a cap is overshot by at most
-one call. A human raises a cap with `raise_cap` (`cowork budget raise`); raises live in the store's control
+The engine calls `check` before every model call and `record_usage` after it, and while other lanes' calls are in
+flight, a call starts only if the caps hold with every in-flight call counted at what it may cost (`InFlight`),
+so a cap is overshot by at most one call, also when many lanes run at once. A human raises a cap with `raise_cap` (`cowork budget raise`); raises live in the store's control
 table (keys `budget:task:<id>`, `budget:role:<name>`, `budget:day`), so every process sees them.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import weakref
 from dataclasses import dataclass, field
+from typing import Callable
 
 from cowork.config import TeamSettings
 from cowork.errors import BadInput
@@ -48,6 +51,21 @@ class BudgetState:
     state: str                 # ok | wrap_up | exceeded
     message: str
     caps: list[Cap] = field(default_factory=list)
+
+
+_litellm_rates: dict[str, tuple[float, float]] = {}  # model -> litellm's USD per million tokens (in, out)
+
+
+def rates(settings: TeamSettings | None, model: str) -> tuple[float, float]:
+    """USD per million tokens (input, output) for `model`, in the order `price` uses; litellm is asked once per
+    model and process (an unknown model costs it an exception each time)."""
+    p = settings.price_for(model) if settings is not None else None
+    if p is not None:
+        return p.input_per_mtok, p.output_per_mtok
+    found = _litellm_rates.get(model)
+    if found is None:
+        found = _litellm_rates[model] = (price(None, model, 1_000_000, 0), price(None, model, 0, 1_000_000))
+    return found
 
 
 def price(settings: TeamSettings | None, model: str, tokens_in: int, tokens_out: int) -> float:
@@ -229,6 +247,135 @@ def check(store: Store, settings: TeamSettings, role: Role | None, task: str | N
                            "): wrap up now — finish the essential part and call finish with what is left in Next.",
                            found)
     return BudgetState("ok", "", found)
+
+
+# ---------------------------------------------------------------- calls in flight
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What one model call in flight may cost, and whose it is."""
+
+    task: str | None
+    role: str | None
+    tokens: int
+    usd: float
+
+    def counts_against(self, scope: str, task: str | None, role: str | None) -> bool:
+        if scope == "day":
+            return True
+        if scope == "day/role":
+            return self.role == role
+        if scope == "task":
+            return self.task == task
+        return self.task == task and self.role == role  # task/role
+
+
+class InFlight:
+    """The model calls one process has started and not yet recorded, each with its reservation.
+
+    Each lane checks its caps before a call, but the spend of calls in flight is not known until they answer:
+    without this, N lanes near a cap would each see room for one more call and all start, overshooting it by N
+    calls. `try_start` lets a call start only when every cap it counts against holds with it and every call in
+    flight against that cap counted at their reservations, or when no other call against that cap is in flight
+    (so a cap is still overshot by at most one call, the one that crossed it, whatever the estimates).
+    Lanes of other processes are not seen: each runner may overshoot a shared day cap by one call.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: dict[int, Reservation] = {}
+        self._next = 0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+
+    def reserved(self, cap: Cap, task: str | None, role: str | None) -> tuple[int, float]:
+        """(calls, amount in the cap's unit) in flight against `cap` of `role` working on `task`."""
+        mine = [r for r in self.calls.values() if r.counts_against(cap.scope, task, role)]
+        return len(mine), float(sum(r.tokens if cap.unit == "tokens" else r.usd for r in mine))
+
+    def blocking(self, found: list[Cap], res: Reservation) -> tuple[Cap, int, float] | None:
+        """The first of `found` (caps read just now) that `res` must not start against, with the calls in flight
+        against it and their reservations; None when it may start."""
+        for cap in found:
+            n, amount = self.reserved(cap, res.task, res.role)
+            mine = res.tokens if cap.unit == "tokens" else res.usd
+            if n and cap.used + amount + mine >= cap.limit:
+                return cap, n, amount
+        return None
+
+    def try_start(self, res: Reservation, read_caps: Callable[[], list[Cap]]) -> tuple[int | None, tuple | None]:
+        """Start `res` unless a cap blocks it: (its key for `done`, None) or (None, (cap, calls, amount) from
+        `blocking`). `read_caps` reads the caps now; it is asked only when other calls are in flight."""
+        with self.lock:
+            if self.calls:
+                why = self.blocking(read_caps(), res)
+                if why is not None:
+                    return None, why
+            self._next += 1
+            self.calls[self._next] = res
+            return self._next, None
+
+    def done(self, key: int | None) -> None:
+        """The call is over (its spend recorded, or it failed): wake the calls waiting for room."""
+        if key is None:
+            return
+        with self.lock:
+            self.calls.pop(key, None)
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            def wake(f: asyncio.Future = fut) -> None:
+                if not f.done():
+                    f.set_result(None)
+            try:
+                loop.call_soon_threadsafe(wake)
+            except RuntimeError:  # that loop has closed
+                pass
+
+    async def changed(self, timeout: float) -> None:
+        """Return when a call in flight ends, or after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self.lock:
+            self._waiters.append((loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+CHARS_PER_TOKEN = 3     # a call's estimate counts a token per 3 characters (English runs near 4, code nearer 3)
+MIN_TOKENS_OUT = 256    # and at least this many tokens of reply
+
+
+def estimate_call(settings: TeamSettings, role: Role | None, model: str,
+                  measure: Callable[[], tuple[int, int, int]]) -> tuple[int, float] | None:
+    """(tokens, USD) a model call may cost, for its reservation, from `measure()`: (the request's characters, the
+    tokens the lane's last call read, the most tokens any of its calls wrote). The call reads no less than the
+    last one did, and writes as much as the longest reply so far (at least `MIN_TOKENS_OUT`).
+    None, without measuring, when nothing would be reserved: the model has no price and no cap counts tokens."""
+    pin, pout = rates(settings, model)
+    b, rb = settings.budget, role.budget if role is not None else None
+    counts_tokens = b.tokens_per_task is not None or b.tokens_per_day is not None or (
+        rb is not None and (rb.tokens_per_task is not None or rb.tokens_per_day is not None))
+    if not counts_tokens and pin == 0 and pout == 0:
+        return None
+    chars, last_in, most_out = measure()
+    tin, tout = max(chars // CHARS_PER_TOKEN, last_in), max(most_out, MIN_TOKENS_OUT)
+    return tin + tout, (tin * pin + tout * pout) / 1_000_000
+
+
+_in_flight: dict[str, InFlight] = {}
+_in_flight_lock = threading.Lock()
+
+
+def in_flight(store: Store) -> InFlight:
+    """The calls in flight against the caps of `store`'s database, in this process."""
+    key = str(store.path.resolve())
+    with _in_flight_lock:
+        found = _in_flight.get(key)
+        if found is None:
+            found = _in_flight[key] = InFlight()
+        return found
 
 
 def raise_cap(store: Store, *, by: str, task: str | None = None, role: str | None = None, today: bool = False,

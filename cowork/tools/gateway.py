@@ -66,6 +66,7 @@ class Gateway:
                                         max_repeats=pol.max_repeated_calls)
         self._wrap_told = False
         self._budget_memo: tuple | None = None
+        self._reservation: int | None = None  # this lane's model call in flight, in budgets.in_flight
         self._cursor = 0
         self._looked = 0  # every message up to this id has been considered (taken, or not for this lane)
         self._msg_mark: tuple | None = None  # store.version(*WATCHED) at the last look
@@ -307,6 +308,43 @@ class Gateway:
         """Why the lane must not call the model now (budget cap, breaker), or None."""
         state, message = self.budget_state()
         return message if state == "exceeded" else None
+
+    async def reserve_model_call(self, model: str, measure: Callable[[], tuple[int, int, int]]) -> str | None:
+        """Wait until the next model call fits the lane's caps beside the calls in flight, and reserve what it may
+        cost (`budgets.InFlight`); `model_call_done` gives the reservation back. Returns why the lane must stop
+        instead (a cap reached by the calls it waited for), or None once the call may start.
+        `measure`: see `budgets.estimate_call`, which asks it only when the call would reserve anything."""
+        c = self.ctx
+        est = budgets.estimate_call(c.settings, c.role, model, measure)
+        if est is None:
+            return None
+        flight = budgets.in_flight(c.store)
+        res = budgets.Reservation(c.task_id, c.role.name, est[0], est[1])
+        told = False
+        while True:
+            self._reservation, why = flight.try_start(res, lambda: budgets.caps(c.store, c.settings, c.role,
+                                                                                c.task_id))
+            if why is None:
+                return None
+            if not told:
+                told = True
+                cap, n, amount = why
+                mine = est[0] if cap.unit == "tokens" else est[1]
+                fmt = (lambda v: f"${v:.2f}") if cap.unit == "usd" else (lambda v: f"{int(v):,} tokens")
+                c.store.event("budget.wait", f"{self.lane_q} waits for {n} model call(s) in flight: they may cost "
+                              f"{fmt(amount)} and this one {fmt(mine)}, past the {cap.label()}", actor="cowork",
+                              task=c.task_id, lane=c.lane_id, role=c.role.name,
+                              data={"cap": cap.__dict__, "in_flight": n, "reserved": amount, "estimate": mine})
+            await flight.changed(timeout=self.poll_s)
+            state, message = self.budget_state()
+            if state == "exceeded":
+                return message
+
+    def model_call_done(self) -> None:
+        """The call reserved by `reserve_model_call` is over (recorded, or failed)."""
+        key, self._reservation = self._reservation, None
+        if key is not None:
+            budgets.in_flight(self.ctx.store).done(key)
 
     def _check_spawn_budget(self) -> None:
         c = self.ctx
