@@ -218,6 +218,27 @@ def test_a_cheap_step_without_choices_is_a_model_error(server):
         models.complete_text(choice(server), [{"role": "user", "content": "hollow"}])
 
 
+def test_a_cheap_step_retries_passing_trouble_as_a_lane_does(server):
+    """`complete_text` (summaries, other cheap steps) follows the lanes' retry policy: transient errors are tried
+    again up to `attempts` tries, the provider's own verdicts are not."""
+    server.script("flaky", [flaky(error(503, "overloaded"), error(429, "slow down"), then=text("fine"))])
+    retries: list[tuple] = []
+    reply = models.complete_text(choice(server), [{"role": "user", "content": "flaky"}],
+                                 on_retry=lambda *a: retries.append(a))
+    assert reply.message["content"] == "fine" and server.calls("flaky") == 3
+    assert [(m, n) for m, _, n, _ in retries] == [("openai/scripted", 1), ("openai/scripted", 2)]
+    assert "overloaded" in retries[0][1] and all(0 < w <= FAST["max_backoff_s"] for *_, w in retries)
+
+    server.script("no", [error(400, "you may not")])
+    with pytest.raises(ModelError, match="you may not"):
+        models.complete_text(choice(server), [{"role": "user", "content": "no"}])
+    assert server.calls("no") == 1
+
+    server.fail_model("scripted", 500)
+    with pytest.raises(ModelError, match="3 tries"):
+        models.complete_text(choice(server), [{"role": "user", "content": "flaky"}])
+
+
 # ---------------------------------------------------------------- through the runner
 
 
@@ -317,3 +338,32 @@ def test_planning_is_counted_and_a_retried_planner_call_is_told(tmp_path, server
     retries = st.events(task=task, kinds=["model.retry"])
     assert len(retries) == 1 and retries[0]["role"] == "planner" and "overloaded" in retries[0]["data"]["error"]
     assert "openai/scripted" in retries[0]["summary"] and retries[0]["data"]["attempt"] == 1
+
+
+def test_the_task_overview_rides_out_a_passing_outage_and_a_lasting_one_still_ends_the_task(tmp_path, server, _env):
+    """The cheap model's overview in summary.md is retried like a lane's call, each retry on the timeline; when
+    every try fails the task still ends, its summary written without the overview."""
+    from tests.support.team import git
+
+    root, st = team(tmp_path, server, 'cheap = "openai/cheapo"\nattempts = 3\nbackoff_s = 0.01\n'
+                                      'max_backoff_s = 0.05\n')
+    overview = "You summarise a finished task"
+    server.script("Goal: Persist", [tool_call("write_file", path="p.txt", content="p\n"), finish()])
+    server.script(overview, [flaky(error(503, "overloaded"), then=text("The lane wrote p.txt."))])
+    assert delegate(root, "Persist") == 0
+    task = st.scalar("SELECT id FROM tasks")
+    assert "The lane wrote p.txt." in git(root, "show", f"main:handoffs/{task}/summary.md")
+    assert server.calls(overview) == 2
+    [retried] = st.events(task=task, kinds=["model.retry"])
+    assert retried["data"]["model"] == "openai/cheapo" and "overloaded" in retried["data"]["error"]
+    assert retried["data"]["attempt"] == 1 and task in retried["summary"]
+
+    server.fail_model("cheapo", 503)
+    server.script("Goal: Again", [tool_call("write_file", path="a.txt", content="a\n"), finish()])
+    assert delegate(root, "Again") == 0
+    task2 = st.scalar("SELECT id FROM tasks WHERE id != ?", (task,))
+    assert lanes_db.get_task(st, task2)["state"] == "done"
+    assert server.calls(overview) == 2 + 3
+    assert "Task " + task2 + " ended **done**." in git(root, "show", f"main:handoffs/{task2}/summary.md")
+    [failed] = st.events(task=task2, kinds=["task.overview_failed"])
+    assert "3 tries" in failed["summary"] and len(st.events(task=task2, kinds=["model.retry"])) == 2

@@ -547,7 +547,7 @@ def test_an_overdue_approval_expires_while_the_runner_runs(tmp_path, server):
 def test_cheap_steps_go_to_the_cheap_model(tmp_path, server):
     """`[model] cheap` writes the task's overview in summary.md: one call to that model, its cost recorded; the
     lanes still use the main model. A failing cheap model never changes how the task ended."""
-    root, ws, st = team(tmp_path, server, extra_toml='cheap = "openai/cheapo"\n')
+    root, ws, st = team(tmp_path, server, extra_toml='cheap = "openai/cheapo"\nbackoff_s = 0.01\nmax_backoff_s = 0.05\n')
     server.script("Goal: Add a hello file", [tool_call("write_file", path="hello.txt", content="hi\n"),
                                              finish("wrote hello.txt")])
     server.script("You summarise a finished task", [text("The dev lane added hello.txt and it merged cleanly.")])

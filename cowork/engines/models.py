@@ -2,7 +2,8 @@
 
 litellm is imported lazily, after `LITELLM_LOCAL_MODEL_COST_MAP=True`, so nothing phones home and the CLI starts
 fast. Retries are not litellm's job here (`num_retries=0`): `complete` tries a model again on passing trouble (429,
-5xx, a timeout, a lost connection; see `cowork.engines.retry`), with backoff, then moves to the next fallback.
+5xx, a timeout, a lost connection; see `cowork.engines.retry`), with backoff, then moves to the next fallback;
+`complete_text` (cheap steps) retries the same way and has no fallbacks.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -229,24 +231,41 @@ def cheap_choice(settings: TeamSettings) -> ModelChoice | None:
     if not m.cheap:
         return None
     return ModelChoice(model=m.cheap, api_base=m.api_base, api_key=api_key_for(m), timeout_s=min(m.timeout_s, 30.0),
-                       label=m.cheap, source="cowork.toml [model] cheap")
+                       label=m.cheap, source="cowork.toml [model] cheap", attempts=m.attempts, backoff_s=m.backoff_s,
+                       max_backoff_s=m.max_backoff_s)
 
 
 def complete_text(choice: ModelChoice, messages: list[dict], *, max_tokens: int = 400,
-                  settings: TeamSettings | None = None) -> Completion:
-    """One plain-text reply, blocking and without tools, fallbacks or retries: for short cheap steps.
+                  settings: TeamSettings | None = None,
+                  on_retry: Callable[[str, str, int, float], None] | None = None) -> Completion:
+    """One plain-text reply, blocking and without tools or fallbacks: for short cheap steps. Passing trouble is
+    tried again as `complete` does (`choice.attempts` tries, `retry.next_wait` between them).
+
+    Args:
+        on_retry: called as (model, error text naming the server, tries so far, wait in seconds) before each wait.
 
     Raises:
         ModelError: the provider failed; the caller decides whether the step matters.
     """
-    try:
-        resp = litellm().completion(model=choice.model, api_base=choice.api_base, api_key=choice.api_key,
-                                  messages=messages, max_tokens=max_tokens, timeout=choice.timeout_s, num_retries=0)
-        if not resp.choices or resp.choices[0].message is None:
-            raise retry.EmptyReply("the provider's reply had no message")
-        content = resp.choices[0].message.content or ""
-    except Exception as exc:  # noqa: BLE001 - any provider failure becomes one clear error
-        raise ModelError(f"{choice.model} failed: {retry.describe(exc, choice.api_base)}") from None
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            resp = litellm().completion(model=choice.model, api_base=choice.api_base, api_key=choice.api_key,
+                                        messages=messages, max_tokens=max_tokens, timeout=choice.timeout_s,
+                                        num_retries=0)
+            if not resp.choices or resp.choices[0].message is None:
+                raise retry.EmptyReply("the provider's reply had no message")
+            content = resp.choices[0].message.content or ""
+            break
+        except Exception as exc:  # noqa: BLE001 - any provider failure becomes one clear error
+            wait = retry.next_wait(exc, tries, choice)
+            if wait is None:
+                raise ModelError(f"{choice.model} failed: {retry.describe(exc, choice.api_base)}"
+                                 + (f" ({tries} tries)" if tries > 1 else "")) from None
+            if on_retry is not None:
+                on_retry(choice.model, retry.describe(exc, choice.api_base), tries, wait)
+        time.sleep(wait)
     usage = getattr(resp, "usage", None)
     t_in, t_out = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
     return Completion(message={"role": "assistant", "content": content},
@@ -307,9 +326,9 @@ async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] 
                 t_in = int(getattr(usage, "prompt_tokens", 0) or 0)
                 t_out = int(getattr(usage, "completion_tokens", 0) or 0)
                 return Completion(message, model, t_in, t_out, cost_of(resp, model, t_in, t_out, settings))
-            if tries >= choice.attempts or not retry.transient(failure):
+            wait = retry.next_wait(failure, tries, choice)
+            if wait is None:
                 break
-            wait = retry.backoff(failure, tries, base_s=choice.backoff_s, max_s=choice.max_backoff_s)
             if on_retry is not None:
                 on_retry(model, retry.describe(failure, kwargs.get("api_base")), tries, wait)
             await retry.wait(wait, hold)

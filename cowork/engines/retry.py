@@ -16,7 +16,7 @@ import email.utils
 import random
 import socket
 import time
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 HOLD_POLL_S = 0.1  # how often a backoff asks whether the lane was paused meanwhile
@@ -109,6 +109,15 @@ def backoff(exc: BaseException, tries: int, *, base_s: float, max_s: float) -> f
         return min(max_s, asked)
     ceiling = min(max_s, base_s * 2 ** (tries - 1))
     return ceiling / 2 + random.random() * ceiling / 2
+
+
+def next_wait(exc: BaseException, tries: int, policy: Any) -> float | None:
+    """After `tries` failed tries of one model: the wait before the next try, or None when there is none (the
+    error is the provider's verdict, or `policy.attempts` tries are spent). `policy` carries `attempts`,
+    `backoff_s` and `max_backoff_s` (a `ModelChoice`; `[model]` in cowork.toml)."""
+    if tries >= policy.attempts or not transient(exc):
+        return None
+    return backoff(exc, tries, base_s=policy.backoff_s, max_s=policy.max_backoff_s)
 
 
 async def wait(seconds: float, hold: Callable[[], Awaitable[None]] | None) -> None:
