@@ -182,10 +182,12 @@ def read_handoff(team: Team, path: str) -> str:
 
 
 def approvals(team: Team) -> dict:
+    """What `cowork approvals --json` shows: pending approvals and plans awaiting approval, plus who decides."""
     from cowork.team import approvals as ap
 
-    return _plain({"pending": ap.pending(team.store),
-                   "note": "only a human can decide: `cowork approve ID` / `cowork reject ID --reason ...`"})
+    return _plain({**ap.waiting(team.store, team.settings, team.roles),
+                   "note": "only a human can decide: `cowork approve ID` / `cowork reject ID --reason ...` for an "
+                           "approval, `cowork approve TASK` / `cowork reject TASK` for a plan"})
 
 
 def lock_status(team: Team) -> dict:
@@ -280,7 +282,8 @@ def build_server(team: Team) -> MCPServer:
         "status, title, checklist progress.")
     add(read_handoff_tool, "read_handoff", "The text of a file under handoffs/: a packet, brief, plan or summary, "
         "named by its path (handoffs/TASK/LANE.md) or TASK/LANE.", structured=False)
-    add(approvals_tool, "approvals", "Actions waiting for a human yes or no (read-only: no agent can approve).")
+    add(approvals_tool, "approvals", "Actions waiting for a human yes or no, and tasks whose plan waits for "
+        "approval (read-only: no agent can approve).")
     add(lock_status_tool, "lock_status", "The merge lock's holder and lease, and the merge queue.")
 
     if team.is_lane:

@@ -88,6 +88,23 @@ def test_human_reads_the_team_and_says_but_cannot_approve(seeded):
     assert ap.pending(store)[0]["state"] == "pending"        # reading approvals decided nothing
 
 
+def test_approvals_lists_plans_waiting_for_a_decision_as_the_cli_does(seeded, cli):
+    """A plan awaiting approval is a human decision too: the MCP tool shows it, and its answer holds what
+    `cowork approvals --json` holds."""
+    team, store = seeded
+    lanes_db.create_task(store, "t2-ship-it", "Ship it")
+    lanes_db.set_task_state(store, "t2-ship-it", "awaiting-approval", actor="planner")
+    lanes_db.create_task(store, "t3-done", "Done already", state="done")
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env={}))
+    _, (apps,) = run(session(srv, [("approvals", {})]))
+    got = apps.structured_content
+    assert [(t["task_id"], t["title"]) for t in got["awaiting_approval"]] == [("t2-ship-it", "Ship it")]
+    assert [a["tool"] for a in got["pending"]] == ["run"]
+    listed = cli("approvals", "--json", "-C", team.root).json()
+    assert set(listed) == {"pending", "awaiting_approval"} and {k: got[k] for k in listed} == listed
+    assert "cowork approve TASK" in got["note"]
+
+
 def test_read_handoff_stays_inside_handoffs(seeded):
     team, _ = seeded
     (team.root / "secret.txt").write_text("not for agents")

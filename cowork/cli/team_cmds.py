@@ -108,10 +108,7 @@ def approvals(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     from cowork.team import approvals as ap
 
     ws, st, settings, roles = _team(root)
-    ap.expire_overdue(st, settings, roles)
-    data = {"pending": ap.pending(st),
-            "awaiting_approval": st.all("SELECT id AS task_id, title, updated_at FROM tasks "
-                                        "WHERE state='awaiting-approval' ORDER BY created_at")}
+    data = ap.waiting(st, settings, roles)
 
     def render(d: dict) -> None:
         items, plans = d["pending"], d["awaiting_approval"]

@@ -149,6 +149,20 @@ def pending(store: Store) -> list[dict]:
     return [_decode(r) for r in store.all("SELECT * FROM approvals WHERE state='pending' ORDER BY id")]
 
 
+def waiting(store: Store, settings, roles) -> dict:
+    """Everything waiting for a human decision, as `cowork approvals --json` and the MCP tool `approvals` show it.
+    Approvals past their deadline are expired first (escalated, their lanes paused), so none shows as pending.
+
+    Returns:
+        {"pending": [approval rows, oldest first], "awaiting_approval": [{"task_id", "title", "updated_at"} of
+        each task whose plan waits for `cowork approve TASK` / `cowork reject TASK`, oldest first]}
+    """
+    expire_overdue(store, settings, roles)
+    return {"pending": pending(store),
+            "awaiting_approval": store.all("SELECT id AS task_id, title, updated_at FROM tasks "
+                                           "WHERE state='awaiting-approval' ORDER BY created_at")}
+
+
 def _decide(store: Store, approval_id: int, state: str, by: str, note: str | None) -> dict:
     row = get(store, approval_id)
     with store.tx():
