@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cowork import frontmatter
 from cowork.errors import Problem, ValidationFailed
-from cowork.yamlpos import pydantic_problems
+from cowork.yamlpos import duplicate_key_problems, pydantic_problems
 
 SCHEMA = "handoff/v1"
 SECTIONS = ["Summary", "Checklist", "Artifacts", "Decisions", "Open risks", "Next"]
@@ -103,16 +103,17 @@ def parse(text: str, file: str = "<packet>") -> Packet:
     """Parse and validate a packet.
 
     Raises:
-        ValidationFailed: front matter errors with their line, and every missing section.
+        ValidationFailed: front matter errors with their line (a key written twice among them), and every missing
+            section.
     """
     doc, body, body_line = frontmatter.split(text, file)
-    problems = []
+    problems = duplicate_key_problems(doc)  # YAML would keep the last value without a word
     meta = None
     try:
         meta = Meta.model_validate(doc.data)
     except ValidationError as exc:
         # keep going: the body's problems are reported together with the front matter's
-        problems = pydantic_problems(exc, doc, hints={"extra": "allowed fields: " + ", ".join(
+        problems += pydantic_problems(exc, doc, hints={"extra": "allowed fields: " + ", ".join(
             f.alias or n for n, f in Meta.model_fields.items())})
     title, found = frontmatter.sections(body)
     if not title:

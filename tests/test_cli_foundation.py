@@ -201,6 +201,14 @@ def test_handoff_new_list_show_validate(team, cli):
     assert problem["field"] == "lane" and problem["line"] == 4 and "does not match the file name" in problem["message"]
     assert cli("handoff", "validate", "handoffs/t2").code == 0
 
+    packet.write_text(packet.read_text().replace("lane: other", "lane: impl")
+                      .replace("status: done", "status: done\nstatus: blocked"))
+    twice = cli("handoff", "validate")
+    assert twice.code == 2 and "Traceback" not in twice.err
+    assert ("handoffs/t1/impl.md:8:1: status: duplicate key 'status' (first written at line 7); only one value "
+            "can count") in twice.err
+    assert cli("handoff", "list", "--json").json()[0]["valid"] is False
+
 
 def test_handoff_validate_changed_since(team, cli):
     git(team.root, "add", "-A")

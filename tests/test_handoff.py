@@ -73,6 +73,18 @@ def test_front_matter_errors_are_located():
     assert p.line == 10 and "invalid YAML" in p.message
 
 
+def test_a_key_written_twice_in_the_front_matter_is_an_error_naming_both_lines():
+    """YAML keeps the last of two equal keys without a word; a packet says so, as a role file does."""
+    [p] = problems(PACKET.replace("status: done", "status: done\nskills: [tdd]\nstatus: failed"))
+    assert (p.file, p.line, p.column, p.field) == ("handoffs/t7/implement.md", 9, 1, "status")
+    assert p.message == "duplicate key 'status' (first written at line 7); only one value can count"
+    nested = PACKET.replace("cost: {tokens_in: 12034, tokens_out: 2210, usd: 0.07}",
+                            "cost:\n  usd: 0.07\n  tokens_in: 1\n  usd: 0.08")
+    found = {p.field: p for p in problems(nested.replace("lane: implement", "lane: implement\nx: 1"))}
+    assert set(found) == {"cost.usd", "x"}  # reported with the front matter's other problems
+    assert found["cost.usd"].line == 14 and "first written at line 12" in found["cost.usd"].message
+
+
 def test_body_errors_are_located_and_reported_with_front_matter_errors():
     text = PACKET.replace("## Decisions\n", "").replace("Added a token bucket.\n", "").replace("lane: implement", "lane: implement\nx: 1")
     found = {p.message: p for p in problems(text)}
