@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cowork import frontmatter
 from cowork.errors import Problem, ValidationFailed
-from cowork.yamlpos import Located, dump_yaml, load_yaml_text, pydantic_problems
+from cowork.yamlpos import Located, duplicate_key_problems, dump_yaml, load_yaml_text, pydantic_problems
 
 SCHEMA = "plan/v1"
 LANE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -133,13 +133,16 @@ def parse(text: str, file: str = "<plan>", roles: set[str] | None = None) -> Pla
     """
     front, body, body_line = frontmatter.split(text, file)
     version = _version_problems(front)
+    twice = duplicate_key_problems(front)  # YAML would keep the last value without a word
     try:
         meta = PlanMeta.model_validate(front.data)
     except ValidationError as exc:
         problems = pydantic_problems(exc, front)
         if version:  # said once, in our words, not as pydantic's "Input should be 'plan/v1'"
             problems = version + [p for p in problems if p.field != "cowork"]
-        raise ValidationFailed(problems) from None
+        raise ValidationFailed(twice + problems) from None
+    if twice:
+        raise ValidationFailed(twice)
     lines = body.splitlines()
     start = next((i for i, line in enumerate(lines) if _BLOCK.match(line.strip())), None)
     if start is None:
@@ -157,7 +160,7 @@ def parse(text: str, file: str = "<plan>", roles: set[str] | None = None) -> Pla
         raise ValidationFailed([doc.problem((extra[0],), f"unknown key '{extra[0]}'", "the block holds only `lanes:`")])
     if not isinstance(data["lanes"], list):
         raise ValidationFailed([doc.problem(("lanes",), "`lanes` must be a list")])
-    lanes, problems = [], []
+    lanes, problems = [], duplicate_key_problems(doc)
     for i, raw in enumerate(data["lanes"]):
         try:
             lanes.append(LaneSpec.model_validate(raw))

@@ -60,6 +60,17 @@ def test_unknown_role_missing_dependency_duplicate_id_are_located():
     assert (dep.line, dep.field) == (20, "lanes.2.depends_on.1")
 
 
+def test_a_key_written_twice_is_an_error_naming_both_lines():
+    """YAML keeps the last of two values without a word: in a hand-written plan that silently drops a goal or a
+    dependency, so the front matter and the lanes block both refuse it."""
+    text = PLAN.replace("title: Rate-limit login\n", "title: Rate-limit login\ntitle: Something else\n")
+    [p] = problems(text)
+    assert (p.line, p.field) == (5, "title") and "duplicate key 'title' (first written at line 4)" in p.message
+    text = PLAN.replace("    goal: Document the limit.\n", "    goal: Document the limit.\n    goal: Write a poem.\n")
+    [p] = problems(text)
+    assert (p.line, p.field) == (16, "lanes.1.goal") and "first written at line 15" in p.message
+
+
 def test_cycle_is_reported_with_its_path():
     text = PLAN.replace("goal: Add a token bucket to /api/login.", "goal: Add a token bucket.\n    depends_on: [review]")
     [p] = problems(text)
