@@ -120,6 +120,19 @@ def next_wait(exc: BaseException, tries: int, policy: Any) -> float | None:
     return backoff(exc, tries, base_s=policy.backoff_s, max_s=policy.max_backoff_s)
 
 
+def reporter(store, where: str, *, actor: str, task: str, lane: str | None = None,
+             role: str | None = None) -> Callable[[str, str, int, float], None]:
+    """An `on_retry` for `complete` / `complete_text` that records each retry as a `model.retry` event; `where`
+    names the call in the event's summary ("t1/impl", "t1 planning")."""
+
+    def on_retry(model: str, error: str, tries: int, wait_s: float) -> None:
+        store.event("model.retry", f"{where}: {model} failed ({error[:160]}); try {tries + 1} in {wait_s:.1f}s",
+                    actor=actor, task=task, lane=lane, role=role,
+                    data={"model": model, "error": error[:500], "attempt": tries, "wait_s": round(wait_s, 3)})
+
+    return on_retry
+
+
 async def wait(seconds: float, hold: Callable[[], Awaitable[None]] | None) -> None:
     """Sleep `seconds`, letting `hold` (the lane's pause) in every `HOLD_POLL_S`: a pause set meanwhile shows at
     once, its time counts towards the wait, and nothing returns while the lane is paused."""

@@ -9,7 +9,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from cowork.engines import prompts
+from cowork.engines import prompts, retry
 from cowork.engines.llm import Hooks, LaneOutcome, run_llm_lane
 from cowork.gitops.worktrees import commit_all, create_lane_worktree, diff_stat, lane_path
 from cowork.procs import communicate_bounded, tracked
@@ -148,10 +148,7 @@ def make_hooks(rt: "Runner", row: dict, role: Any, worktree, lane_git: LaneGit |
                        actor=role.name, task=task, lane=lane, role=role.name,
                        data={"failed": failed, "next": nxt, "error": str(exc)[:500]})
 
-    def on_retry(model: str, error: str, tries: int, wait_s: float) -> None:
-        rt.store.event("model.retry", f"{task}/{lane}: {model} failed ({error[:160]}); try {tries + 1} in "
-                                      f"{wait_s:.1f}s", actor=role.name, task=task, lane=lane, role=role.name,
-                       data={"model": model, "error": error[:500], "attempt": tries, "wait_s": round(wait_s, 3)})
+    on_retry = retry.reporter(rt.store, f"{task}/{lane}", actor=role.name, task=task, lane=lane, role=role.name)
 
     before_tool = lane_git.settle if lane_git is not None else None
     return Hooks(hold=hold, before_tool=before_tool, after_write=after_write, on_fallback=on_fallback,

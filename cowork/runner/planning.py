@@ -105,7 +105,7 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
     Raises:
         BadInput: no planning role. ValidationFailed: still invalid after the last try.
     """
-    from cowork.engines import models, prompts
+    from cowork.engines import models, prompts, retry
     from cowork.team import budgets
     from cowork.tools.specs import plan_spec
 
@@ -123,10 +123,8 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
     choice = models.resolve(settings, planner)
     problems: list[Problem] = []
 
-    def on_retry(model: str, error: str, tries: int, wait_s: float) -> None:
-        store.event("model.retry", f"{draft.task} planning: {model} failed ({error[:160]}); try {tries + 1} in "
-                                   f"{wait_s:.1f}s", actor=planner.name, task=draft.task, role=planner.name,
-                    data={"model": model, "error": error[:500], "attempt": tries, "wait_s": round(wait_s, 3)})
+    on_retry = retry.reporter(store, f"{draft.task} planning", actor=planner.name, task=draft.task,
+                              role=planner.name)
 
     for _ in range(MAX_PLAN_TRIES):
         step = journal.start("model", choice.model, {"n": len(messages)})

@@ -62,7 +62,7 @@ def _overview(rt, task: dict, state: str, rows: list[dict], packets: dict[str, s
     A cheap step: one short call with a tight timeout, tried again on passing trouble as a lane's call is (each
     retry a `model.retry` event); it never changes how the task ended.
     """
-    from cowork.engines import models
+    from cowork.engines import models, retry
     from cowork.team import budgets
 
     choice = models.cheap_choice(rt.settings)
@@ -73,11 +73,7 @@ def _overview(rt, task: dict, state: str, rows: list[dict], packets: dict[str, s
     messages = [{"role": "system", "content": "You summarise a finished task of a software team for the humans who "
                                               "review it. Answer with two or three plain sentences, no headings."},
                 {"role": "user", "content": f"Task: {task['title']}\nOutcome: {state}\nLanes:\n{lanes}"}]
-    def on_retry(model: str, error: str, tries: int, wait_s: float) -> None:
-        rt.store.event("model.retry", f"{task['id']} summary: {model} failed ({error[:160]}); try {tries + 1} in "
-                                      f"{wait_s:.1f}s", actor="runner", task=task["id"],
-                       data={"model": model, "error": error[:500], "attempt": tries, "wait_s": round(wait_s, 3)})
-
+    on_retry = retry.reporter(rt.store, f"{task['id']} summary", actor="runner", task=task["id"])
     try:
         reply = models.complete_text(choice, messages, max_tokens=200, settings=rt.settings, on_retry=on_retry)
     except models.ModelError as exc:
