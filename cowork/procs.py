@@ -8,8 +8,11 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Iterator
+
+PROC = "/proc"  # where Linux shows its processes; where it is missing (macOS, BSD), `ps` is asked instead
 
 
 def pid_alive(pid: int) -> bool:
@@ -20,24 +23,41 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
+    if not os.path.isdir(PROC):
+        state = _ps(pid, "stat")
+        return state is None or not state.startswith("Z")  # no answer from ps: existence is all we know
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(f"{PROC}/{pid}/stat") as f:
             return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):  # no /proc (not Linux): existence is all we know
+    except (OSError, IndexError):
         return True
 
 
 def start_token(pid: int) -> str | None:
     """What tells process `pid` apart from a later process given the same pid: this boot's id and the process's
-    start time (Linux /proc). None where that cannot be read (then only `pid_alive` is known)."""
+    start time (Linux /proc), or elsewhere (macOS, BSD) its start time as `ps` tells it, to the second. None where
+    neither can be read (then only `pid_alive` is known)."""
+    if not os.path.isdir(PROC):
+        started = _ps(pid, "lstart")
+        return f"ps:{' '.join(started.split())}" if started else None
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(f"{PROC}/{pid}/stat") as f:
             started = f.read().rsplit(") ", 1)[1].split()[19]  # field 22, starttime (the name may hold ") ")
-        with open("/proc/sys/kernel/random/boot_id") as f:
+        with open(f"{PROC}/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
     except (OSError, IndexError):
         return None
     return f"{boot}:{started}"
+
+
+def _ps(pid: int, field: str) -> str | None:
+    """One field of process `pid` as POSIX `ps` prints it (in the C locale), or None: no such process, or no ps."""
+    try:
+        out = subprocess.run(["ps", "-o", f"{field}=", "-p", str(pid)], capture_output=True, text=True, timeout=10,
+                             env={**os.environ, "LC_ALL": "C"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 async def communicate_bounded(proc: "asyncio.subprocess.Process", timeout_s: float) -> bytes | None:
