@@ -184,3 +184,14 @@ def test_commit_without_a_git_identity_is_explained(tmp_path, cli):
     assert ok.code == 0 and "committed as" in ok.out
     assert git(plain, "log", "--format=%an", "-1") == "Ann"
     assert git(plain, "status", "--porcelain") == ""
+
+
+def test_init_takes_the_directory_as_dash_c_like_every_other_command(tmp_path, cli):
+    """The README runs every command as `cowork <command> -C /path/to/repo`; init takes it too (or PATH, not both)."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    made = cli("init", "-C", target, "--git-init")
+    assert made.code == 0, made.err
+    assert (target / "cowork.toml").is_file() and (target / "roles" / "dev.yaml").is_file()
+    both = cli("init", target, "-C", target)
+    assert both.code == 2 and "give the directory once" in both.err
