@@ -319,6 +319,12 @@ def test_log_recent_filtered_and_json_lines(team, cli):
         "event 3", "event 4"]
     text = cli("log", "--lane", "a").out
     assert "lane.state" in text and "t1/a event 0" in text
+    # TASK/LANE, as every other --lane takes it: only that task's lane; a typo is bad input, not an empty timeline
+    assert [json.loads(line)["summary"] for line in cli("log", "--lane", "t2/a", "--json").out.splitlines()] == [
+        "event 3", "event 4"]
+    for typo in (("--lane", "t2/b"), ("--lane", "b"), ("--lane", "t9/a"), ("--task", "t1", "--lane", "t2/a")):
+        wrong = cli("log", *typo)
+        assert wrong.code == 2 and wrong.out == "" and "error:" in wrong.err, typo
     assert cli("log", "-n", "0").code == 2
 
 
