@@ -157,11 +157,12 @@ def approve(target: str = typer.Argument(..., metavar="ID|TASK",
     from cowork.team.messages import human_id
 
     if not target.isdigit():
-        from cowork.cli.task_cmds import launch_approved
+        from cowork.cli.task_cmds import launch_approved, require_plan_models
         from cowork.runner import planning
 
         ws, st, settings, roles = _team(root)
         plan = planning.saved_plan(ws, st, settings, roles, target)
+        require_plan_models(settings, roles, target, plan)
         print(f"task {target}: plan approved ({len(plan.lanes)} lane(s))")
         launch_approved(ws, st, target, plan, by=human_id(ws.root), detach=detach, note=note)
         return

@@ -58,6 +58,25 @@ def create_task(ws, store, settings, roles, text: str, *, to: str | None = None,
     return Draft(task, title, brief, to or settings.planner)
 
 
+def require_models(settings, roles, names) -> None:
+    """Each named role that calls a model can call one (its API key is set), checked before a task is written or
+    run: a missing key is said once, up front, not as a brief on main and a lane that crashed.
+
+    Raises:
+        ModelError: a role's model needs a key that is not set, or no model can stand in; the message names the role.
+    """
+    from cowork.engines import models
+
+    for name in dict.fromkeys(names):
+        role = roles.roles.get(name)
+        if role is None or role.engine == "command":  # an unknown role is reported where it is named
+            continue
+        try:
+            models.resolve(settings, role)
+        except models.ModelError as exc:
+            raise models.ModelError(f"role {name}: {exc.message}", hint=exc.hint) from None
+
+
 def require_target(ws, settings) -> None:
     """A task's files are committed on the merge target: say plainly when there is no repository or no commit.
 
