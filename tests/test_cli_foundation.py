@@ -295,6 +295,21 @@ def seed(store: Store) -> None:
     store.set_flag("pause", {"reason": "lunch"}, by="human:ann")
 
 
+def test_lanes_shows_whole_lane_ids_in_an_80_column_terminal(team, cli, monkeypatch):
+    """A delegated task's id is long (t1-add-rate-limiting-to-api-login); the table cut it with "…" at 80 columns,
+    taking the lane id with it."""
+    monkeypatch.setenv("COLUMNS", "80")
+    store = Store(team.db_path)
+    task, now = "t1-add-rate-limiting-to-api-login", time.time()
+    store.execute("INSERT INTO tasks(id, title, state, created_at, updated_at) VALUES (?, 'x', 'running', ?, ?)",
+                  (task, now, now))
+    store.execute("INSERT INTO lanes(task_id, id, role, goal, state, created_at, updated_at) VALUES "
+                  "(?, 'impl-review', 'reviewer', 'review', 'waiting-approval', ?, ?)", (task, now, now))
+    out = cli("lanes").out
+    assert "…" not in out and "impl-review" in out
+    assert task + "/impl-review" in "".join(line.split("  ")[0] for line in out.splitlines()[1:])
+
+
 def test_status_shows_lanes_lock_pause_approvals_and_spend(team, cli):
     seed(Store(team.db_path))
     data = cli("status", "--json").json()

@@ -409,7 +409,10 @@ def _lanes_table(st, tasks: list[str] | None):
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("task/lane", "role", "state", "step", "tokens", "cost", "age"):
+    # task ids are long: in a narrow terminal the task/lane cell folds onto a second line rather than losing its
+    # end, the lane id that `retry`, `merge` and `revert` need
+    table.add_column("task/lane", overflow="fold")
+    for col in ("role", "state", "step", "tokens", "cost", "age"):
         table.add_column(col, justify="right" if col in ("step", "tokens", "cost", "age") else "left")
     rows = [r for t in (tasks or [None]) for r in _lane_rows(st, t)]
     for r in rows:
