@@ -9,7 +9,7 @@ import typer
 
 from cowork.cli.app import app
 from cowork.cli.common import JsonOpt, RootOpt, emit
-from cowork.errors import EXIT_FAILURE
+from cowork.errors import EXIT_BAD_INPUT, EXIT_FAILURE
 
 models_app = typer.Typer(help="Which models are usable here, and which one each role will use (and why).",
                          invoke_without_command=True)
@@ -131,4 +131,4 @@ def demo(directory: Optional[Path] = typer.Option(None, "--dir", help="make the 
                                env=dict(os.environ))
     emit(result.as_dict(), as_json, lambda _d: print(demo_mod.render_report(result)))
     if not result.ok:
-        raise typer.Exit(EXIT_FAILURE)
+        raise typer.Exit(EXIT_BAD_INPUT if result.bad_input else EXIT_FAILURE)
