@@ -44,12 +44,15 @@ def test_brief_inlines_attachments_and_task_ids_count_up(team, server, tmp_path)
     assert not any(r.key == "You are planner" for r in server.requests)
 
 
-def test_planner_that_never_gets_it_right_fails_after_three_tries(team, server):
+def test_planner_that_never_gets_it_right_fails_after_three_tries(team, server, cli):
     root, st = team
     server.script("You are planner", [tool_call("submit_plan", title="t", lanes=[{"id": "Bad Id", "role": "dev",
                                                                                    "goal": "g"}])])
-    assert main(["delegate", "Do a thing", "--yes", "-C", str(root)]) == 2
-    assert len([r for r in server.requests if r.key == "You are planner"]) == 3
+    failed = cli("delegate", "Do a thing", "--yes", "-C", root)
+    assert failed.code == 2 and len([r for r in server.requests if r.key == "You are planner"]) == 3
+    # says whose plan it was, how often it was tried, and what to do, not only "plan: lanes.0.id: ..."
+    assert "planner (openai/scripted" in failed.err and "gave no valid plan in 3 tries" in failed.err
+    assert "lanes.0.id" in failed.err and "--to ROLE" in failed.err and "cowork run PLAN.md" in failed.err
     task = st.scalar("SELECT id FROM tasks")
     assert lanes_db.get_task(st, task)["state"] == "failed"
     assert lanes_db.list_lanes(st, task) == []

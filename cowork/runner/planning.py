@@ -122,7 +122,8 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
     """Have the planning role submit a plan; invalid plans go back to it with the errors (at most 3 tries).
 
     Raises:
-        BadInput: no planning role. ValidationFailed: still invalid after the last try.
+        BadInput: no planning role, or the plan is still invalid after the last try (the message names the
+            planner, its model and the last plan's problems).
     """
     from cowork.engines import models, prompts
     from cowork.team import budgets
@@ -177,7 +178,11 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
             feedback = "The plan was rejected:\n" + "\n".join(p.render() for p in problems) + "\nFix it and call " \
                        "submit_plan again."
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": feedback})
-    raise ValidationFailed(problems or [Problem("the planner did not produce a valid plan", file="plan")])
+    problems = problems or [Problem("the planner did not produce a valid plan", file="plan")]
+    raise BadInput(f"{planner.name} ({choice.label or choice.model}) gave no valid plan in {MAX_PLAN_TRIES} tries; "
+                   "the last one:\n" + "\n".join("  " + p.render() for p in problems),
+                   hint="delegate again, give the request to one role with `--to ROLE`, or write the plan yourself "
+                        "and `cowork run PLAN.md` (the README shows a plan file)")
 
 
 def _parse_submission(draft: Draft, call: dict, roles: set[str], max_lanes: int) -> tuple[Plan | None, list[Problem]]:
