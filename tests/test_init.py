@@ -30,6 +30,36 @@ def test_templates_ship_as_package_data():
     assert all(text.strip() for text in files.values())
 
 
+def test_the_written_cowork_toml_shows_every_setting(repo):
+    """Its header says "Every key below shows its default" and the README says init writes them all; a setting
+    added to the model and not to the template (merge.checks_timeout_s was) is then a setting nobody finds."""
+    import re
+
+    from cowork.config import TeamSettings
+
+    init_team(repo)
+    text = (repo / "cowork.toml").read_text()
+    sections = {"": ""}
+    current = ""
+    for line in text.splitlines():
+        header = re.match(r"^\[([\w.]+)\]", line)
+        current = header.group(1) if header else current
+        sections[current] = sections.get(current, "") + line + "\n"
+    missing = []
+    for name, field in TeamSettings.model_fields.items():
+        sub = getattr(field.annotation, "model_fields", None)
+        if sub is None:
+            if name not in sections and not re.search(rf"^#?\s*{name}\s*=", sections[""], re.M):
+                missing.append(name)
+            continue
+        for key in sub:
+            if f"{name}.{key}" in sections:  # a table of its own ([policy.approvals])
+                continue
+            if not re.search(rf"^#?\s*{key}\s*=", sections.get(name, ""), re.M):
+                missing.append(f"{name}.{key}")
+    assert missing == []
+
+
 def test_init_writes_a_valid_starter_team(repo):
     result = init_team(repo)
     assert result.root == repo.resolve()
