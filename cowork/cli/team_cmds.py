@@ -188,10 +188,12 @@ def reject(target: str = typer.Argument(..., metavar="ID|TASK",
         planning.reject(store(ws), target, by=human_id(ws.root), reason=reason)
         print(f"task {target} rejected")
         return
-    if not reason:
+    st = store(ws)
+    found = ap.get(st, int(target))  # a typo'd id is named as such, not answered with "needs --reason"
+    if not reason and found["state"] == "pending":
         raise BadInput("rejecting an action needs --reason: the agent reads it", hint=f"cowork reject {target} "
                        '--reason "why not"')
-    row = ap.reject(store(ws), int(target), by=human_id(ws.root), reason=reason)
+    row = ap.reject(st, int(target), by=human_id(ws.root), reason=reason or "")
     print(f"rejected #{target} ({row['role']} {row['tool']})")
 
 
