@@ -374,3 +374,12 @@ def test_lane_rows_for_the_tui(team):
         ("t1", "impl", "running"), ("t1", "docs", "queued"), ("t1", "tests", "running")]
     assert rows[0]["task_title"] == "Login limit" and rows[0]["depends_on"] == []
     assert lane_rows(store, task="t2") == []
+
+
+def test_version_as_an_option_too(cli):
+    """`cowork --version` is what people try first; it said "No such option" (exit 2)."""
+    from importlib.metadata import version
+
+    for args in (["--version"], ["version"]):
+        r = cli(*args)
+        assert r.code == 0 and r.out.strip() == version("cowork"), args
