@@ -383,3 +383,9 @@ def test_version_as_an_option_too(cli):
     for args in (["--version"], ["version"]):
         r = cli(*args)
         assert r.code == 0 and r.out.strip() == version("cowork"), args
+
+
+def test_resume_detach_says_what_it_prints(team, cli):
+    """`resume --detach` prints the tasks it resumes and the runner's pid; its help said "print the task id"."""
+    text = cli("resume", "--help").out
+    assert "print its pid" in text and "task id" not in text

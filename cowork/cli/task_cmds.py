@@ -371,7 +371,9 @@ def wait(task: str = typer.Argument(..., help="the task id"),
 
 
 @app.command()
-def resume(detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
+def resume(detach: bool = typer.Option(False, "--detach", "-d",
+                                        help="run in a background process and print its pid"),
+           root: Optional[Path] = RootOpt) -> None:
     """Start a runner that reclaims every unfinished task whose runner is gone, and continue them."""
     from cowork.runner import launch, lease
 
