@@ -151,7 +151,10 @@ def test_a_role_whose_model_has_no_key_is_named_before_anything_is_written(tmp_p
     plan_file.write_text("---\ntitle: Remote\n---\n```yaml\nlanes:\n  - {id: a, role: remote, goal: x}\n```\n")
     ran = cli("run", plan_file, "--yes", "-C", root)
     assert ran.code == 1 and "role remote:" in ran.err
+    said = cli("say", "@remote", "look at the login page", "-C", root)  # an idle role would get a task
+    assert said.code == 1 and "role remote:" in said.err
     assert st.scalar("SELECT count(*) FROM tasks") == 0 and git(root, "rev-parse", "main") == head
+    assert cli("say", "@remote", "later, then", "--no-run", "-C", root).code == 0  # only posting needs no model
 
     server.script("You are planner", [tool_call("submit_plan", title="Remote", lanes=[
         {"id": "a", "role": "remote", "goal": "x"}])])
