@@ -54,6 +54,7 @@ class DemoResult:
     tokens_out: int = 0
     usd: float = 0.0
     error: str | None = None
+    bad_input: bool = False  # the error was the user's (a --dir that is not empty): exit 2
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -176,6 +177,7 @@ def run_demo(directory: Path | None = None, *, keep: bool = False, progress: Cal
         _run_task(root, result, progress)
     except CoworkError as exc:
         result.error = exc.render()
+        result.bad_input = isinstance(exc, BadInput)
     finally:
         if started_server:
             local_model.stop_local_server(detect.local_state_dir(env))
@@ -271,6 +273,11 @@ def _collect(ws, store, task: str, result: DemoResult) -> None:
 
 def render_report(r: DemoResult) -> str:
     """The short plain-text report printed at the end of `cowork demo`."""
+    if r.task is None and r.error:  # it stopped before a team or task existed: no merges, nothing to explore
+        lines = ["", "cowork demo: did not start", f"  model    {r.model or '-'}", f"  error    {r.error}"]
+        if not r.bad_input:
+            lines += ["", "Next:", "  cowork models         which models this machine can use, and how to set one"]
+        return "\n".join(lines)
     lines = ["", f"cowork demo: {'the team finished the task' if r.ok else 'the team did NOT finish the task'}",
              f"  model    {r.model or '-'}"]
     if r.embedded:

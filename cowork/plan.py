@@ -122,6 +122,9 @@ def validate_lanes(lanes: list[LaneSpec], doc: Located | None, roles: set[str] |
     return problems
 
 
+FRONT_HINT = "start the file with a line '---', then `title: ...`, then '---'; the lanes follow in a ```yaml block"
+
+
 def parse(text: str, file: str = "<plan>", roles: set[str] | None = None) -> Plan:
     """Parse and validate a plan file.
 
@@ -131,7 +134,11 @@ def parse(text: str, file: str = "<plan>", roles: set[str] | None = None) -> Pla
     Raises:
         ValidationFailed: every problem, with file and line.
     """
-    front, body, body_line = frontmatter.split(text, file)
+    try:
+        front, body, body_line = frontmatter.split(text, file)
+    except ValidationFailed as exc:  # say what a plan's front matter holds: a hand-written plan starts here
+        raise ValidationFailed([Problem(**{**p.as_dict(), "hint": FRONT_HINT})
+                                if p.message == "missing YAML front matter" else p for p in exc.problems]) from None
     version = _version_problems(front)
     twice = duplicate_key_problems(front)  # YAML would keep the last value without a word
     try:
@@ -147,7 +154,8 @@ def parse(text: str, file: str = "<plan>", roles: set[str] | None = None) -> Pla
     start = next((i for i, line in enumerate(lines) if _BLOCK.match(line.strip())), None)
     if start is None:
         raise ValidationFailed([Problem("no ```yaml block with the lanes", file=file, line=body_line,
-                                        hint="add a fenced ```yaml block with `lanes:` (see `cowork plan --help`)")])
+                                        hint="add a fenced ```yaml block with `lanes:`, each lane an `id`, a `role` "
+                                             "and a `goal` (and `depends_on`), as in the README's hand-written plan")])
     end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == "```"), None)
     if end is None:
         raise ValidationFailed([Problem("the ```yaml block is not closed", file=file, line=body_line + start)])

@@ -342,6 +342,11 @@ def test_cli_lists_approves_and_rejects(env, cli):
     assert cli("approve", str(a2), "--note", "ok", "-C", root).code == 0
     again = cli("approve", str(a2), "-C", root)
     assert again.code == 2 and "already approved" in again.err
+    # what is wrong comes first: an id that does not exist, or a decision already made, not "needs --reason"
+    typo = cli("reject", "999", "-C", root)
+    assert typo.code == 2 and "no approval #999" in typo.err and "--reason" not in typo.err
+    decided = cli("reject", str(a2), "-C", root)
+    assert decided.code == 2 and "already approved" in decided.err and "needs --reason" not in decided.err
     assert cli("approvals", "--json", "-C", root).json() == {"pending": [], "awaiting_approval": []}
 
 

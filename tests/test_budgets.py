@@ -119,6 +119,10 @@ def test_a_raise_requeues_the_blocked_lane(env, cli):
     assert cli("budget", "raise", "--usd", "1", "-C", str(env.root)).code == 2
     typo = cli("budget", "raise", "--task", "t9-nope", "--usd", "1", "-C", str(env.root))
     assert typo.code == 2 and "no task 't9-nope'" in typo.err
+    nobody = cli("budget", "raise", "--role", "nobody", "--usd", "1", "-C", str(env.root))  # a typo raises nothing
+    assert nobody.code == 2 and "no role 'nobody'" in nobody.err
+    assert not env.store.flag("budget:role:nobody")
+    assert cli("budget", "raise", "--role", "dev", "--usd", "1", "-C", str(env.root)).code == 0
 
 
 def test_budget_cli_shows_spend_against_caps(env, cli):

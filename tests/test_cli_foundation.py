@@ -303,6 +303,21 @@ def seed(store: Store) -> None:
     store.set_flag("pause", {"reason": "lunch"}, by="human:ann")
 
 
+def test_lanes_shows_whole_lane_ids_in_an_80_column_terminal(team, cli, monkeypatch):
+    """A delegated task's id is long (t1-add-rate-limiting-to-api-login); the table cut it with "…" at 80 columns,
+    taking the lane id with it."""
+    monkeypatch.setenv("COLUMNS", "80")
+    store = Store(team.db_path)
+    task, now = "t1-add-rate-limiting-to-api-login", time.time()
+    store.execute("INSERT INTO tasks(id, title, state, created_at, updated_at) VALUES (?, 'x', 'running', ?, ?)",
+                  (task, now, now))
+    store.execute("INSERT INTO lanes(task_id, id, role, goal, state, created_at, updated_at) VALUES "
+                  "(?, 'impl-review', 'reviewer', 'review', 'waiting-approval', ?, ?)", (task, now, now))
+    out = cli("lanes").out
+    assert "…" not in out and "impl-review" in out
+    assert task + "/impl-review" in "".join(line.split("  ")[0] for line in out.splitlines()[1:])
+
+
 def test_status_shows_lanes_lock_pause_approvals_and_spend(team, cli):
     seed(Store(team.db_path))
     data = cli("status", "--json").json()
@@ -327,6 +342,12 @@ def test_log_recent_filtered_and_json_lines(team, cli):
         "event 3", "event 4"]
     text = cli("log", "--lane", "a").out
     assert "lane.state" in text and "t1/a event 0" in text
+    # TASK/LANE, as every other --lane takes it: only that task's lane; a typo is bad input, not an empty timeline
+    assert [json.loads(line)["summary"] for line in cli("log", "--lane", "t2/a", "--json").out.splitlines()] == [
+        "event 3", "event 4"]
+    for typo in (("--lane", "t2/b"), ("--lane", "b"), ("--lane", "t9/a"), ("--task", "t1", "--lane", "t2/a")):
+        wrong = cli("log", *typo)
+        assert wrong.code == 2 and wrong.out == "" and "error:" in wrong.err, typo
     assert cli("log", "-n", "0").code == 2
 
 
@@ -361,3 +382,18 @@ def test_lane_rows_for_the_tui(team):
         ("t1", "impl", "running"), ("t1", "docs", "queued"), ("t1", "tests", "running")]
     assert rows[0]["task_title"] == "Login limit" and rows[0]["depends_on"] == []
     assert lane_rows(store, task="t2") == []
+
+
+def test_version_as_an_option_too(cli):
+    """`cowork --version` is what people try first; it said "No such option" (exit 2)."""
+    from importlib.metadata import version
+
+    for args in (["--version"], ["version"]):
+        r = cli(*args)
+        assert r.code == 0 and r.out.strip() == version("cowork"), args
+
+
+def test_resume_detach_says_what_it_prints(team, cli):
+    """`resume --detach` prints the tasks it resumes and the runner's pid; its help said "print the task id"."""
+    text = cli("resume", "--help").out
+    assert "print its pid" in text and "task id" not in text

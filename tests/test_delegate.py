@@ -44,12 +44,15 @@ def test_brief_inlines_attachments_and_task_ids_count_up(team, server, tmp_path)
     assert not any(r.key == "You are planner" for r in server.requests)
 
 
-def test_planner_that_never_gets_it_right_fails_after_three_tries(team, server):
+def test_planner_that_never_gets_it_right_fails_after_three_tries(team, server, cli):
     root, st = team
     server.script("You are planner", [tool_call("submit_plan", title="t", lanes=[{"id": "Bad Id", "role": "dev",
                                                                                    "goal": "g"}])])
-    assert main(["delegate", "Do a thing", "--yes", "-C", str(root)]) == 2
-    assert len([r for r in server.requests if r.key == "You are planner"]) == 3
+    failed = cli("delegate", "Do a thing", "--yes", "-C", root)
+    assert failed.code == 2 and len([r for r in server.requests if r.key == "You are planner"]) == 3
+    # says whose plan it was, how often it was tried, and what to do, not only "plan: lanes.0.id: ..."
+    assert "planner (openai/scripted" in failed.err and "gave no valid plan in 3 tries" in failed.err
+    assert "lanes.0.id" in failed.err and "--to ROLE" in failed.err and "cowork run PLAN.md" in failed.err
     task = st.scalar("SELECT id FROM tasks")
     assert lanes_db.get_task(st, task)["state"] == "failed"
     assert lanes_db.list_lanes(st, task) == []
@@ -128,6 +131,40 @@ def test_a_bad_attachment_or_a_repo_without_commits_starts_no_task(tmp_path, ser
     res = cli("delegate", "Do it", "--to", "dev", "--yes", "-C", empty)
     assert res.code == 2 and "has no commit" in res.err and "first commit" in res.err and "Traceback" not in res.err
     assert Store(empty / ".cowork" / "state.db").scalar("SELECT count(*) FROM tasks") == 0
+
+
+def test_a_role_whose_model_has_no_key_is_named_before_anything_is_written(tmp_path, server, monkeypatch, cli):
+    """A missing key was found only once work started: a brief (and, with --to, a plan and a summary) committed on
+    main and a failed task, or a lane that "crashed: ModelError". It is said up front now, naming the role; a plan
+    that names such a role keeps waiting for approval."""
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    remote = "name: remote\nmandate: Works through a hosted model.\nmodel: anthropic/claude-sonnet-4-5\ntools: []\n"
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV, "remote": remote})
+    st = Store(root / ".cowork" / "state.db")
+    head = git(root, "rev-parse", "main")
+
+    to = cli("delegate", "Do it", "--to", "remote", "--yes", "-C", root)
+    assert to.code == 1 and "role remote: model anthropic/claude-sonnet-4-5" in to.err
+    assert "$ANTHROPIC_API_KEY is not set" in to.err and "fix:" in to.err and "Traceback" not in to.err
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_text("---\ntitle: Remote\n---\n```yaml\nlanes:\n  - {id: a, role: remote, goal: x}\n```\n")
+    ran = cli("run", plan_file, "--yes", "-C", root)
+    assert ran.code == 1 and "role remote:" in ran.err
+    said = cli("say", "@remote", "look at the login page", "-C", root)  # an idle role would get a task
+    assert said.code == 1 and "role remote:" in said.err
+    assert st.scalar("SELECT count(*) FROM tasks") == 0 and git(root, "rev-parse", "main") == head
+    assert cli("say", "@remote", "later, then", "--no-run", "-C", root).code == 0  # only posting needs no model
+
+    server.script("You are planner", [tool_call("submit_plan", title="Remote", lanes=[
+        {"id": "a", "role": "remote", "goal": "x"}])])
+    planned = cli("delegate", "Do it remotely", "--yes", "-C", root)
+    task = st.scalar("SELECT id FROM tasks")
+    assert planned.code == 1 and "role remote:" in planned.err and f"`cowork approve {task}`" in planned.err
+    assert lanes_db.get_task(st, task)["state"] == "awaiting-approval" and lanes_db.list_lanes(st, task) == []
+    again = cli("approve", task, "-C", root)
+    assert again.code == 1 and "role remote:" in again.err
+    assert lanes_db.get_task(st, task)["state"] == "awaiting-approval"
 
 
 def test_auto_approve_policy_and_lanes_json(tmp_path, server, monkeypatch, capsys):

@@ -84,3 +84,17 @@ def test_a_model_without_its_key_is_explained_before_anything_runs(tmp_path, cli
     assert r.code == 1 and "Traceback" not in r.err
     assert "needs an API key: $ANTHROPIC_API_KEY is not set" in r.out
     assert not (tmp_path / "d" / ".git").exists()
+    # nothing started: the report does not offer merges of task "None" or a team to explore in mission control
+    assert "did not start" in r.out and "Cowork-Task: None" not in r.out and "cowork mc" not in r.out
+
+
+def test_a_dir_that_is_not_empty_is_bad_input_and_left_alone(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("COWORK_MODEL", "openai/scripted")  # a model that needs no key (and is never called)
+    monkeypatch.setenv("COWORK_API_BASE", "http://127.0.0.1:9/v1")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n")
+    r = cli("demo", "--dir", mine)
+    assert r.code == 2 and "is not empty" in r.out and "a new or empty directory" in r.out
+    assert "Cowork-Task: None" not in r.out and "cowork mc" not in r.out
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -30,6 +30,36 @@ def test_templates_ship_as_package_data():
     assert all(text.strip() for text in files.values())
 
 
+def test_the_written_cowork_toml_shows_every_setting(repo):
+    """Its header says "Every key below shows its default" and the README says init writes them all; a setting
+    added to the model and not to the template (merge.checks_timeout_s was) is then a setting nobody finds."""
+    import re
+
+    from cowork.config import TeamSettings
+
+    init_team(repo)
+    text = (repo / "cowork.toml").read_text()
+    sections = {"": ""}
+    current = ""
+    for line in text.splitlines():
+        header = re.match(r"^\[([\w.]+)\]", line)
+        current = header.group(1) if header else current
+        sections[current] = sections.get(current, "") + line + "\n"
+    missing = []
+    for name, field in TeamSettings.model_fields.items():
+        sub = getattr(field.annotation, "model_fields", None)
+        if sub is None:
+            if name not in sections and not re.search(rf"^#?\s*{name}\s*=", sections[""], re.M):
+                missing.append(name)
+            continue
+        for key in sub:
+            if f"{name}.{key}" in sections:  # a table of its own ([policy.approvals])
+                continue
+            if not re.search(rf"^#?\s*{key}\s*=", sections.get(name, ""), re.M):
+                missing.append(f"{name}.{key}")
+    assert missing == []
+
+
 def test_init_writes_a_valid_starter_team(repo):
     result = init_team(repo)
     assert result.root == repo.resolve()
@@ -184,3 +214,14 @@ def test_commit_without_a_git_identity_is_explained(tmp_path, cli):
     assert ok.code == 0 and "committed as" in ok.out
     assert git(plain, "log", "--format=%an", "-1") == "Ann"
     assert git(plain, "status", "--porcelain") == ""
+
+
+def test_init_takes_the_directory_as_dash_c_like_every_other_command(tmp_path, cli):
+    """The README runs every command as `cowork <command> -C /path/to/repo`; init takes it too (or PATH, not both)."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    made = cli("init", "-C", target, "--git-init")
+    assert made.code == 0, made.err
+    assert (target / "cowork.toml").is_file() and (target / "roles" / "dev.yaml").is_file()
+    both = cli("init", target, "-C", target)
+    assert both.code == 2 and "give the directory once" in both.err

@@ -163,6 +163,22 @@ def test_a_refused_connection_is_retried_and_names_the_server_never_the_key():
     assert len(retries) == 2 and base in retries[0][1]
     assert base in msg and "connect" in msg.lower() and "3 tries" in msg
     assert "sk-test" not in msg and "sk-test" not in retries[0][1]
+    # the fix names the server to start and where its address is set, not "[model] in cowork.toml" alone
+    assert f"nothing answered at {base}: start the model server" in err.value.hint
+    assert "COWORK_API_BASE" in err.value.hint
+
+
+def test_the_fix_for_a_failed_model_says_where_the_model_was_chosen(server):
+    """A user who set COWORK_MODEL was told to check [model] in cowork.toml; a model string litellm cannot place
+    gets the PROVIDER/MODEL form."""
+    server.fail_model("scripted", 401)
+    with pytest.raises(ModelError) as err:
+        ask(choice(server, source="COWORK_MODEL"), "who am I?")
+    assert "the model comes from COWORK_MODEL" in err.value.hint and "cowork.toml" not in err.value.hint
+    with pytest.raises(ModelError) as err:
+        ask(ModelChoice(model="foo/bar", api_key="k", timeout_s=5, source="COWORK_MODEL", **FAST), "hello")
+    assert "litellm knows no provider for 'foo/bar'" in err.value.hint and "PROVIDER/MODEL" in err.value.hint
+    assert "the model comes from COWORK_MODEL" in err.value.hint
 
 
 def test_the_api_base_is_shown_without_credentials(server):

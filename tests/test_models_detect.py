@@ -71,6 +71,23 @@ def test_a_scripted_server_configured_as_api_base_is_detected(team, cli, monkeyp
     assert detect.probe("http://example.com/v1") is None, "only loopback addresses are ever probed"
 
 
+def test_a_configured_local_server_that_does_not_answer_is_named_and_exits_1(team, cli, monkeypatch):
+    """`cowork models` said "no key needed (local server)" and exited 0 for an api_base where nothing listens; the
+    first sign of trouble was a failed task."""
+    with ScriptedServer() as server:
+        base = server.url
+    monkeypatch.setenv("COWORK_MODEL", "openai/scripted")
+    monkeypatch.setenv("COWORK_API_BASE", base)  # stopped: nothing answers there any more
+    r = cli("models", "--json")
+    assert r.code == 1
+    rows = r.json()["models"]
+    assert all(row["server_ok"] is False and base in row["server_note"] for row in rows)
+    text = cli("models")
+    assert text.code == 1 and f"SERVER DOWN: nothing answers at {base}" in text.out
+    assert "does not answer: start it" in text.out and "COWORK_API_BASE" in text.out
+    assert "has no API key" not in text.out
+
+
 class _Ollama(BaseHTTPRequestHandler):
     """Just enough of Ollama: GET /api/tags (it has no /v1/models in this stand-in)."""
 

@@ -93,6 +93,9 @@ def test_shape_errors():
     assert "invalid YAML" in p.message or "list" in p.message
     [p] = problems(PLAN.replace("title: Rate-limit login\n", ""))
     assert p.field == "title"
+    # a hand-written plan without front matter is told what goes in it, not only "the fields"
+    [p] = problems(PLAN.split("---", 2)[2])
+    assert p.message == "missing YAML front matter" and "`title: ...`" in p.hint and "```yaml" in p.hint
     [p] = problems(PLAN.replace("role: dev", "role: dev\n    priority: 1"))
     assert (p.line, p.message) == (12, "unknown key 'priority'")
 

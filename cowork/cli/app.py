@@ -20,8 +20,15 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                        help="Print cowork's version and exit.")) -> None:
     """cowork: a team of AI agents on your git repository."""
 
 

@@ -12,7 +12,7 @@ import typer
 
 from cowork.cli.app import app
 from cowork.cli.common import JsonOpt, RootOpt, console, emit, require_task, store, workspace
-from cowork.errors import EXIT_BAD_INPUT, ValidationFailed
+from cowork.errors import EXIT_BAD_INPUT, BadInput, ValidationFailed
 
 handoff_app = typer.Typer(help="Handoff packets: handoffs/<task>/<lane>.md.", no_args_is_help=True)
 plan_app = typer.Typer(help="Check and show plan files (handoffs/<task>/plan.md).", no_args_is_help=True)
@@ -123,8 +123,6 @@ def handoff_validate(paths: Optional[list[str]] = typer.Argument(None, help="fil
 
     ws = workspace(root)
     if changed_since and paths:
-        from cowork.errors import BadInput
-
         raise BadInput("give PATHS or --changed-since, not both")
     if changed_since:
         files = packets.changed_since(ws, changed_since)
@@ -261,7 +259,7 @@ def _event_line(e: dict) -> str:
 
 @app.command()
 def log(task: Optional[str] = typer.Option(None, "--task", help="only this task"),
-        lane: Optional[str] = typer.Option(None, "--lane", help="only this lane"),
+        lane: Optional[str] = typer.Option(None, "--lane", help="only this lane: TASK/LANE (or LANE, in any task)"),
         follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new events until Ctrl-C"),
         n: int = typer.Option(50, "-n", min=1, help="how many recent events to show first"),
         root: Optional[Path] = RootOpt, as_json: bool = typer.Option(False, "--json", help="one JSON object per line")
@@ -271,8 +269,17 @@ def log(task: Optional[str] = typer.Option(None, "--task", help="only this task"
 
     ws = workspace(root)
     st = store(ws)
+    if lane and "/" in lane:  # TASK/LANE, as `pause --lane` and `retry` take it
+        owner, _, lane = lane.partition("/")
+        if task and task != owner:
+            raise BadInput(f"--lane {owner}/{lane} is not a lane of --task {task}")
+        task = owner
     if task and st.scalar("SELECT 1 FROM events WHERE task_id=? LIMIT 1", (task,)) is None:
         require_task(st, task)  # a task with no event yet is still a task; a name with neither is a typo
+    if lane and all(st.scalar(f"SELECT 1 FROM {table} WHERE {col}=? AND (? IS NULL OR task_id=?) LIMIT 1",
+                              (lane, task, task)) is None for table, col in (("events", "lane_id"), ("lanes", "id"))):
+        raise BadInput(f"no lane {lane}" + (f" in task {task}" if task else ""),
+                       hint=f"`cowork lanes{f' --task {task}' if task else ''}` lists the lanes")
 
     def put(e: dict) -> None:
         sys.stdout.write((json.dumps(e, default=str, ensure_ascii=False) if as_json else _event_line(e)) + "\n")

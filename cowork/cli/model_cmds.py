@@ -9,7 +9,7 @@ import typer
 
 from cowork.cli.app import app
 from cowork.cli.common import JsonOpt, RootOpt, emit
-from cowork.errors import EXIT_FAILURE
+from cowork.errors import EXIT_BAD_INPUT, EXIT_FAILURE
 
 models_app = typer.Typer(help="Which models are usable here, and which one each role will use (and why).",
                          invoke_without_command=True)
@@ -37,7 +37,7 @@ def _team(root: Optional[Path]):
 def models(ctx: typer.Context, root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Providers found here (API keys by name only, Ollama, local servers, the embedded model) and each role's model.
 
-    Exit 1 when a role's model cannot be used (its API key is missing).
+    Exit 1 when a role's model cannot be used (its API key is missing, or its server here does not answer).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -85,6 +85,8 @@ def _render(report: dict) -> None:
         key = "key" if r["key_ok"] else "KEY MISSING"
         print(f"  {r['role']:<{width}}  {r['label']}")
         print(f"  {'':<{width}}    from {r['source']}; {key}: {r['key_note']}")
+        if r.get("server_ok") is False:
+            print(f"  {'':<{width}}    SERVER DOWN: {r['server_note']}")
         if r["fallbacks"]:
             print(f"  {'':<{width}}    fallbacks: {', '.join(r['fallbacks'])}")
     if report["message"]:
@@ -92,8 +94,13 @@ def _render(report: dict) -> None:
         print(report["message"])
     elif not report["ok"]:
         print()
-        print("Some role's model has no API key: export it in the shell that runs cowork (only its name is shown "
-              "here, never its value), or choose another model with COWORK_MODEL.")
+        if any(not r.get("key_ok", True) for r in report["models"]):
+            print("Some role's model has no API key: export it in the shell that runs cowork (only its name is "
+                  "shown here, never its value), or choose another model with COWORK_MODEL.")
+        if any(r.get("server_ok") is False for r in report["models"]):
+            print("Some role's model server does not answer: start it (Ollama: `ollama serve`), or point "
+                  "COWORK_API_BASE (or `[model] api_base` in cowork.toml, or `api_base:` in the role file) at one "
+                  "that runs.")
 
 
 @models_app.command("stop-local")
@@ -124,4 +131,4 @@ def demo(directory: Optional[Path] = typer.Option(None, "--dir", help="make the 
                                env=dict(os.environ))
     emit(result.as_dict(), as_json, lambda _d: print(demo_mod.render_report(result)))
     if not result.ok:
-        raise typer.Exit(EXIT_FAILURE)
+        raise typer.Exit(EXIT_BAD_INPUT if result.bad_input else EXIT_FAILURE)

@@ -10,7 +10,7 @@ import typer
 
 from cowork.cli.app import app
 from cowork.cli.common import JsonOpt, RootOpt, console, emit, workspace
-from cowork.errors import EXIT_BAD_INPUT, Problem, ValidationFailed
+from cowork.errors import EXIT_BAD_INPUT, BadInput, Problem, ValidationFailed
 
 roles_app = typer.Typer(help="List, show and validate the team's roles (roles/*.yaml).", no_args_is_help=True)
 config_app = typer.Typer(help="Show the team settings (cowork.toml) and where things live.", no_args_is_help=True)
@@ -27,12 +27,16 @@ def init(
     git_init: bool = typer.Option(False, "--git-init", help="create a git repository (branch main) if there is none"),
     commit: bool = typer.Option(False, "--commit", help="commit the files written, with your git identity"),
     name: Optional[str] = typer.Option(None, "--name", help="team name for cowork.toml (default: the folder's name)"),
+    root: Optional[Path] = typer.Option(None, "--root", "-C",
+                                        help="the same as PATH (as other commands take it)"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Make a git repository a cowork team: cowork.toml, a starter roles/, handoffs/README.md."""
     from cowork.init import init_team
 
-    result = init_team(path, force=force, git_init=git_init, commit=commit, name=name)
+    if root is not None and path != Path("."):
+        raise BadInput(f"give the directory once: PATH ({path}) or -C ({root})")
+    result = init_team(root if root is not None else path, force=force, git_init=git_init, commit=commit, name=name)
 
     def show(_: dict) -> None:
         out = console(markup=False)

@@ -42,6 +42,7 @@ def delegate(text: str = typer.Argument(..., help="what you want done"),
 
     ws, st, settings, roles = _team(root)
     _announce_fallback(settings, roles)
+    planning.require_models(settings, roles, [to or settings.planner])
     draft = planning.create_task(ws, st, settings, roles, text, to=to, attachments=list(attach))
     print(f"task {draft.task}: brief committed (handoffs/{draft.task}/brief.md)")
     if to:
@@ -73,6 +74,7 @@ def run_plan(plan_file: Path = typer.Argument(..., help="a plan file (markdown w
     ws, st, settings, roles = _team(root)
     plan = plan_mod.load(plan_file, set(roles.names()), display=str(plan_file))
     _announce_fallback(settings, roles)
+    planning.require_models(settings, roles, [lane.role for lane in plan.lanes])
     text = plan.meta.title + (f"\n\n{plan.notes}" if plan.notes else "") + f"\n\n(hand-written plan: {plan_file.name})"
     draft = planning.create_task(ws, st, settings, roles, text, to=None)
     print(f"task {draft.task}: brief committed (handoffs/{draft.task}/brief.md)")
@@ -87,12 +89,27 @@ def _approve_and_run(ws, st, settings, roles, task: str, plan, *, yes: bool, det
     asking = not (yes or settings.policy.auto_approve_plans)
     _show_plan(text)
     _show_estimate(plan, roles, settings, detail=asking)
+    require_plan_models(settings, roles, task, plan)  # before a human is asked to approve what cannot run
     if asking:
         plan = _ask(ws, st, settings, roles, task, plan, plan_mod)
         if plan is None:
             print(f"task {task} rejected")
             raise typer.Exit(EXIT_FAILURE)
     launch_approved(ws, st, task, plan, by="human" if not yes else "human:--yes", detach=detach)
+
+
+def require_plan_models(settings, roles, task: str, plan) -> None:
+    """Every lane's role can call its model; if not, the task keeps waiting for approval, and the error says how
+    to run it once the key is set."""
+    from cowork.engines.models import ModelError
+    from cowork.runner import planning
+
+    try:
+        planning.require_models(settings, roles, [lane.role for lane in plan.lanes])
+    except ModelError as exc:
+        raise ModelError(f"{exc.message}\ntask {task} waits for its plan to be approved: `cowork approve {task}` "
+                         f"runs it once its roles can call their models, `cowork reject {task}` drops it",
+                         hint=exc.hint) from None
 
 
 def launch_approved(ws, st, task: str, plan, *, by: str, detach: bool, note: str | None = None) -> None:
@@ -143,8 +160,9 @@ def retry(lane: str = typer.Argument(..., metavar="TASK/LANE", help="a lane that
           detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
     """Send a lane that ended without merging back to its role: it picks up its own conversation with your note,
     and its task runs again (here, or in the background with --detach)."""
-    from cowork.runner import lease
+    from cowork.runner import lease, planning
     from cowork.runner.tasks import retry_lane
+    from cowork.store.lanes import get_lane
     from cowork.team.messages import human_id
 
     task, _, lane_id = lane.strip("/").partition("/")
@@ -153,6 +171,7 @@ def retry(lane: str = typer.Argument(..., metavar="TASK/LANE", help="a lane that
     ws, st, settings, roles = _team(root)
     require_task(st, task, lane_id)
     _check_step_cap(st, settings, roles, task, lane_id)
+    planning.require_models(settings, roles, [get_lane(st, task, lane_id)["role"]])
     queued = retry_lane(st, task, lane_id, by=human_id(ws.root), note=note)
     print(f"{task}/{lane_id} goes back to its role" + (f", with {', '.join(queued[1:])}" if len(queued) > 1 else ""))
     if lease.holder(st, task) is not None:  # a runner still holds the task (it was waiting): it picks the lane up
@@ -352,7 +371,9 @@ def wait(task: str = typer.Argument(..., help="the task id"),
 
 
 @app.command()
-def resume(detach: bool = DetachOpt, root: Optional[Path] = RootOpt) -> None:
+def resume(detach: bool = typer.Option(False, "--detach", "-d",
+                                        help="run in a background process and print its pid"),
+           root: Optional[Path] = RootOpt) -> None:
     """Start a runner that reclaims every unfinished task whose runner is gone, and continue them."""
     from cowork.runner import launch, lease
 
@@ -390,7 +411,10 @@ def _lanes_table(st, tasks: list[str] | None):
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("task/lane", "role", "state", "step", "tokens", "cost", "age"):
+    # task ids are long: in a narrow terminal the task/lane cell folds onto a second line rather than losing its
+    # end, the lane id that `retry`, `merge` and `revert` need
+    table.add_column("task/lane", overflow="fold")
+    for col in ("role", "state", "step", "tokens", "cost", "age"):
         table.add_column(col, justify="right" if col in ("step", "tokens", "cost", "age") else "left")
     rows = [r for t in (tasks or [None]) for r in _lane_rows(st, t)]
     for r in rows:

@@ -26,6 +26,11 @@ def _team(root: Optional[Path]):
     return ws, store(ws), settings, roles
 
 
+def _role_file(ws, role: str) -> bool:
+    """Whether roles/<role>.yaml (or .yml) exists: a role's name is its file's name."""
+    return any((ws.roles_dir / f"{role}{ext}").is_file() for ext in (".yaml", ".yml"))
+
+
 def _ago(ts: float | None) -> str:
     if not ts:
         return "-"
@@ -79,7 +84,7 @@ def inbox(role: Optional[str] = typer.Option(None, "--role", help="a role's inbo
 
     ws = workspace(root)
     st = store(ws)
-    if role and not any((ws.roles_dir / f"{role}{ext}").is_file() for ext in (".yaml", ".yml")):
+    if role and not _role_file(ws, role):
         raise BadInput(f"no role '{role}' in {ws.rel(ws.roles_dir)}", hint="`cowork roles list` names the roles")
     rows = messages.inbox(st, role=role, unread_only=not all_, limit=limit)
     if not role:
@@ -149,11 +154,12 @@ def approve(target: str = typer.Argument(..., metavar="ID|TASK",
     from cowork.team.messages import human_id
 
     if not target.isdigit():
-        from cowork.cli.task_cmds import launch_approved
+        from cowork.cli.task_cmds import launch_approved, require_plan_models
         from cowork.runner import planning
 
         ws, st, settings, roles = _team(root)
         plan = planning.saved_plan(ws, st, settings, roles, target)
+        require_plan_models(settings, roles, target, plan)
         print(f"task {target}: plan approved ({len(plan.lanes)} lane(s))")
         launch_approved(ws, st, target, plan, by=human_id(ws.root), detach=detach, note=note)
         return
@@ -179,10 +185,12 @@ def reject(target: str = typer.Argument(..., metavar="ID|TASK",
         planning.reject(store(ws), target, by=human_id(ws.root), reason=reason)
         print(f"task {target} rejected")
         return
-    if not reason:
+    st = store(ws)
+    found = ap.get(st, int(target))  # a typo'd id is named as such, not answered with "needs --reason"
+    if not reason and found["state"] == "pending":
         raise BadInput("rejecting an action needs --reason: the agent reads it", hint=f"cowork reject {target} "
                        '--reason "why not"')
-    row = ap.reject(store(ws), int(target), by=human_id(ws.root), reason=reason)
+    row = ap.reject(st, int(target), by=human_id(ws.root), reason=reason or "")
     print(f"rejected #{target} ({row['role']} {row['tool']})")
 
 
@@ -228,6 +236,8 @@ def budget_raise(task: Optional[str] = typer.Option(None, "--task", help="raise 
 
     ws = workspace(root)
     st = store(ws)
+    if role and not _role_file(ws, role):  # a typo would raise a cap no lane ever meets
+        raise BadInput(f"no role '{role}' in {ws.rel(ws.roles_dir)}", hint="`cowork roles list` names the roles")
     before = set(r["task_id"] + "/" + r["id"] for r in st.all("SELECT task_id, id FROM lanes WHERE state='blocked'"))
     new = budgets.raise_cap(st, by=human_id(ws.root), task=task, role=role, today=day, usd=usd, tokens=tokens)
     after = set(r["task_id"] + "/" + r["id"] for r in st.all("SELECT task_id, id FROM lanes WHERE state='blocked'"))

@@ -378,7 +378,11 @@ def models_report(settings: TeamSettings, roles: dict[str, Any], env: Mapping[st
     rows = []
     for name, role in [("(team default)", None), *sorted(roles.items())]:
         try:
-            row = {"role": name, **resolve_model(settings, role, env, scan=True).as_dict()}
+            resolved = resolve_model(settings, role, env, scan=True)
+            row = {"role": name, **resolved.as_dict()}
+            silent = _silent_server(resolved, found.servers)
+            if silent:
+                row["server_ok"], row["server_note"] = False, silent
         except NoModel as exc:
             row = {"role": name, "error": exc.message, "key_ok": False}
         rows.append(row)
@@ -386,7 +390,30 @@ def models_report(settings: TeamSettings, roles: dict[str, Any], env: Mapping[st
                    for r in rows)
     message = nothing_configured(embedded=found.embedded, reason=found.embedded_reason) if fallback else None
     return {"team": team_root, "providers": found.as_dict(), "models": rows,
-            "ok": all(r.get("key_ok") for r in rows), "nothing_configured": fallback, "message": message}
+            "ok": all(r.get("key_ok") and r.get("server_ok", True) for r in rows), "nothing_configured": fallback,
+            "message": message}
+
+
+def _silent_server(resolved: ResolvedModel, servers: list[Server]) -> str | None:
+    """What is wrong when the model's server is on this machine (a loopback api_base, or Ollama's default address)
+    and did not answer the probe; None when it answered, or when it is remote (never probed)."""
+    if resolved.is_local:
+        return None
+    base = resolved.api_base
+    if not base and provider_of(resolved.name) in ("ollama", "ollama_chat"):
+        base = OLLAMA_BASE  # litellm's default for Ollama
+    if not is_loopback(base):
+        return None
+
+    def root(url: str) -> str:
+        url = url.rstrip("/")
+        return url[:-3] if url.endswith("/v1") else url
+
+    if any(root(s.api_base) == root(base) for s in servers):
+        return None
+    from cowork.engines.retry import where
+
+    return f"nothing answers at {where(base)} (within {TIMEOUT} s)"
 
 
 def fallback_notice(settings: TeamSettings, roles: dict[str, Any], env: Mapping[str, str] | None = None) -> str | None:

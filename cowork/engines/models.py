@@ -297,6 +297,7 @@ async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] 
     lm = litellm()
     models = [choice.model, *choice.fallbacks]
     errors: list[str] = []
+    failures: list[tuple[str, Exception, str | None]] = []
     for i, model in enumerate(models):
         same = _provider(model) == _provider(choice.model)
         kwargs: dict[str, Any] = {"model": model, "messages": messages, "num_retries": 0, "timeout": choice.timeout_s}
@@ -334,10 +335,29 @@ async def complete(choice: ModelChoice, messages: list[dict], tools: list[dict] 
             await retry.wait(wait, hold)
         errors.append(f"{model}: {retry.describe(failure, kwargs.get('api_base'))}"
                       + (f" ({tries} tries)" if tries > 1 else ""))
+        failures.append((model, failure, kwargs.get("api_base")))
         if i + 1 < len(models) and on_fallback is not None:
             on_fallback(model, models[i + 1], failure)
-    raise ModelError("every model failed: " + "; ".join(errors),
-                     hint="check the provider, the API key variable and [model] in cowork.toml")
+    raise ModelError("every model failed: " + "; ".join(errors), hint=failure_hint(choice, failures))
+
+
+def failure_hint(choice: ModelChoice, failures: list[tuple[str, Exception, str | None]]) -> str:
+    """What to do when every model failed: the fix for the first failure a person can act on, and where the model
+    was chosen (a user who set COWORK_MODEL was told to look in cowork.toml)."""
+    where = f"the model comes from {choice.source}; " if choice.source else ""
+    for model, exc, _base in failures:
+        if "LLM Provider NOT provided" in str(exc):  # litellm's words for a model string without a known provider
+            return (f"litellm knows no provider for '{model}': write it as PROVIDER/MODEL, e.g. "
+                    "anthropic/claude-sonnet-4-5, openai/gpt-4o-mini or ollama/llama3.1 "
+                    f"(https://docs.litellm.ai/docs/providers); {where}`cowork models` shows what each role uses")
+    for model, exc, base in failures:
+        if retry.unreachable(exc) is not None:
+            at = retry.where(base) or "the provider"
+            return (f"nothing answered at {at}: start the model server, or point COWORK_API_BASE (or `[model] "
+                    f"api_base` in cowork.toml, or `api_base:` in the role file) at one that runs; {where}"
+                    "`cowork models` checks a server on this machine")
+    return (f"{where}check the model's name, its provider's API key and api_base; `cowork models` shows what each "
+            "role uses")
 
 
 # ---------------------------------------------------------------- the embedded model (owner: detect/demo)

@@ -162,7 +162,7 @@ def where(api_base: str | None) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _unreachable(exc: BaseException) -> BaseException | None:
+def unreachable(exc: BaseException) -> BaseException | None:
     """For a call that never got an HTTP answer because the connection failed (refused, unreachable, unknown host):
     the innermost error saying so ("Connect call failed"), not the HTTP clients' wrappings of it."""
     links = _chain(exc)
@@ -177,7 +177,7 @@ def describe(exc: BaseException, api_base: str | None) -> str:
     from cowork.redact import redact
 
     at = where(api_base)
-    cause = _unreachable(exc)
+    cause = unreachable(exc)
     if cause is not None:
         detail = getattr(cause, "strerror", None) or str(cause)
         return redact(f"cannot connect to {at or 'the provider'} ({type(cause).__name__}: {detail})"[:400])

@@ -58,6 +58,25 @@ def create_task(ws, store, settings, roles, text: str, *, to: str | None = None,
     return Draft(task, title, brief, to or settings.planner)
 
 
+def require_models(settings, roles, names) -> None:
+    """Each named role that calls a model can call one (its API key is set), checked before a task is written or
+    run: a missing key is said once, up front, not as a brief on main and a lane that crashed.
+
+    Raises:
+        ModelError: a role's model needs a key that is not set, or no model can stand in; the message names the role.
+    """
+    from cowork.engines import models
+
+    for name in dict.fromkeys(names):
+        role = roles.roles.get(name)
+        if role is None or role.engine == "command":  # an unknown role is reported where it is named
+            continue
+        try:
+            models.resolve(settings, role)
+        except models.ModelError as exc:
+            raise models.ModelError(f"role {name}: {exc.message}", hint=exc.hint) from None
+
+
 def require_target(ws, settings) -> None:
     """A task's files are committed on the merge target: say plainly when there is no repository or no commit.
 
@@ -103,7 +122,8 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
     """Have the planning role submit a plan; invalid plans go back to it with the errors (at most 3 tries).
 
     Raises:
-        BadInput: no planning role. ValidationFailed: still invalid after the last try.
+        BadInput: no planning role, or the plan is still invalid after the last try (the message names the
+            planner, its model and the last plan's problems).
     """
     from cowork.engines import models, prompts, retry
     from cowork.team import budgets
@@ -156,7 +176,11 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
             feedback = "The plan was rejected:\n" + "\n".join(p.render() for p in problems) + "\nFix it and call " \
                        "submit_plan again."
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": feedback})
-    raise ValidationFailed(problems or [Problem("the planner did not produce a valid plan", file="plan")])
+    problems = problems or [Problem("the planner did not produce a valid plan", file="plan")]
+    raise BadInput(f"{planner.name} ({choice.label or choice.model}) gave no valid plan in {MAX_PLAN_TRIES} tries; "
+                   "the last one:\n" + "\n".join("  " + p.render() for p in problems),
+                   hint="delegate again, give the request to one role with `--to ROLE`, or write the plan yourself "
+                        "and `cowork run PLAN.md` (the README shows a plan file)")
 
 
 def _parse_submission(draft: Draft, call: dict, roles: set[str], max_lanes: int) -> tuple[Plan | None, list[Problem]]:

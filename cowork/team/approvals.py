@@ -186,10 +186,11 @@ def approve(store: Store, approval_id: int, *, by: str, note: str | None = None)
 
 
 def reject(store: Store, approval_id: int, *, by: str, reason: str) -> dict:
-    """Reject a pending request; `reason` is required and goes back to the agent as the tool result."""
-    if not reason or not reason.strip():
+    """Reject a pending request; `reason` is required and goes back to the agent as the tool result. An unknown id
+    or a decision already made is said before a missing reason."""
+    if (not reason or not reason.strip()) and get(store, approval_id)["state"] == "pending":
         raise BadInput("a rejection needs a reason", hint="cowork reject ID --reason \"why not, and what instead\"")
-    return _decide(store, approval_id, "rejected", by, reason.strip())
+    return _decide(store, approval_id, "rejected", by, (reason or "").strip())
 
 
 def consume(store: Store, approval_id: int) -> None:

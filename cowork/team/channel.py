@@ -63,6 +63,7 @@ def say(ws, store, settings, roles, target: str, text: str, *, by: str, reply_to
         return Said(mid, to)
     from cowork.runner import planning
 
+    planning.require_models(settings, roles, [to])  # a task it could not run is never started
     draft = planning.create_task(ws, store, settings, roles, text, to=to, origin=by)
     plan = planning.one_lane_plan(draft.task, draft.title, to, text)
     planning.save_plan(ws, store, settings, draft.task, plan)
