@@ -267,8 +267,8 @@ def test_pause_names_what_exists_and_unpause_says_what_still_holds(team, server,
     task = started.out.strip().splitlines()[-1]
     assert cli("pause", "--lane", f"{task}/nolane", "-C", root).code == 2
     assert cli("pause", "--task", task, "-C", root).code == 0
-    res = cli("unpause", "-C", root)  # everything was not paused, but the task is: say so, and how
-    assert "everything was not paused" in res.out and f"still paused: {task} (`cowork unpause --task {task}`)" in res.out
+    res = cli("unpause", "-C", root)  # the whole team was not paused, but the task is: say so, and how
+    assert "the whole team was not paused" in res.out and f"still paused: {task} (`cowork unpause --task {task}`)" in res.out
     status = cli("status", "-C", root)
     assert f"paused  {task}" in status.out and "tasks     1 running" in status.out
     assert cli("unpause", "--task", task, "-C", root).code == 0

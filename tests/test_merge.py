@@ -417,6 +417,8 @@ def test_merge_queue_and_revert_commands(team, cli, monkeypatch):
     forced = cli("merge", "t1/b", "--force")  # insisting does not get a conflict in, either
     assert forced.code == 1 and "conflict: t1/b was not merged" in forced.out
     assert cli("merge", "t1/c", "--all").code == 2 and cli("merge", "nolane").code == 2
+    typo = cli("merge", "t1/nope")
+    assert typo.code == 2 and "no such lane" in typo.err and "cowork lanes" in typo.err
 
     rv = cli("revert", "t1/a", "--json")
     assert rv.code == 0 and rv.json()["status"] == "reverted"

@@ -474,6 +474,8 @@ def test_a_lane_at_its_budget_cap_waits_for_a_human_then_finishes(tmp_path, serv
         time.sleep(0.05)
     row = lane(st, task, "work")
     assert row["state"] == "blocked" and row["error"].startswith("budget exceeded: ")
+    into_blocked = [e for e in st.events(task=task, kinds=["lane.state"]) if e["data"]["state"] == "blocked"]
+    assert len(into_blocked) == 1, [e["summary"] for e in into_blocked]  # said once, not "blocked -> blocked" again
     assert t.is_alive() and lanes_db.get_task(st, task)["state"] == "running"  # open, waiting for a human
     assert len([r for r in server.requests if r.key == "Goal: Spend"]) == 1
     budgets.raise_cap(st, by="human:test", task=task, tokens=100_000)

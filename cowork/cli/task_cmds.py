@@ -486,7 +486,7 @@ def unpause(lane: Optional[str] = typer.Option(None, "--lane", help="only this l
     if control.unpause(st, by=human_id(ws.root), task=t, lane=l):
         print("unpaused")
     else:
-        print(("everything" if t is None else f"{t}/{l}" if l else t) + " was not paused")
+        print("the whole team was not paused" if t is None else (f"{t}/{l}" if l else t) + " was not paused")
     held, scoped = pause_flags(st)
     still = ([("everything", "cowork unpause")] if held else []) + [
         (s["scope"], "cowork unpause " + (f"--lane {s['scope']}" if "/" in s["scope"] else f"--task {s['scope']}"))

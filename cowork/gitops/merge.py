@@ -171,6 +171,9 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
         old = found[target_ref]
         if found[lane_ref] is None or old is None:
             missing = branch if found[lane_ref] is None else target
+            if missing == branch and row is None:
+                raise BadInput(f"cannot merge {task}/{lane}: no such lane (and no branch {branch})",
+                               hint="`cowork lanes` lists the lanes, as TASK/LANE")
             raise BadInput(f"cannot merge {task}/{lane}: there is no branch {missing}",
                            hint="was the lane started? see `cowork status`" if missing == branch
                            else "check [merge] target in cowork.toml")

@@ -67,11 +67,12 @@ def set_lane_state(store: Store, task_id: str, lane_id: str, state: str, *, acto
         cols.setdefault("ended_at", now())
     sets = ", ".join(f"{c}=?" for c in cols)
     with store.tx():
-        row = store.one("SELECT role, state FROM lanes WHERE task_id=? AND id=?", (task_id, lane_id))
+        row = store.one("SELECT role, state, error FROM lanes WHERE task_id=? AND id=?", (task_id, lane_id))
         if row is None:
             raise KeyError(f"no lane {task_id}/{lane_id}")
         store.execute(f"UPDATE lanes SET {sets} WHERE task_id=? AND id=?", (*cols.values(), task_id, lane_id))
-        if row["state"] != state or detail:
+        # a state set again is news only with a new reason (a lane the budget stopped is then ended for that reason)
+        if row["state"] != state or (detail and detail != (row["error"] or "")[:len(detail)]):
             store.event("lane.state", f"{task_id}/{lane_id} {row['state']} -> {state}" + (f": {detail}" if detail else ""),
                         actor=actor, task=task_id, lane=lane_id, role=row["role"],
                         data={"from": row["state"], "state": state})
