@@ -291,9 +291,14 @@ def test_revert_a_lane_then_the_rest_of_its_task(team):
     assert not (team.ws.root / "b.txt").exists()  # the clean checkout followed
     with pytest.raises(BadInput, match="already reverted"):
         revert(team.ws, team.store, team.settings, "t1/b", by="human:ada")
+    states = {r["id"]: r["state"] for r in team.store.all("SELECT id, state FROM lanes WHERE task_id='t1'")}
+    assert states == {"a": "merged", "b": "reverted", "c": "merged"}  # lanes and status tell the truth
+    [into] = [e for e in team.store.events(kinds=["lane.state"]) if e["data"]["state"] == "reverted"]
+    assert into["lane_id"] == "b" and into["actor"] == "human:ada" and res.commit[:9] in into["summary"]
 
     res = revert(team.ws, team.store, team.settings, "t1", by="human:ada")
     assert res.reverted == [merged["c"], merged["a"]]  # newest first, b already done
+    assert {r["state"] for r in team.store.all("SELECT state FROM lanes WHERE task_id='t1'")} == {"reverted"}
     assert set(git("ls-tree", "--name-only", "main", cwd=team.ws.root).splitlines()).isdisjoint({"a.txt", "c.txt"})
     ev = team.store.events(kinds=["merge.reverted"])
     assert [e["data"]["lanes"] for e in ev] == [["b"], ["c", "a"]] and ev[-1]["actor"] == "human:ada"
@@ -427,6 +432,9 @@ def test_merge_queue_and_revert_commands(team, cli, monkeypatch):
     assert who.startswith("human:")
     again = cli("revert", "t1/a")
     assert again.code == 2 and "already reverted" in again.err
+    remerge = cli("merge", "t1/a", "--force")  # the branch is in the history: a merge would change nothing
+    assert remerge.code == 2 and "reverted" in remerge.err and "Cowork-Revert-Of" in remerge.err
+    assert cli("lanes", "--task", "t1", "--json").json()[0]["state"] == "reverted"
     assert cli("revert", "t1/zzz").code == 2
     assert cli("revert", "t1").code == 0  # what is left of the task: c
     assert "c.txt" not in git("ls-tree", "--name-only", "main", cwd=team.ws.root)

@@ -459,6 +459,20 @@ def test_ask_and_delegate_add_lanes_while_the_task_runs(tmp_path, server):
     assert "Call it Zed" in dev_reqs[1].text  # the consult lane ran although the one slot was taken by the asker
 
 
+def test_a_lane_whose_dependency_was_reverted_does_not_start(tmp_path, server):
+    """A human reverted a lane before the lane built on it started: its work is gone from main, so the dependent
+    lane is cancelled (no model call), and the task ends failed rather than done."""
+    root, ws, st = team(tmp_path, server)
+    lanes_db.create_task(st, "t1-after-revert", "after a revert", state="running")
+    lanes_db.add_lane(st, "t1-after-revert", "base", "dev", "Goal: base work")
+    lanes_db.add_lane(st, "t1-after-revert", "next", "dev", "Goal: build on base", depends_on=["base"])
+    lanes_db.set_lane_state(st, "t1-after-revert", "base", "reverted", actor="human:test")
+    assert run_here(ws, ["t1-after-revert"]) == {"t1-after-revert": "failed"}
+    nxt = lane(st, "t1-after-revert", "next")
+    assert nxt["state"] == "cancelled" and not server.requests
+    assert "dependency base did not merge" in st.events(task="t1-after-revert", kinds=["lane.state"])[-1]["summary"]
+
+
 def test_a_lane_at_its_budget_cap_waits_for_a_human_then_finishes(tmp_path, server):
     dev = DEV + "budget: {tokens_per_task: 500}\n"
     root, ws, st = team(tmp_path, server, {"planner": PLANNER, "dev": dev})

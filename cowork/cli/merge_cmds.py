@@ -130,6 +130,12 @@ def _merge(ws, lane: str | None, all_: bool, force: bool) -> list:
         if row is not None and row["kind"] in ("review", "consult"):
             raise BadInput(f"lane {task}/{lane_id} is a {row['kind']} lane: it has no work of its own to merge",
                            hint="merge the lane it " + ("reviewed" if row["kind"] == "review" else "answered"))
+        if row is not None and row["state"] == "reverted":
+            raise BadInput(f"lane {task}/{lane_id} was merged, then reverted: merging its branch again changes "
+                           "nothing, as its commits are already in the history",
+                           hint=f"to bring the work back, revert the revert commit on {settings.merge.target} "
+                                f"(`git log --grep Cowork-Revert-Of {settings.merge.target}` finds it), or "
+                                "delegate the change again")
         if row is not None and row["state"] in _BUSY:
             raise BadInput(f"lane {task}/{lane_id} is {row['state']}; it has nothing final to merge yet",
                            hint="wait for it to finish (`cowork lanes`)")

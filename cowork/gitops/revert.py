@@ -18,6 +18,7 @@ from cowork.gitops.mergetree import (
     target_tip, unmerged_files,
 )
 from cowork.store import Store
+from cowork.store.lanes import get_lane, set_lane_state
 
 
 @dataclass
@@ -113,10 +114,16 @@ def revert(ws, store: Store, settings, target: str, *, by: str, lock: MergeLock 
         if cas_move(ws, branch, new, old, f"cowork: revert {target}"):
             res.notes = checkout.after_move(ws, plan, new)
             res.status, res.commit, res.output = "reverted", new, checks.output
-            store.event("merge.reverted", f"reverted {target} on {branch} as {new[:9]} "
-                        f"({len(todo)} merge{'s' if len(todo) != 1 else ''})",
-                        data={"commit": new, "previous": old, "target": branch, "reverted": res.reverted,
-                              "lanes": [m.lane for m in todo], "notes": res.notes}, **ev)
+            with store.tx():  # the lanes' new state and the revert event are read together
+                store.event("merge.reverted", f"reverted {target} on {branch} as {new[:9]} "
+                            f"({len(todo)} merge{'s' if len(todo) != 1 else ''})",
+                            data={"commit": new, "previous": old, "target": branch, "reverted": res.reverted,
+                                  "lanes": [m.lane for m in todo], "notes": res.notes}, **ev)
+                for name in dict.fromkeys(m.lane for m in todo if m.lane):
+                    row = get_lane(store, task, name)  # merges are found by their trailers: a row may be gone
+                    if row is not None:
+                        set_lane_state(store, task, name, "reverted", actor=by, detail=f"by {new[:9]}",
+                                       ended_at=row["ended_at"])
             return res
         res.notes += plan.notes
     raise TargetRaced(["git", "update-ref", f"refs/heads/{branch}"], 1,

@@ -23,7 +23,7 @@ from cowork.store import lanes as lanes_db
 from cowork.team import budgets
 
 WORKING = {"running", "checking", "paused", "waiting-approval"}  # a lane in one of these has (had) a coroutine
-DEAD_DEPS = {"failed", "blocked", "cancelled"}
+DEAD_DEPS = {"failed", "blocked", "cancelled", "reverted"}
 MERGER_YIELD_TICKS = 100  # at most 1 s of waiting for lanes' commits before a merge
 EXPIRE_EVERY_S = 5.0  # how often overdue approvals are expired while the runner lives (one indexed SELECT)
 

@@ -9,9 +9,9 @@ from cowork.store.store import Store, now
 
 LANE_STATES = (
     "queued", "running", "waiting-approval", "paused", "checking", "in-review", "merge-queue", "merging",
-    "merged", "done", "failed", "blocked", "cancelled",
+    "merged", "done", "failed", "blocked", "cancelled", "reverted",
 )
-FINAL_LANE_STATES = {"merged", "done", "failed", "cancelled"}
+FINAL_LANE_STATES = {"merged", "done", "failed", "cancelled", "reverted"}
 TASK_STATES = ("planning", "awaiting-approval", "running", "done", "failed", "rejected", "cancelled")
 
 

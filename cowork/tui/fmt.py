@@ -13,6 +13,7 @@ STATE_STYLES = {
     "merge-queue": "blue",
     "merging": "bold blue",
     "merged": "green",
+    "reverted": "yellow",
     "done": "green",
     "failed": "bold red",
     "blocked": "bold red",
