@@ -2,8 +2,9 @@
 
 The engine calls `check` before every model call and `record_usage` after it, and while other lanes' calls are in
 flight, a call starts only if the caps hold with every in-flight call counted at what it may cost (`InFlight`),
-so a cap is overshot by at most one call, also when many lanes run at once. A human raises a cap with `raise_cap` (`cowork budget raise`); raises live in the store's control
-table (keys `budget:task:<id>`, `budget:role:<name>`, `budget:day`), so every process sees them.
+so a cap is overshot by at most one call, also when many lanes run at once. A human raises a cap with
+`raise_cap` (`cowork budget raise`); raises live in the store's control table (keys `budget:task:<id>`,
+`budget:role:<name>`, `budget:day`), so every process sees them.
 """
 from __future__ import annotations
 
@@ -340,7 +341,9 @@ class InFlight:
         try:
             await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
-            pass
+            with self.lock:
+                if (loop, fut) in self._waiters:
+                    self._waiters.remove((loop, fut))
 
 
 CHARS_PER_TOKEN = 3     # a call's estimate counts a token per 3 characters (English runs near 4, code nearer 3)
