@@ -167,6 +167,30 @@ def test_a_role_whose_model_has_no_key_is_named_before_anything_is_written(tmp_p
     assert lanes_db.get_task(st, task)["state"] == "awaiting-approval"
 
 
+def test_a_model_server_on_this_machine_that_is_not_running_is_named_before_anything_is_written(
+        tmp_path, server, monkeypatch, cli):
+    """A local model server (vLLM, llama.cpp, Ollama) not started was found only by the planner's or the lane's
+    call, after a brief was committed. Nothing listening is provable at once (the connection is refused), so it is
+    said up front, naming the role, the address and where the model came from."""
+    import socket
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    local = f"name: local\nmandate: Works on a model served here.\nmodel: openai/qwen\napi_base: {dead}\ntools: []\n"
+    root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV, "local": local})
+    st = Store(root / ".cowork" / "state.db")
+    head = git(root, "rev-parse", "main")
+    r = cli("delegate", "Do it", "--to", "local", "--yes", "-C", root)
+    assert r.code == 1 and f"role local: nothing listens at {dead}" in r.err and "start the model server" in r.err
+    assert "Traceback" not in r.err
+    assert st.scalar("SELECT count(*) FROM tasks") == 0 and git(root, "rev-parse", "main") == head
+    # the team's own server (the scripted one) is up: work goes ahead as ever
+    server.script("Goal: Write up", [tool_call("write_file", path="up.txt", content="up\n"), finish("up")])
+    assert cli("delegate", "Write up", "--to", "dev", "--yes", "-C", root).code == 0
+
+
 def test_auto_approve_policy_and_lanes_json(tmp_path, server, monkeypatch, capsys):
     monkeypatch.setenv("SCRIPTED_KEY", "test-key")
     root = make_team(tmp_path / "repo", server.url, {"planner": PLANNER, "dev": DEV},

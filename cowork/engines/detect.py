@@ -115,6 +115,25 @@ def is_loopback(url: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
+def refused(url: str | None, timeout: float = 0.5) -> bool:
+    """Whether a server on this machine at `url` (a loopback address) provably is not there: connecting is refused.
+    A server that is busy still accepts the connection (the kernel does), and anything else that goes wrong says
+    nothing for sure, so only a refusal counts."""
+    import socket
+
+    parts = urlsplit(url or "")
+    if not is_loopback(url) or not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
 def _get_json(url: str, timeout: float) -> Any:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
     with opener.open(url, timeout=timeout) as resp:

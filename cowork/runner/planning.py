@@ -59,22 +59,35 @@ def create_task(ws, store, settings, roles, text: str, *, to: str | None = None,
 
 
 def require_models(settings, roles, names) -> None:
-    """Each named role that calls a model can call one (its API key is set), checked before a task is written or
-    run: a missing key is said once, up front, not as a brief on main and a lane that crashed.
+    """Each named role that calls a model can call one (its API key is set, and a model server it names on this
+    machine is there), checked before a task is written or run: a missing key or a server not started is said
+    once, up front, not as a brief on main and a lane that failed.
 
     Raises:
-        ModelError: a role's model needs a key that is not set, or no model can stand in; the message names the role.
+        ModelError: a role's model needs a key that is not set, or no model can stand in, or its server on this
+            machine refuses connections and it has no fallback; the message names the role.
     """
-    from cowork.engines import models
+    from cowork.engines import detect, models, retry
 
+    checked: set[str] = set()
     for name in dict.fromkeys(names):
         role = roles.roles.get(name)
         if role is None or role.engine == "command":  # an unknown role is reported where it is named
             continue
         try:
-            models.resolve(settings, role)
+            choice = models.resolve(settings, role)
         except models.ModelError as exc:
             raise models.ModelError(f"role {name}: {exc.message}", hint=exc.hint) from None
+        base = choice.api_base or (detect.OLLAMA_BASE if detect.provider_of(choice.model) in ("ollama", "ollama_chat")
+                                   else None)
+        if choice.is_local or choice.fallbacks or not base or base in checked:
+            continue
+        checked.add(base)
+        if detect.refused(base):
+            raise models.ModelError(
+                f"role {name}: nothing listens at {retry.where(base)}, the server of its model {choice.model}",
+                hint=f"start the model server there, or point COWORK_API_BASE (or `[model] api_base`, or the role's "
+                     f"`api_base:`) at one that runs; the model comes from {choice.source}")
 
 
 def require_target(ws, settings) -> None:
