@@ -471,6 +471,11 @@ def test_a_lane_whose_dependency_was_reverted_does_not_start(tmp_path, server):
     nxt = lane(st, "t1-after-revert", "next")
     assert nxt["state"] == "cancelled" and not server.requests
     assert "dependency base did not merge" in st.events(task="t1-after-revert", kinds=["lane.state"])[-1]["summary"]
+    from cowork.errors import BadInput
+    from cowork.runner.tasks import retry_lane
+
+    with pytest.raises(BadInput, match="builds on base, which was reverted"):  # it would be cancelled again at once
+        retry_lane(st, "t1-after-revert", "next", by="human:test")
 
 
 def test_a_lane_at_its_budget_cap_waits_for_a_human_then_finishes(tmp_path, server):

@@ -141,6 +141,10 @@ def retry_lane(store: Store, task: str, lane: str, *, by: str, note: str | None 
             raise BadInput(f"lane {task}/{lane} stopped at a budget cap: {row['error'][:200]}",
                            hint="`cowork budget raise` (see `cowork budget`) queues it again")
         by_id = {r["id"]: r for r in lanes_db.list_lanes(store, task)}
+        gone = [d for d in row["depends_on"] or [] if by_id.get(d, {}).get("state") == "reverted"]
+        if row["state"] == "cancelled" and gone:  # the work it builds on left main: nothing to resume on
+            raise BadInput(f"lane {task}/{lane} builds on {', '.join(gone)}, which was reverted",
+                           hint="that work is gone from the target: delegate the change again")
         stuck = [d for d in row["depends_on"] or [] if by_id.get(d, {}).get("state") in RETRYABLE]
         if row["state"] == "cancelled" and stuck:  # it would be cancelled again at once
             raise BadInput(f"lane {task}/{lane} waits on {', '.join(stuck)}, which did not merge",
