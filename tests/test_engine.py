@@ -191,3 +191,26 @@ def test_a_call_held_by_a_pause_and_then_stopped_is_recorded_as_not_run(tmp_path
     tool = [s for s in Journal(ctx.store, ctx.task_id, ctx.lane_id).steps if s.kind == "tool"]
     assert len(tool) == 1 and tool[0].state == "failed" and tool[0].output["content"].startswith("not run")
     assert not (ctx.worktree / "x.txt").exists()
+
+
+def test_command_engine_kills_what_the_agent_left_running(tmp_path, server):
+    """An agent that starts a background process and exits: the lane's end stops it (nothing else would)."""
+    from cowork.procs import pid_alive
+
+    pidf = tmp_path / "child.pid"
+    dev = ("name: dev\nmandate: Implements code changes on its lane's branch.\nengine: command\n"
+           f"command: [sh, -c, 'sleep 300 & echo $! > {pidf}; echo hi > out.txt', '{{goal}}']\n")
+    root, st = setup(tmp_path, server, dev=dev)
+    assert delegate(root, "Spawn") == 0
+    pid = int(pidf.read_text())
+    deadline = time.time() + 5
+    while pid_alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    alive = pid_alive(pid)
+    if alive:
+        import os
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
+    assert git(root, "show", "main:out.txt") == "hi"

@@ -21,6 +21,7 @@ from cowork.procs import tracked
 
 POLL_S = 0.1
 TAIL = 3000
+TERM_GRACE_S = 2.0
 
 
 def argv_for(command: list[str], goal: str) -> list[str]:
@@ -86,7 +87,21 @@ def _goal(ctx: Any) -> str:
 
 
 async def _supervise(proc: asyncio.subprocess.Process, is_paused, on_pause, timeout_s: float | None) -> int:
-    """Wait for the process, stopping its group while paused. Returns its exit code (-signal if killed)."""
+    """Wait for the process, stopping its group while paused. Returns its exit code (-signal if killed). When it
+    ends, what it left running in its group (a dev server, `sleep &`) is killed: the lane's end is the agent's end,
+    and nothing would stop those later (the group's note goes with the leader)."""
+    try:
+        return await _wait(proc, is_paused, on_pause, timeout_s)
+    finally:
+        if proc.returncode is None:  # cancelled: it was sent SIGTERM; a moment to save its work, then SIGKILL
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), TERM_GRACE_S)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+        _signal(proc, signal.SIGKILL)
+
+
+async def _wait(proc: asyncio.subprocess.Process, is_paused, on_pause, timeout_s: float | None) -> int:
     stopped = False
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s if timeout_s else None
