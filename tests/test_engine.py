@@ -214,3 +214,16 @@ def test_command_engine_kills_what_the_agent_left_running(tmp_path, server):
         os.kill(pid, signal.SIGKILL)
     assert not alive
     assert git(root, "show", "main:out.txt") == "hi"
+
+
+def test_command_engine_failure_names_the_lane_and_its_log(tmp_path, server):
+    dev = ("name: dev\nmandate: Implements code changes on its lane's branch.\nengine: command\n"
+           "command: [sh, -c, 'echo partial > p.txt; echo boom >&2; exit 3', '{goal}']\n")
+    root, st = setup(tmp_path, server, dev=dev)
+    assert delegate(root, "Fail") == 1
+    task = st.scalar("SELECT id FROM tasks")
+    error = lanes_db.get_lane(st, task, "work")["error"]
+    assert f"lane {task}/work" in error and "exited with 3" in error
+    assert f".cowork/logs/{task}/work.log" in error  # where to look, not only that it failed
+    assert "boom" in (root / ".cowork" / "logs" / task / "work.log").read_text()
+    assert main(["handoff", "validate", "-C", str(root)]) == 0

@@ -77,8 +77,8 @@ async def run_command_lane(ctx: Any, journal: Journal, *, log_path: Path, notes:
     status = "done" if code == 0 else "failed"
     finish = {"status": status, "summary": f"`{ctx.role.command[0]}` exited with {code}.\n\nLast output:\n\n"
               f"```\n{tail.strip()[-1500:]}\n```", "artifacts": [f"log: {ctx.ws.rel(log_path)}"]}
-    return LaneOutcome(status, finish, None if code == 0 else f"lane {ctx.task_id}/{ctx.lane_id}: command "
-                                                              f"exited with {code}")
+    return LaneOutcome(status, finish, None if code == 0 else f"lane {ctx.task_id}/{ctx.lane_id}: `{argv[0]}` "
+                       f"exited with {code}; its output is in {ctx.ws.rel(log_path)}")
 
 
 def _goal(ctx: Any) -> str:
