@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -48,6 +49,24 @@ def start_token(pid: int) -> str | None:
     except (OSError, IndexError):
         return None
     return f"{boot}:{started}"
+
+
+def me() -> tuple[int, str, str | None]:
+    """This process as other processes can find it: (pid, host, `start_token`)."""
+    pid = os.getpid()
+    return pid, socket.gethostname(), start_token(pid)
+
+
+def gone(pid: int, host: str, token: str | None) -> bool:
+    """Whether the process `me()` described as (pid, host, token) has provably ended: it is on this host, and its
+    pid is free, a zombie, or now belongs to a later process. One elsewhere, or one with no token whose pid is
+    alive, is not known to be gone."""
+    if host != socket.gethostname():
+        return False
+    if not pid_alive(pid):
+        return True
+    current = start_token(pid) if token else None
+    return current is not None and current != token
 
 
 def _ps(pid: int, field: str) -> str | None:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
-import socket
 import threading
 import time
 import uuid
 from typing import Callable, Iterator
 
 from cowork.errors import CoworkError
-from cowork.procs import pid_alive, start_token
+from cowork.procs import gone, me as _me
 from cowork.store import Store, now
 
 WAIT_NOTICE_S = 1.0  # a taker waiting this long says who holds the lock
@@ -39,26 +37,16 @@ def waiting_notices(listener: Callable[[dict], None]) -> Iterator[None]:
         _ON_WAIT.reset(token)
 
 
-def _me() -> tuple[int, str, str | None]:
-    pid = os.getpid()
-    return pid, socket.gethostname(), start_token(pid)
-
-
 def holder_gone(store: Store, row: dict) -> bool:
-    """Whether the holder of a `locks` row is provably gone: its process, on this host, has ended (or its pid now
-    belongs to a later process). A holder elsewhere, or one that left no trace of its process, is not."""
+    """Whether the holder of a `locks` row is provably gone (`procs.gone`). A holder elsewhere, or one that left no
+    trace of its process, is not."""
     pid, host, token = row.get("pid"), row.get("host"), row.get("proc_start")
     if pid is None:  # taken before locks recorded their process: a runner's own row knows it
         runner = store.one("SELECT pid, host FROM runners WHERE id=?", (row["holder"],))
         if runner is None:
             return False
         pid, host, token = runner["pid"], runner["host"], None
-    if host != socket.gethostname():
-        return False
-    if not pid_alive(pid):
-        return True
-    current = start_token(pid) if token else None
-    return current is not None and current != token
+    return gone(pid, host, token)
 
 
 class LockLost(CoworkError):
