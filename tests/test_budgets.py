@@ -206,6 +206,106 @@ def test_parallel_lanes_overshoot_a_cap_by_at_most_one_call(env, monkeypatch):
     assert total - cap < max(costs), f"overshot by ${total - cap:.3f}, more than one call (at most ${max(costs):.3f})"
     assert env.events("budget.wait"), "near the cap, lanes waited for the calls in flight"
     assert budgets.in_flight(env.store).calls == {}, "every reservation was given back"
+    assert env.store.scalar("SELECT COUNT(*) FROM reservations") == 0
+
+
+# Another runner (another process) with a model call in flight: it reserves through cowork's own budgets module,
+# then, told "done", records the call's spend and gives the reservation back.
+OTHER_RUNNER = """
+import sys
+from cowork.store import Store
+from cowork.team import budgets
+db, task, usd = sys.argv[1], sys.argv[2], float(sys.argv[3])
+store = Store(db)
+flight = budgets.in_flight(store)
+key, why = flight.try_start(store, budgets.Reservation(task, "dev", 1000, usd), lambda: [])
+assert why is None, why
+print("held", flush=True)
+if sys.stdin.readline().strip() == "done":
+    budgets.record_usage(store, task=task, lane="l1", role="dev", model="m", tokens_in=500, tokens_out=500, usd=usd)
+    flight.done(store, key)
+"""
+
+
+def _other_runner(env, usd: float):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", OTHER_RUNNER, str(env.store.path), "t2", str(usd)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _lane_beside(env, monkeypatch, other, end_other) -> tuple:
+    """Run one lane of t1 near the shared day cap ($10) while `other` holds a call in flight; once the lane has
+    called the model or waited, and 0.5 s (many polls) later, `end_other(other)`. Returns (model calls the lane made while the other call was in flight, the lane's
+    outcome)."""
+    from cowork.engines.llm import run_llm_lane
+    from cowork.runner.journal import Journal
+
+    monkeypatch.setenv("SCRIPTED_KEY", "x")
+    g = env.gateway("dev")
+    (g.ctx.worktree / "README.md").write_text("x" * 400 + "\n")
+    with ScriptedServer() as server:
+        server.script("You are dev", [lambda req: tool_call("read_file", path="README.md", offset=len(req["messages"]))])
+        g.ctx.settings = env.settings.model_copy(update={"model": env.settings.model.model_copy(
+            update={"name": "openai/scripted", "api_base": server.url, "api_key_env": "SCRIPTED_KEY"})})
+        g.ctx.settings.policy.max_steps_per_lane = 200
+
+        async def scenario():
+            lane = asyncio.ensure_future(run_llm_lane(g.ctx, g, Journal(env.store, "t1", "l1"), system="You are dev.",
+                                                      kickoff="read forever"))
+            for _ in range(1500):  # until the lane either calls the model or waits (litellm's import comes first)
+                if server.calls("You are dev") or env.events("budget.wait"):
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # many polls
+            held = server.calls("You are dev")
+            await asyncio.to_thread(end_other, other)
+            return held, await lane
+
+        return asyncio.run(scenario())
+
+
+def test_a_call_in_flight_in_another_runner_holds_back_a_lane_near_a_shared_cap(env, monkeypatch):
+    """Two tasks, two runners (processes), one day cap: a lane whose call could cross the cap beside the other
+    runner's call in flight waits for it, as it would for a lane of its own runner. Before, each runner counted only
+    its own calls, so every runner could overshoot a shared cap by a call."""
+    spend(env, 9.8, task="t0")                                       # today: $9.80 of the $10 day cap
+    other = _other_runner(env, 0.15)
+
+    def finish(proc) -> None:
+        proc.stdin.write("done\n")
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+
+    held, out = _lane_beside(env, monkeypatch, other, finish)
+    assert held == 0, "the lane called the model while the other runner's call could cross the cap"
+    waits = env.events("budget.wait")
+    assert waits and waits[0]["data"]["in_flight"] == 1 and "day $9.80 of $10.00" in waits[0]["summary"]
+    assert out.status == "blocked" and "budget exceeded" in out.error
+    day_total = env.store.scalar("SELECT SUM(usd) FROM costs")
+    mine = [r["usd"] for r in env.store.all("SELECT usd FROM costs WHERE task_id='t1'")]
+    assert day_total - 10.0 < max([0.15, *mine]), f"the day cap was overshot by ${day_total - 10:.3f}"
+    assert env.store.scalar("SELECT COUNT(*) FROM reservations") == 0, "every reservation was given back"
+
+
+def test_a_runner_killed_mid_call_holds_no_budget_back(env, monkeypatch):
+    """The other runner is killed (SIGKILL) with its call in flight: its reservation counts no more from the next
+    look, and that look deletes it."""
+    spend(env, 9.8, task="t0")
+    other = _other_runner(env, 0.15)
+
+    def kill(proc) -> None:
+        proc.kill()
+        proc.wait(10)
+
+    held, out = _lane_beside(env, monkeypatch, other, kill)
+    assert held == 0 and env.events("budget.wait"), "while the other runner lived, the lane waited for its call"
+    assert out.status == "blocked" and "budget exceeded" in out.error
+    assert env.store.scalar("SELECT COUNT(*) FROM costs WHERE task_id='t1'") >= 1, "the lane went on once it died"
+    assert env.store.scalar("SELECT COUNT(*) FROM reservations") == 0
 
 
 def test_the_gateway_rechecks_exactly_when_the_verdict_may_change(env):

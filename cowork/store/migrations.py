@@ -193,6 +193,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE approvals ADD COLUMN step_seq INTEGER;  -- the lane's journal step (tool call) that asked
         """,
     ),
+    (
+        "005_reservations",
+        """
+        CREATE TABLE reservations (                -- model calls in flight and what each may cost (budgets.InFlight)
+            id INTEGER PRIMARY KEY,
+            pid INTEGER NOT NULL,                  -- the process that made the call: its row is void once it is gone
+            host TEXT NOT NULL,
+            proc_start TEXT,                       -- its boot and start time: a reused pid is not that process
+            task_id TEXT,
+            role TEXT,
+            tokens INTEGER NOT NULL,
+            usd REAL NOT NULL,
+            started_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 

@@ -2,13 +2,14 @@
 
 The engine calls `check` before every model call and `record_usage` after it, and while other lanes' calls are in
 flight, a call starts only if the caps hold with every in-flight call counted at what it may cost (`InFlight`),
-so a cap is overshot by at most one call, also when many lanes run at once. A human raises a cap with
-`raise_cap` (`cowork budget raise`); raises live in the store's control table (keys `budget:task:<id>`,
-`budget:role:<name>`, `budget:day`), so every process sees them.
+so a cap is overshot by at most one call, also when many lanes run at once, in one runner or several. A human
+raises a cap with `raise_cap` (`cowork budget raise`); raises live in the store's control table (keys
+`budget:task:<id>`, `budget:role:<name>`, `budget:day`), so every process sees them.
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from typing import Callable
 from cowork.config import TeamSettings
 from cowork.errors import BadInput
 from cowork.roles import Role, RoleSet
+from cowork.procs import gone, me
 from cowork.store import Store, day, now
+from cowork.store import db
 from cowork.store.store import loads
 
 TYPICAL_TOKENS_IN = 6_000    # per model call, for plan estimates: the context grows over a lane
@@ -272,56 +275,97 @@ class Reservation:
         return self.task == task and self.role == role  # task/role
 
 
+STALE_RESERVATION_S = 3600.0  # a call in flight on another host (whose process cannot be looked at) counts this long
+
+
 class InFlight:
-    """The model calls one process has started and not yet recorded, each with its reservation.
+    """The model calls in flight against one store's caps, each with its reservation.
 
     Each lane checks its caps before a call, but the spend of calls in flight is not known until they answer:
     without this, N lanes near a cap would each see room for one more call and all start, overshooting it by N
     calls. `try_start` lets a call start only when every cap it counts against holds with it and every call in
     flight against that cap counted at their reservations, or when no other call against that cap is in flight
     (so a cap is still overshot by at most one call, the one that crossed it, whatever the estimates).
-    Lanes of other processes are not seen: each runner may overshoot a shared day cap by one call.
+
+    Every call in flight is a row of the store's `reservations` table, read and written in one write transaction,
+    so the runners of other tasks (other processes) count it too and a shared day cap holds across them. A row
+    whose process is gone (killed mid-call) counts no more and is deleted by the next call that looks. `calls`
+    holds this process's own, so that its waiters wake the moment one ends; other processes' are polled.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.calls: dict[int, Reservation] = {}
-        self._next = 0
+        self.calls: dict[int, Reservation] = {}   # this process's calls in flight, by reservations row id
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
 
-    def reserved(self, cap: Cap, task: str | None, role: str | None) -> tuple[int, float]:
-        """(calls, amount in the cap's unit) in flight against `cap` of `role` working on `task`."""
-        mine = [r for r in self.calls.values() if r.counts_against(cap.scope, task, role)]
+    def reserved(self, cap: Cap, task: str | None, role: str | None,
+                 others: list[Reservation] = ()) -> tuple[int, float]:
+        """(calls, amount in the cap's unit) in flight against `cap` of `role` working on `task`: this process's
+        and `others`."""
+        mine = [r for r in (*self.calls.values(), *others) if r.counts_against(cap.scope, task, role)]
         return len(mine), float(sum(r.tokens if cap.unit == "tokens" else r.usd for r in mine))
 
-    def blocking(self, found: list[Cap], res: Reservation) -> tuple[Cap, int, float] | None:
+    def blocking(self, found: list[Cap], res: Reservation,
+                 others: list[Reservation] = ()) -> tuple[Cap, int, float] | None:
         """The first of `found` (caps read just now) that `res` must not start against, with the calls in flight
         against it and their reservations; None when it may start."""
         for cap in found:
-            n, amount = self.reserved(cap, res.task, res.role)
+            n, amount = self.reserved(cap, res.task, res.role, others)
             mine = res.tokens if cap.unit == "tokens" else res.usd
             if n and cap.used + amount + mine >= cap.limit:
                 return cap, n, amount
         return None
 
-    def try_start(self, res: Reservation, read_caps: Callable[[], list[Cap]]) -> tuple[int | None, tuple | None]:
+    def try_start(self, store: Store, res: Reservation,
+                  read_caps: Callable[[], list[Cap]]) -> tuple[int | None, tuple | None]:
         """Start `res` unless a cap blocks it: (its key for `done`, None) or (None, (cap, calls, amount) from
         `blocking`). `read_caps` reads the caps now; it is asked only when other calls are in flight."""
-        with self.lock:
-            if self.calls:
-                why = self.blocking(read_caps(), res)
+        with self.lock, store.tx():  # the write lock: no other process starts or ends a call between look and note
+            others = self._others(store)
+            if self.calls or others:
+                why = self.blocking(read_caps(), res, others)
                 if why is not None:
                     return None, why
-            self._next += 1
-            self.calls[self._next] = res
-            return self._next, None
+            pid, host, token = _me()
+            key = store.conn.execute(
+                "INSERT INTO reservations(pid, host, proc_start, task_id, role, tokens, usd, started_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (pid, host, token, res.task, res.role, res.tokens, res.usd,
+                                                    now())).lastrowid
+            self.calls[key] = res
+            return key, None
 
-    def done(self, key: int | None) -> None:
-        """The call is over (its spend recorded, or it failed): wake the calls waiting for room."""
+    def _others(self, store: Store) -> list[Reservation]:
+        """The calls in flight in other processes. Rows no call stands behind are deleted: those of processes that
+        are gone, this process's own that `done` could not delete, and other hosts' older than
+        `STALE_RESERVATION_S`. Called in `try_start`'s write transaction."""
+        me = _me()
+        out, void, seen = [], [], {}
+        for row in store.conn.execute("SELECT id, pid, host, proc_start, task_id, role, tokens, usd, started_at "
+                                      "FROM reservations").fetchall():
+            if row["id"] in self.calls:
+                continue
+            who = (row["pid"], row["host"], row["proc_start"])
+            if who not in seen:
+                seen[who] = who == me or gone(*who)
+            if seen[who] or now() - row["started_at"] > STALE_RESERVATION_S:
+                void.append((row["id"],))
+            else:
+                out.append(Reservation(row["task_id"], row["role"], row["tokens"], row["usd"]))
+        if void:
+            store.conn.executemany("DELETE FROM reservations WHERE id=?", void)
+        return out
+
+    def done(self, store: Store, key: int | None) -> None:
+        """The call is over (its spend recorded, or it failed): give its reservation back and wake the calls
+        waiting for room."""
         if key is None:
             return
         with self.lock:
             self.calls.pop(key, None)
+            try:
+                store.conn.execute("DELETE FROM reservations WHERE id=?", (key,))
+            except db.sqlite3.OperationalError:  # busy past the timeout: the row is void (not in `calls`), and
+                pass                             # this process's next `try_start` deletes it
             waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:
             def wake(f: asyncio.Future = fut) -> None:
@@ -333,7 +377,8 @@ class InFlight:
                 pass
 
     async def changed(self, timeout: float) -> None:
-        """Return when a call in flight ends, or after `timeout` seconds."""
+        """Return when a call in flight in this process ends, or after `timeout` seconds (other processes' calls
+        are seen by asking again)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self.lock:
@@ -344,6 +389,17 @@ class InFlight:
             with self.lock:
                 if (loop, fut) in self._waiters:
                     self._waiters.remove((loop, fut))
+
+
+_me_cache: tuple[int, tuple] | None = None
+
+
+def _me() -> tuple[int, str, str | None]:
+    """`procs.me()`, read once per process (a forked child reads its own)."""
+    global _me_cache
+    if _me_cache is None or _me_cache[0] != os.getpid():
+        _me_cache = (os.getpid(), me())
+    return _me_cache[1]
 
 
 CHARS_PER_TOKEN = 3     # a call's estimate counts a token per 3 characters (English runs near 4, code nearer 3)
@@ -372,7 +428,7 @@ _in_flight_lock = threading.Lock()
 
 
 def in_flight(store: Store) -> InFlight:
-    """The calls in flight against the caps of `store`'s database, in this process."""
+    """The calls in flight against the caps of `store`'s database (one per database in a process)."""
     key = str(store.path.resolve())
     with _in_flight_lock:
         found = _in_flight.get(key)

@@ -322,8 +322,8 @@ class Gateway:
         res = budgets.Reservation(c.task_id, c.role.name, est[0], est[1])
         told = False
         while True:
-            self._reservation, why = flight.try_start(res, lambda: budgets.caps(c.store, c.settings, c.role,
-                                                                                c.task_id))
+            self._reservation, why = flight.try_start(
+                c.store, res, lambda: budgets.caps(c.store, c.settings, c.role, c.task_id))
             if why is None:
                 return None
             if not told:
@@ -344,7 +344,7 @@ class Gateway:
         """The call reserved by `reserve_model_call` is over (recorded, or failed)."""
         key, self._reservation = self._reservation, None
         if key is not None:
-            budgets.in_flight(self.ctx.store).done(key)
+            budgets.in_flight(self.ctx.store).done(self.ctx.store, key)
 
     def _check_spawn_budget(self) -> None:
         c = self.ctx
