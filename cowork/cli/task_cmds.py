@@ -56,7 +56,8 @@ def delegate(text: str = typer.Argument(..., help="what you want done"),
 
             stopped = isinstance(exc, KeyboardInterrupt)
             set_task_state(st, draft.task, "failed", actor="planner",
-                           error="interrupted while planning" if stopped else "no valid plan")
+                           error="interrupted while planning" if stopped else
+                           f"planning failed: {getattr(exc, 'message', None) or exc}"[:500])
             if stopped:
                 print(f"\ninterrupted while planning: task {draft.task} dropped; nothing ran", file=sys.stderr)
                 raise typer.Exit(130) from None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cowork import plan as plan_mod
-from cowork.errors import BadInput, Problem, ValidationFailed
+from cowork.errors import BadInput, CoworkError, Problem, ValidationFailed
 from cowork.plan import LaneSpec, Plan, PlanMeta
 from cowork.runner.journal import Journal
 from cowork.runner.mainline import commit_to_target
@@ -190,10 +190,11 @@ async def ask_planner(ws, store, settings, roles, draft: Draft) -> Plan:
                        "submit_plan again."
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": feedback})
     problems = problems or [Problem("the planner did not produce a valid plan", file="plan")]
-    raise BadInput(f"{planner.name} ({choice.label or choice.model}) gave no valid plan in {MAX_PLAN_TRIES} tries; "
-                   "the last one:\n" + "\n".join("  " + p.render() for p in problems),
-                   hint="delegate again, give the request to one role with `--to ROLE`, or write the plan yourself "
-                        "and `cowork run PLAN.md` (the README shows a plan file)")
+    # a failure (exit 1), not bad input (2): the request was fine, the model's plans were not
+    raise CoworkError(f"{planner.name} ({choice.label or choice.model}) gave no valid plan in {MAX_PLAN_TRIES} tries; "
+                      "the last one:\n" + "\n".join("  " + p.render() for p in problems),
+                      hint="delegate again, give the request to one role with `--to ROLE`, or write the plan "
+                           "yourself and `cowork run PLAN.md` (the README shows a plan file)")
 
 
 def _parse_submission(draft: Draft, call: dict, roles: set[str], max_lanes: int) -> tuple[Plan | None, list[Problem]]:
