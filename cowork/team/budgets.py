@@ -275,7 +275,9 @@ class Reservation:
         return self.task == task and self.role == role  # task/role
 
 
-STALE_RESERVATION_S = 3600.0  # a call in flight on another host (whose process cannot be looked at) counts this long
+# a call in flight counts this long at most: a model call that long has hung, and another host's process cannot be
+# looked at (a store on a shared disk)
+STALE_RESERVATION_S = 3600.0
 
 
 class InFlight:
@@ -336,8 +338,7 @@ class InFlight:
 
     def _others(self, store: Store) -> list[Reservation]:
         """The calls in flight in other processes. Rows no call stands behind are deleted: those of processes that
-        are gone, this process's own that `done` could not delete, and other hosts' older than
-        `STALE_RESERVATION_S`. Called in `try_start`'s write transaction."""
+        are gone, this process's own that `done` could not delete, and any older than `STALE_RESERVATION_S`. Called in `try_start`'s write transaction."""
         me = _me()
         out, void, seen = [], [], {}
         for row in store.conn.execute("SELECT id, pid, host, proc_start, task_id, role, tokens, usd, started_at "
