@@ -33,6 +33,19 @@ def delegate(root, goal) -> int:
     return main(["delegate", goal, "--to", "dev", "--yes", "-C", str(root)])
 
 
+# an agent's packet as a Python string literal, for a script to write with t, l = its task and lane
+PACKET = ("'---\\ncowork: handoff/v1\\ntask: {t}\\nlane: {l}\\nfrom: dev\\nstatus: STATUS\\n---\\n# Own packet\\n\\n"
+          "## Summary\\nwritten by the tool\\n\\n## Checklist\\n\\n## Artifacts\\n\\n## Decisions\\n\\n"
+          "## Open risks\\n\\n## Next\\n'")
+
+
+def agent_role(tmp_path, script: str, extra: str = "") -> str:
+    """A dev role whose engine is `python3 agent.py GOAL`, the script written from `script`."""
+    (tmp_path / "agent.py").write_text(script)
+    return ("name: dev\nmandate: Implements code changes on its lane's branch.\nengine: command\n"
+            f"command: [python3, {tmp_path / 'agent.py'}, '{{goal}}']\n" + extra)
+
+
 def test_broken_tool_calls_go_back_to_the_model(tmp_path, server):
     root, st = setup(tmp_path, server)
     server.script("Goal: Survive", [raw_tool_call("write_file", '{"path": "x.txt", "content": '),
@@ -226,4 +239,33 @@ def test_command_engine_failure_names_the_lane_and_its_log(tmp_path, server):
     assert f"lane {task}/work" in error and "exited with 3" in error
     assert f".cowork/logs/{task}/work.log" in error  # where to look, not only that it failed
     assert "boom" in (root / ".cowork" / "logs" / task / "work.log").read_text()
+    assert main(["handoff", "validate", "-C", str(root)]) == 0
+
+
+def test_an_agents_invalid_packet_is_replaced_and_said_so(tmp_path, server, capsys):
+    """The agent's own packet fails validation: cowork builds one, records `handoff.rejected` with the problems,
+    the built packet's Open risks say why, and the agent's text stays in the lane's history."""
+    bad = PACKET.replace("STATUS", "finished").replace("## Next\\n", "")
+    script = ("import os\n"
+              "t, l = os.environ['COWORK_TASK'], os.environ['COWORK_LANE']\n"
+              "os.makedirs(f'handoffs/{t}', exist_ok=True)\n"
+              f"open(f'handoffs/{{t}}/{{l}}.md', 'w').write(f{bad})\n"
+              "open('out.txt', 'w').write('work\\n')\n")
+    root, st = setup(tmp_path, server, dev=agent_role(tmp_path, script))
+    assert delegate(root, "Write a bad packet") == 0
+    task = st.scalar("SELECT id FROM tasks")
+    rel = f"handoffs/{task}/work.md"
+    [event] = st.events(task=task, lane="work", kinds=["handoff.rejected"])
+    problems = " ".join(p["message"] for p in event["data"]["problems"])
+    assert event["data"]["path"] == rel and rel in event["summary"]
+    assert f"{rel} was rejected (2 problems: line 6: status:" in capsys.readouterr().out  # the progress says so
+    assert "missing required section '## Next'" in problems and "status" in event["summary"]
+    packet = git(root, "show", f"main:{rel}")
+    assert f"the agent's own packet {rel} was rejected" in packet
+    assert "\n  - line 20: missing required section '## Next'" in packet and "status: Input should be" in packet
+    assert "exited with 0" in packet and "written by the tool" not in packet
+    commit = event["data"]["commit"]
+    assert f"git show {commit[:12]}:{rel}" in packet
+    agent_text = git(root, "show", f"{commit}:{rel}")
+    assert "status: finished" in agent_text and "written by the tool" in agent_text
     assert main(["handoff", "validate", "-C", str(root)]) == 0

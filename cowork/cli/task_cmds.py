@@ -293,9 +293,9 @@ def _run_foreground(ws, st, tasks: list[str] | None, *, reclaim: bool) -> dict:
 
 
 # what a person watching a task must hear of, even when the live table shows only lanes: it waits for them, or
-# something of theirs changed (their checkout), or the work moved elsewhere
+# something of theirs changed (their checkout), or the work moved elsewhere, or an agent's packet was not used
 NOTICES = ["merge.waiting", "task.waiting", "checkout.detached", "checkout.repaired", "runner.lost", "pause.set",
-           "pause.cleared", "model.retry", "merge.lock_wait", "approval.withdrawn"]
+           "pause.cleared", "model.retry", "merge.lock_wait", "approval.withdrawn", "handoff.rejected"]
 
 
 def _line(e: dict) -> str:

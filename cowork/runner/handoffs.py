@@ -1,11 +1,14 @@
 """Turning a lane's `finish` into its handoff packet, and writing it where the lane commits it."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from cowork import handoff
-from cowork.redact import redact
+from cowork import handoff, packets
+from cowork.errors import Problem
 from cowork.handoff import Cost, Meta, Packet
+from cowork.redact import redact
+from cowork.workspace import Workspace
 
 
 def packet_rel(task: str, lane: str) -> str:
@@ -54,13 +57,44 @@ def write(worktree: Path, packet: Packet) -> Path:
     return path
 
 
-def read_own(worktree: Path, task: str, lane: str) -> Packet | None:
-    """A packet a command-engine lane wrote itself, if it is valid for this lane."""
+@dataclass
+class OwnPacket:
+    """What a command-engine lane left at its packet's path: a valid packet, or the problems that reject it."""
+
+    rel: str
+    packet: Packet | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+def read_own(worktree: Path, task: str, lane: str) -> OwnPacket | None:
+    """The packet a command-engine lane wrote itself, checked as `cowork handoff validate` checks it (its task and
+    lane must be this lane's); None when it wrote none."""
     path = Path(worktree) / packet_rel(task, lane)
     if not path.is_file():
         return None
-    try:
-        packet = handoff.load(path)
-    except Exception:  # invalid: cowork writes its own instead
-        return None
-    return packet if packet.meta.task == task and packet.meta.lane == lane else None
+    own = OwnPacket(packet_rel(task, lane))
+    own.problems = packets.check_file(Workspace(Path(worktree).resolve()), path)
+    if not own.problems:
+        own.packet = handoff.load(path, own.rel)
+    return own
+
+
+def set_aside(store, lane_row: dict, own: OwnPacket, commit: str) -> str:
+    """Record that the lane's own packet was rejected and replaced by one cowork built: `handoff.rejected` with the
+    file, the commit that keeps its text and its problems. Returns the item for the built packet's Open risks."""
+    task, lane, short = lane_row["task_id"], lane_row["id"], commit[:12]
+    problems = [_problem_line(p) for p in own.problems]
+    listed = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}: {'; '.join(problems)}"
+    store.event("handoff.rejected", f"{task}/{lane}: the agent's packet {own.rel} was rejected ({listed}); cowork "
+                f"wrote one from the command's output and diff, and the agent's text is in commit {short}",
+                actor="runner", task=task, lane=lane, role=lane_row["role"],
+                data={"path": own.rel, "commit": commit, "problems": [p.as_dict() for p in own.problems]})
+    risk = (f"the agent's own packet {own.rel} was rejected, so cowork wrote this one from the command's output and "
+            f"diff; the agent's text is in commit {short} (`git show {short}:{own.rel}`)")
+    return risk + "".join(f"\n  - {line}" for line in problems)
+
+
+def _problem_line(p: Problem) -> str:
+    """A validation problem of a packet already named: its line, field, message and fix, on one line."""
+    where = f"line {p.line}: " if p.line is not None else ""
+    return f"{where}{p.field + ': ' if p.field else ''}{p.message}" + (f" (fix: {p.hint})" if p.hint else "")

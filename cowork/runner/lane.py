@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cowork.engines import prompts, retry
 from cowork.engines.llm import Hooks, LaneOutcome, run_llm_lane
+from cowork.gitops.git import head
 from cowork.gitops.worktrees import commit_all, create_lane_worktree, diff_stat, lane_path
 from cowork.procs import communicate_bounded, tracked
 from cowork.runner import control, handoffs
@@ -249,13 +250,17 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
             return
         packet = None
         if role.engine == "command":  # a packet the command wrote itself wins when it is valid
-            packet = await asyncio.to_thread(handoffs.read_own, tree.path, task, lane)
-            if packet is not None:
+            own = await asyncio.to_thread(handoffs.read_own, tree.path, task, lane)
+            if own is not None and own.packet is not None:
+                packet = own.packet
                 outcome = LaneOutcome(packet.meta.status, {"status": packet.meta.status,
                                                            "summary": packet.section("Summary")}, outcome.error)
             else:
                 outcome.finish["artifacts"] = [*outcome.finish.get("artifacts", []),
                                                *await _diff_stat(rt, tree, fresh, role.name)]
+                if own is not None:  # its text stays in the commit _diff_stat just made; the packet says which
+                    risk = handoffs.set_aside(rt.store, fresh, own, await asyncio.to_thread(head, tree.path))
+                    outcome.finish["open_risks"] = [*outcome.finish.get("open_risks", []), risk]
         if packet is None:
             packet = handoffs.from_finish(fresh, role.name, outcome.finish,
                                           to=handoffs.next_role(rt.store, fresh, role), skills=[s.name for s in skills])
