@@ -100,6 +100,9 @@ class PolicySettings(_Strict):
     max_repeated_calls: int = Field(4, ge=2, description="a call counts itself, so 1 would trip on every call")
     ask_timeout_s: float = Field(900.0, gt=0)
     run_timeout_s: float = Field(600.0, gt=0)
+    command_timeout_minutes: float | None = Field(None, gt=0, description="one run of an engine: command role's "
+                                                  "command (time paused not counted), unless the role sets "
+                                                  "timeout_minutes; None: no limit")
 
 
 class McpServer(_Strict):

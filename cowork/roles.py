@@ -66,6 +66,11 @@ class Role(_Strict):
     command: list[str] = Field(
         default_factory=list, description="engine: command only; argv, '{goal}' is replaced by the lane's goal"
     )
+    timeout_minutes: float | None = Field(
+        None, gt=0, description="engine: command only; minutes one run of the command may take (time paused not "
+                                "counted) before it is stopped and the lane fails; omitted -> [policy] "
+                                "command_timeout_minutes"
+    )
     tools: list[str] = Field(default_factory=list)
     run_allow: list[str] = Field(default_factory=list, description="glob patterns of commands `run` may execute")
     approvals: Approvals = Field(default_factory=Approvals)
@@ -167,6 +172,9 @@ def _check_role(role: Role, doc: Located, mcp_servers: set[str]) -> list[Problem
                                     'e.g. command: ["claude", "-p", "{goal}"]'))
     if role.engine == "llm" and role.command:
         problems.append(doc.problem(("command",), "`command` is only used with engine: command"))
+    if role.engine == "llm" and role.timeout_minutes is not None:
+        problems.append(doc.problem(("timeout_minutes",), "`timeout_minutes` is only used with engine: command",
+                                    "an llm lane is bounded by budget.max_steps and its budget caps; remove it"))
     if "run" in role.tools and not role.run_allow:
         problems.append(doc.problem(("run_allow",), "tool `run` is granted but run_allow is empty, so nothing could run",
                                     'add patterns such as "uv run pytest*"'))

@@ -46,6 +46,27 @@ def agent_role(tmp_path, script: str, extra: str = "") -> str:
             f"command: [python3, {tmp_path / 'agent.py'}, '{{goal}}']\n" + extra)
 
 
+def delegate_in_thread(root, goal) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(rc=delegate(root, goal)), daemon=True)
+    t.start()
+    return t, result
+
+
+def pause_when_running(st) -> str:
+    """Once the lane's command has started, pause everything and wait until the lane shows it. Returns the task."""
+    deadline = time.time() + 20
+    while not st.one("SELECT 1 FROM steps WHERE name='command'") and time.time() < deadline:
+        time.sleep(0.02)
+    task = st.scalar("SELECT id FROM tasks")
+    control.pause(st, by="human:test")
+    deadline = time.time() + 5
+    while lanes_db.get_lane(st, task, "work")["state"] != "paused" and time.time() < deadline:
+        time.sleep(0.02)
+    assert lanes_db.get_lane(st, task, "work")["state"] == "paused"
+    return task
+
+
 def test_broken_tool_calls_go_back_to_the_model(tmp_path, server):
     root, st = setup(tmp_path, server)
     server.script("Goal: Survive", [raw_tool_call("write_file", '{"path": "x.txt", "content": '),
@@ -129,25 +150,10 @@ def test_command_engine_pauses_its_process_and_uses_its_own_packet(tmp_path, ser
               "open('out.txt', 'w').write(sys.argv[1] + '\\n')\n"
               "t, l = os.environ['COWORK_TASK'], os.environ['COWORK_LANE']\n"
               "os.makedirs(f'handoffs/{t}', exist_ok=True)\n"
-              "open(f'handoffs/{t}/{l}.md', 'w').write(f'''---\\ncowork: handoff/v1\\ntask: {t}\\nlane: {l}\\n"
-              "from: dev\\nstatus: done\\n---\\n# Own packet\\n\\n## Summary\\nwritten by the tool\\n\\n## Checklist\\n\\n"
-              "## Artifacts\\n\\n## Decisions\\n\\n## Open risks\\n\\n## Next\\n''')\n")
-    dev = ("name: dev\nmandate: Implements code changes on its lane's branch.\nengine: command\n"
-           f"command: [python3, {tmp_path / 'agent.py'}, '{{goal}}']\n")
-    (tmp_path / "agent.py").write_text(script)
-    root, st = setup(tmp_path, server, dev=dev)
-    result = {}
-    t = threading.Thread(target=lambda: result.update(rc=delegate(root, "Say hello")), daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not st.one("SELECT 1 FROM steps WHERE name='command'") and time.time() < deadline:
-        time.sleep(0.05)
-    task = st.scalar("SELECT id FROM tasks")
-    control.pause(st, by="human:test")
-    deadline = time.time() + 5
-    while lanes_db.get_lane(st, task, "work")["state"] != "paused" and time.time() < deadline:
-        time.sleep(0.05)
-    assert lanes_db.get_lane(st, task, "work")["state"] == "paused"
+              f"open(f'handoffs/{{t}}/{{l}}.md', 'w').write(f{PACKET.replace('STATUS', 'done')})\n")
+    root, st = setup(tmp_path, server, dev=agent_role(tmp_path, script))
+    t, result = delegate_in_thread(root, "Say hello")
+    task = pause_when_running(st)
     time.sleep(1.5)  # longer than the script's sleep: it only finishes if it was not stopped
     assert not (root / ".cowork" / "worktrees" / task / "work" / "out.txt").exists()
     control.unpause(st, by="human:test")
@@ -240,6 +246,87 @@ def test_command_engine_failure_names_the_lane_and_its_log(tmp_path, server):
     assert f".cowork/logs/{task}/work.log" in error  # where to look, not only that it failed
     assert "boom" in (root / ".cowork" / "logs" / task / "work.log").read_text()
     assert main(["handoff", "validate", "-C", str(root)]) == 0
+
+
+def test_command_engine_stops_an_agent_past_its_timeout_and_keeps_its_work(tmp_path, server):
+    """A hung agent that ignores SIGTERM: at its role's timeout_minutes it gets SIGTERM, then SIGKILL; the lane fails
+    naming the lane, the timeout and the log, `lane.timed_out` is recorded, and what it committed or left is kept.
+    Its own packet (valid, status done) is set aside: a timed-out run is no finished one."""
+    import os
+    import signal
+
+    from cowork.procs import pid_alive
+
+    pidf = tmp_path / "agent.pid"
+    script = ("import os, signal, subprocess, time\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              f"open({str(pidf)!r}, 'w').write(str(os.getpid()))\n"
+              "open('committed.txt', 'w').write('mine\\n')\n"
+              "subprocess.run(['git', 'add', 'committed.txt'], check=True)\n"
+              "subprocess.run(['git', 'commit', '-q', '-m', 'agent: committed.txt'], check=True)\n"
+              "open('left.txt', 'w').write('uncommitted\\n')\n"
+              "t, l = os.environ['COWORK_TASK'], os.environ['COWORK_LANE']\n"
+              "os.makedirs(f'handoffs/{t}', exist_ok=True)\n"
+              f"open(f'handoffs/{{t}}/{{l}}.md', 'w').write(f{PACKET.replace('STATUS', 'done')})\n"
+              "print('working on it', flush=True)\n"
+              "time.sleep(300)\n")
+    root, st = setup(tmp_path, server, dev=agent_role(tmp_path, script, "timeout_minutes: 0.02\n"))
+    t, result = delegate_in_thread(root, "Hang")
+    t.join(30)
+    pid = int(pidf.read_text()) if pidf.exists() else None
+    alive = pid is not None and pid_alive(pid)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not t.is_alive() and result == {"rc": 1}
+    assert pid is not None and not alive  # SIGKILL after the grace: SIGTERM alone would not have ended it
+    task = st.scalar("SELECT id FROM tasks")
+    row = lanes_db.get_lane(st, task, "work")
+    assert row["state"] == "failed"
+    error = row["error"]
+    assert f"lane {task}/work" in error and "`python3` timed out after 1.2s" in error
+    assert "timeout_minutes: 0.02 of role dev" in error and f".cowork/logs/{task}/work.log" in error
+    [event] = st.events(task=task, lane="work", kinds=["lane.timed_out"])
+    assert event["data"]["timeout_s"] == pytest.approx(1.2) and event["summary"] == error
+    assert "working on it" in (root / ".cowork" / "logs" / task / "work.log").read_text()
+    branch = f"cowork/{task}/work"
+    assert git(root, "show", f"{branch}:committed.txt") == "mine"
+    assert git(root, "show", f"{branch}:left.txt") == "uncommitted"
+    packet = git(root, "show", f"{branch}:handoffs/{task}/work.md")
+    assert "status: failed" in packet and "was stopped after running 1.2s" in packet and "working on it" in packet
+    assert "was not used: the command timed out" in packet and "written by the tool" not in packet
+    [rejected] = st.events(task=task, lane="work", kinds=["handoff.rejected"])
+    assert "written by the tool" in git(root, "show", f"{rejected['data']['commit']}:handoffs/{task}/work.md")
+
+
+def test_time_paused_does_not_count_toward_a_command_timeout(tmp_path, server):
+    """Paused past the team's command_timeout_minutes in wall time, but not in time run: the agent is not stopped."""
+    script = ("import time\n"
+              "for _ in range(10):\n"
+              "    time.sleep(0.1)\n"
+              "open('out.txt', 'w').write('finished\\n')\n")
+    root, st = setup(tmp_path, server, dev=agent_role(tmp_path, script),
+                     extra_toml="[policy]\ncommand_timeout_minutes = 0.04\n")  # 2.4 s
+    t, result = delegate_in_thread(root, "Pause me")
+    task = pause_when_running(st)
+    time.sleep(3.0)  # past the timeout in wall time
+    control.unpause(st, by="human:test")
+    t.join(30)
+    assert result == {"rc": 0}
+    assert git(root, "show", "main:out.txt") == "finished"
+    assert st.events(task=task, kinds=["lane.timed_out"]) == []
+
+
+def test_a_command_timeout_comes_from_the_role_else_the_team():
+    from cowork.config import TeamSettings
+    from cowork.engines.command import Timeout, timeout_for
+    from cowork.roles import Role
+
+    role = {"name": "dev", "mandate": "Does things.", "engine": "command", "command": ["x"]}
+    team = TeamSettings.model_validate({"policy": {"command_timeout_minutes": 30}})
+    assert timeout_for(Role.model_validate(role), TeamSettings()) is None
+    assert timeout_for(Role.model_validate(role), team) == Timeout(1800, "[policy] command_timeout_minutes = 30")
+    assert timeout_for(Role.model_validate({**role, "timeout_minutes": 0.5}), team) == Timeout(
+        30, "timeout_minutes: 0.5 of role dev")
 
 
 def test_an_agents_invalid_packet_is_replaced_and_said_so(tmp_path, server, capsys):

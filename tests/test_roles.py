@@ -69,6 +69,12 @@ def test_name_defaults_to_the_file_name(tmp_path):
     ("name: dev\nmandate: Does things.\ntools: [run]\n", 1, 1, "run_allow", "run_allow is empty"),
     ("name: dev\nmandate: Does things.\napprovals: {block: [write_file]}\n", 3, 21, "approvals.block.0", "not in tools"),
     ("name: dev\nmandate: Does things.\nengine: command\n", 3, 1, "engine", "needs a `command`"),
+    ("name: dev\nmandate: Does things.\ntimeout_minutes: 30\n", 3, 1, "timeout_minutes",
+     "`timeout_minutes` is only used with engine: command"),
+    ("name: dev\nmandate: Does things.\nengine: command\ncommand: [x]\ntimeout_minutes: 0\n", 5, 1,
+     "timeout_minutes", "greater than 0"),
+    ("name: dev\nmandate: Does things.\nengine: command\ncommand: [x]\ntimeout_minutes: true\n", 5, 1,
+     "timeout_minutes", "not a boolean"),
 ])
 def test_each_mistake_is_located(tmp_path, text, line, column, field, words):
     [p] = problems_of(tmp_path, dev=text)

@@ -3,7 +3,8 @@
 The role's `command` argv runs with `{goal}` replaced by the lane's goal (plus any feedback), its output goes to
 `.cowork/logs/<task>/<lane>.log`, and while the lane is paused its whole process group is stopped (SIGSTOP) and
 continued (SIGCONT) after. Its packet is the one it wrote at `handoffs/<task>/<lane>.md` if valid, else cowork
-builds one from its exit status, output and diff.
+builds one from its exit status, output and diff. A run may be given a timeout (the role's `timeout_minutes`, else
+`[policy] command_timeout_minutes`): past it the group gets SIGTERM, then SIGKILL, and the lane fails.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -22,6 +24,22 @@ from cowork.procs import tracked
 POLL_S = 0.1
 TAIL = 3000
 TERM_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """How long one run of the command may take, time paused not counted, and where that is set (for the error)."""
+
+    seconds: float
+    source: str
+
+
+def timeout_for(role: Any, settings: Any) -> Timeout | None:
+    """The role's `timeout_minutes`, else the team's `[policy] command_timeout_minutes`, else None (no limit)."""
+    if role.timeout_minutes is not None:
+        return Timeout(role.timeout_minutes * 60, f"timeout_minutes: {role.timeout_minutes:g} of role {role.name}")
+    team = settings.policy.command_timeout_minutes
+    return Timeout(team * 60, f"[policy] command_timeout_minutes = {team:g}") if team is not None else None
 
 
 def argv_for(command: list[str], goal: str) -> list[str]:
@@ -38,7 +56,7 @@ def mcp_argv(ctx: Any) -> list[str]:
 async def run_command_lane(ctx: Any, journal: Journal, *, log_path: Path, notes: list[str] | None = None,
                            is_paused: Callable[[], bool] | None = None,
                            on_pause: Callable[[bool], Awaitable[None] | None] | None = None,
-                           timeout_s: float | None = None) -> LaneOutcome:
+                           timeout: Timeout | None = None) -> LaneOutcome:
     """Run the role's command once for this lane (again, after feedback) and report how it ended.
 
     Args:
@@ -47,6 +65,8 @@ async def run_command_lane(ctx: Any, journal: Journal, *, log_path: Path, notes:
         notes: feedback from checks, review or conflicts, appended to the goal.
         is_paused: polled while the command runs; True stops the process group until it turns False.
         on_pause: told True when the process was stopped for a pause and False when continued.
+        timeout: the longest the command may run (time stopped for a pause not counted); past it the lane fails,
+            with a `lane.timed_out` event, and `LaneOutcome.timed_out` set.
     """
     journal.recover()
     goal = ctx_goal = _goal(ctx)
@@ -71,14 +91,38 @@ async def run_command_lane(ctx: Any, journal: Journal, *, log_path: Path, notes:
             journal.finish(step, {"error": str(exc)}, ok=False)
             return LaneOutcome("failed", error=f"lane {ctx.task_id}/{ctx.lane_id}: cannot start {argv[0]}: {exc}")
         with tracked(ctx.ws.state_dir, proc.pid, f"`{argv[0]}` of {ctx.task_id}/{ctx.lane_id}"):
-            code = await _supervise(proc, is_paused, on_pause, timeout_s)
+            code, timed_out = await _supervise(proc, is_paused, on_pause, timeout.seconds if timeout else None)
     tail = _tail(log_path)
-    journal.finish(step, {"exit": code, "tail": tail}, ok=code == 0)
+    journal.finish(step, {"exit": code, "tail": tail, **({"timed_out": True} if timed_out else {})},
+                   ok=code == 0 and not timed_out)
+    log = ctx.ws.rel(log_path)
+    last = f"Last output:\n\n```\n{tail.strip()[-1500:]}\n```"
+    if timed_out:
+        return _timed_out(ctx, argv[0], timeout, log, last)
     status = "done" if code == 0 else "failed"
-    finish = {"status": status, "summary": f"`{ctx.role.command[0]}` exited with {code}.\n\nLast output:\n\n"
-              f"```\n{tail.strip()[-1500:]}\n```", "artifacts": [f"log: {ctx.ws.rel(log_path)}"]}
+    finish = {"status": status, "summary": f"`{ctx.role.command[0]}` exited with {code}.\n\n{last}",
+              "artifacts": [f"log: {log}"]}
     return LaneOutcome(status, finish, None if code == 0 else f"lane {ctx.task_id}/{ctx.lane_id}: `{argv[0]}` "
-                       f"exited with {code}; its output is in {ctx.ws.rel(log_path)}")
+                       f"exited with {code}; its output is in {log}")
+
+
+def _timed_out(ctx: Any, program: str, timeout: Timeout, log: str, last: str) -> LaneOutcome:
+    """The outcome of a run stopped at its timeout, and the `lane.timed_out` event saying so."""
+    ran = _duration(timeout.seconds)
+    error = (f"lane {ctx.task_id}/{ctx.lane_id}: `{program}` timed out after {ran} ({timeout.source}) and was "
+             f"stopped; its output is in {log}")
+    ctx.store.event("lane.timed_out", error, actor="runner", task=ctx.task_id, lane=ctx.lane_id, role=ctx.role.name,
+                    data={"program": program, "timeout_s": timeout.seconds, "source": timeout.source, "log": log})
+    finish = {"status": "failed", "summary": f"`{ctx.role.command[0]}` was stopped after running {ran}, its timeout "
+              f"({timeout.source}).\n\n{last}", "artifacts": [f"log: {log}"],
+              "open_risks": ["the agent was stopped mid-run: what it changed may be incomplete"],
+              "next": [f"raise the timeout ({timeout.source}) or narrow the goal, then `cowork retry "
+                       f"{ctx.task_id}/{ctx.lane_id}`"]}
+    return LaneOutcome("failed", finish, error, timed_out=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:.3g}s"
 
 
 def _goal(ctx: Any) -> str:
@@ -86,10 +130,12 @@ def _goal(ctx: Any) -> str:
     return row["goal"] if row else ""
 
 
-async def _supervise(proc: asyncio.subprocess.Process, is_paused, on_pause, timeout_s: float | None) -> int:
-    """Wait for the process, stopping its group while paused. Returns its exit code (-signal if killed). When it
-    ends, what it left running in its group (a dev server, `sleep &`) is killed: the lane's end is the agent's end,
-    and nothing would stop those later (the group's note goes with the leader)."""
+async def _supervise(proc: asyncio.subprocess.Process, is_paused, on_pause,
+                     timeout_s: float | None) -> tuple[int, bool]:
+    """Wait for the process, stopping its group while paused. Returns its exit code (-signal if killed) and whether
+    it was stopped at its timeout. When it ends, what it left running in its group (a dev server, `sleep &`) is
+    killed: the lane's end is the agent's end, and nothing would stop those later (the group's note goes with the
+    leader)."""
     try:
         return await _wait(proc, is_paused, on_pause, timeout_s)
     finally:
@@ -101,16 +147,21 @@ async def _supervise(proc: asyncio.subprocess.Process, is_paused, on_pause, time
         _signal(proc, signal.SIGKILL)
 
 
-async def _wait(proc: asyncio.subprocess.Process, is_paused, on_pause, timeout_s: float | None) -> int:
+async def _wait(proc: asyncio.subprocess.Process, is_paused, on_pause,
+                timeout_s: float | None) -> tuple[int, bool]:
     stopped = False
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s if timeout_s else None
+    ran, since = 0.0, loop.time()  # time run so far, not counting time stopped for a pause
     try:
         while True:
             try:
-                return await asyncio.wait_for(proc.wait(), POLL_S)
+                return await asyncio.wait_for(proc.wait(), POLL_S), False
             except asyncio.TimeoutError:
                 pass
+            now = loop.time()
+            if not stopped:
+                ran += now - since
+            since = now
             want = bool(is_paused and is_paused())
             if want != stopped:
                 _signal(proc, signal.SIGSTOP if want else signal.SIGCONT)
@@ -119,13 +170,22 @@ async def _wait(proc: asyncio.subprocess.Process, is_paused, on_pause, timeout_s
                     res = on_pause(want)
                     if asyncio.iscoroutine(res):
                         await res
-            if deadline and not stopped and loop.time() > deadline:
-                _signal(proc, signal.SIGTERM)
-                deadline = None
+            if timeout_s and not stopped and ran > timeout_s:
+                return await _terminate(proc), True
     except asyncio.CancelledError:
         _signal(proc, signal.SIGCONT)
         _signal(proc, signal.SIGTERM)
         raise
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM to the group, TERM_GRACE_S to save its work and exit, then SIGKILL. Returns the exit code."""
+    _signal(proc, signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(asyncio.shield(proc.wait()), TERM_GRACE_S)
+    except asyncio.TimeoutError:
+        _signal(proc, signal.SIGKILL)
+        return await proc.wait()
 
 
 def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:

@@ -20,11 +20,13 @@ WRITE_TOOLS = {"write_file", "run", "delegate"}
 
 @dataclass
 class LaneOutcome:
-    """How a lane's engine run ended. `finish` holds the finish arguments (the packet's content)."""
+    """How a lane's engine run ended. `finish` holds the finish arguments (the packet's content); `timed_out`: a
+    command stopped at its timeout (the packet is built from its output, whatever packet it wrote)."""
 
     status: str
     finish: dict = field(default_factory=dict)
     error: str | None = None
+    timed_out: bool = False
 
 
 @dataclass

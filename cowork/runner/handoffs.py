@@ -79,17 +79,20 @@ def read_own(worktree: Path, task: str, lane: str) -> OwnPacket | None:
     return own
 
 
-def set_aside(store, lane_row: dict, own: OwnPacket, commit: str) -> str:
-    """Record that the lane's own packet was rejected and replaced by one cowork built: `handoff.rejected` with the
-    file, the commit that keeps its text and its problems. Returns the item for the built packet's Open risks."""
+def set_aside(store, lane_row: dict, own: OwnPacket, commit: str, why: str | None = None) -> str:
+    """Record that the lane's own packet was replaced by one cowork built: `handoff.rejected` with the file, the commit
+    that keeps its text and its problems (or `why`, when it was valid but not used). Returns the item for the built
+    packet's Open risks."""
     task, lane, short = lane_row["task_id"], lane_row["id"], commit[:12]
     problems = [_problem_line(p) for p in own.problems]
-    listed = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}: {'; '.join(problems)}"
-    store.event("handoff.rejected", f"{task}/{lane}: the agent's packet {own.rel} was rejected ({listed}); cowork "
-                f"wrote one from the command's output and diff, and the agent's text is in commit {short}",
+    verdict = f"was not used: {why}" if why else "was rejected"
+    listed = "" if why else f" ({len(problems)} problem{'s' if len(problems) != 1 else ''}: {'; '.join(problems)})"
+    store.event("handoff.rejected", f"{task}/{lane}: the agent's packet {own.rel} {verdict}{listed}; cowork wrote "
+                f"one from the command's output and diff, and the agent's text is in commit {short}",
                 actor="runner", task=task, lane=lane, role=lane_row["role"],
-                data={"path": own.rel, "commit": commit, "problems": [p.as_dict() for p in own.problems]})
-    risk = (f"the agent's own packet {own.rel} was rejected, so cowork wrote this one from the command's output and "
+                data={"path": own.rel, "commit": commit, "reason": why or "invalid",
+                      "problems": [p.as_dict() for p in own.problems]})
+    risk = (f"the agent's own packet {own.rel} {verdict}, so cowork wrote this one from the command's output and "
             f"diff; the agent's text is in commit {short} (`git show {short}:{own.rel}`)")
     return risk + "".join(f"\n  - {line}" for line in problems)
 

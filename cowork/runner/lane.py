@@ -163,7 +163,7 @@ async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Jour
     kept by the caller across runs; without them, servers the run starts are stopped when it returns."""
     task, lane = row["task_id"], row["id"]
     if role.engine == "command":
-        from cowork.engines.command import run_command_lane
+        from cowork.engines.command import run_command_lane, timeout_for
 
         async def on_pause(stopped: bool) -> None:
             lanes_db.set_lane_state(rt.store, task, lane, "paused" if stopped else "running")
@@ -172,7 +172,7 @@ async def run_engine(rt: "Runner", row: dict, role: Any, ctx: Any, journal: Jour
             await lane_git.settle()
         return await run_command_lane(ctx, journal, log_path=rt.ws.logs_dir / task / f"{lane}.log", notes=notes,
                                       is_paused=lambda: control.paused(rt.store, task, lane) is not None,
-                                      on_pause=on_pause)
+                                      on_pause=on_pause, timeout=timeout_for(role, rt.settings))
     from cowork.tools.gateway import Gateway
 
     gateway = Gateway(ctx, mcp_sessions)
@@ -249,9 +249,9 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
                      outcome.error or "the lane ended without finish")
             return
         packet = None
-        if role.engine == "command":  # a packet the command wrote itself wins when it is valid
+        if role.engine == "command":  # a valid packet the command wrote itself wins, unless it ran out of time
             own = await asyncio.to_thread(handoffs.read_own, tree.path, task, lane)
-            if own is not None and own.packet is not None:
+            if own is not None and own.packet is not None and not outcome.timed_out:
                 packet = own.packet
                 outcome = LaneOutcome(packet.meta.status, {"status": packet.meta.status,
                                                            "summary": packet.section("Summary")}, outcome.error)
@@ -259,7 +259,8 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
                 outcome.finish["artifacts"] = [*outcome.finish.get("artifacts", []),
                                                *await _diff_stat(rt, tree, fresh, role.name)]
                 if own is not None:  # its text stays in the commit _diff_stat just made; the packet says which
-                    risk = handoffs.set_aside(rt.store, fresh, own, await asyncio.to_thread(head, tree.path))
+                    risk = handoffs.set_aside(rt.store, fresh, own, await asyncio.to_thread(head, tree.path),
+                                              "the command timed out" if outcome.timed_out else None)
                     outcome.finish["open_risks"] = [*outcome.finish.get("open_risks", []), risk]
         if packet is None:
             packet = handoffs.from_finish(fresh, role.name, outcome.finish,

@@ -66,7 +66,7 @@ def tokens(n: int | None) -> str:
 
 def kind_style(kind: str) -> str:
     """The colour of an event kind, by its family (`tool.denied` is red whatever the family)."""
-    if kind.endswith((".denied", ".failed", ".conflict", ".exceeded", ".rejected", ".expired")):
+    if kind.endswith((".denied", ".failed", ".conflict", ".exceeded", ".rejected", ".expired", ".timed_out")):
         return "bold red"
     return KIND_STYLES.get(kind.split(".", 1)[0], "white")
 
