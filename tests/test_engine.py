@@ -356,3 +356,26 @@ def test_an_agents_invalid_packet_is_replaced_and_said_so(tmp_path, server, caps
     agent_text = git(root, "show", f"{commit}:{rel}")
     assert "status: finished" in agent_text and "written by the tool" in agent_text
     assert main(["handoff", "validate", "-C", str(root)]) == 0
+
+
+def test_a_packet_left_from_an_earlier_run_is_not_taken_for_the_agents_own(tmp_path, server):
+    """The agent's first run writes a packet saying done; the role's check fails and sends it back; the second run
+    exits 1 without writing one. The packet still in the worktree tells of the first run: the lane fails on the exit
+    code. Before, that stale packet was read as the second run's, and the lane merged as done."""
+    script = ("import os, sys\n"
+              "t, l = os.environ['COWORK_TASK'], os.environ['COWORK_LANE']\n"
+              "if os.path.exists('out.txt'):\n"
+              "    open('second.txt', 'w').write('tried again\\n')\n"
+              "    sys.exit(1)\n"
+              "open('out.txt', 'w').write('work\\n')\n"
+              "os.makedirs(f'handoffs/{t}', exist_ok=True)\n"
+              f"open(f'handoffs/{{t}}/{{l}}.md', 'w').write(f{PACKET.replace('STATUS', 'done')})\n")
+    root, st = setup(tmp_path, server, dev=agent_role(tmp_path, script, "checks: ['test -f second.txt']\n"))
+    assert delegate(root, "Work twice") == 1
+    task = st.scalar("SELECT id FROM tasks")
+    lane = lanes_db.get_lane(st, task, "work")
+    assert lane["state"] == "failed" and "exited with 1" in lane["error"]
+    packet = git(root, "show", f"{lane['branch']}:handoffs/{task}/work.md")
+    assert "exited with 1" in packet and "written by the tool" not in packet
+    assert not st.events(task=task, kinds=["handoff.rejected"]), "nothing the agent wrote this run was set aside"
+    assert not git(root, "ls-tree", "main", "out.txt"), "nothing of the lane was merged"

@@ -66,11 +66,14 @@ class OwnPacket:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_own(worktree: Path, task: str, lane: str) -> OwnPacket | None:
+def read_own(worktree: Path, task: str, lane: str, *, last: str | None = None) -> OwnPacket | None:
     """The packet a command-engine lane wrote itself, checked as `cowork handoff validate` checks it (its task and
-    lane must be this lane's); None when it wrote none."""
+    lane must be this lane's); None when it wrote none. `last`: the text of the packet the lane's previous run
+    committed (it is still in the worktree after a run that wrote none, and tells of that earlier run)."""
     path = Path(worktree) / packet_rel(task, lane)
     if not path.is_file():
+        return None
+    if last is not None and path.read_text(encoding="utf-8", errors="replace") == last:
         return None
     own = OwnPacket(packet_rel(task, lane))
     own.problems = packets.check_file(Workspace(Path(worktree).resolve()), path)

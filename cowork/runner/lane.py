@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cowork.engines import prompts, retry
 from cowork.engines.llm import Hooks, LaneOutcome, run_llm_lane
-from cowork.gitops.git import head
+from cowork.gitops.git import head, run_git
 from cowork.gitops.worktrees import commit_all, create_lane_worktree, diff_stat, lane_path
 from cowork.procs import communicate_bounded, tracked
 from cowork.runner import control, handoffs
@@ -73,6 +73,14 @@ async def _commit(rt: "Runner", path, row: dict, role: str, message: str) -> str
         return await asyncio.to_thread(commit_all, path, message, role=role, trailers=_trailers(row, role))
     finally:
         rt.committing -= 1
+
+
+def _last_packet(tree, row: dict) -> str | None:
+    """The text of the packet the lane last committed (after checks, review or a conflict sent it back), or None."""
+    if not row.get("packet_path") or not row.get("head_commit"):
+        return None
+    shown = run_git("show", f"{row['head_commit']}:{row['packet_path']}", cwd=tree.path)
+    return shown.stdout if shown.returncode == 0 else None
 
 
 class LaneGit:
@@ -250,7 +258,8 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
             return
         packet = None
         if role.engine == "command":  # a valid packet the command wrote itself wins, unless it ran out of time
-            own = await asyncio.to_thread(handoffs.read_own, tree.path, task, lane)
+            own = await asyncio.to_thread(lambda: handoffs.read_own(tree.path, task, lane,
+                                                                   last=_last_packet(tree, fresh)))
             if own is not None and own.packet is not None and not outcome.timed_out:
                 packet = own.packet
                 outcome = LaneOutcome(packet.meta.status, {"status": packet.meta.status,
