@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -111,11 +112,17 @@ class Role(_Strict):
 
 @dataclass
 class RoleSet:
-    """All roles of a team, with the file each came from and any warnings."""
+    """All roles of a team, with the file each came from and any warnings.
+
+    Loaded with `strict=False`, a role whose file has problems is not in `roles` but in `broken` (by its file's
+    name), and `problems` holds every problem found; a strict load raises them instead.
+    """
 
     roles: dict[str, Role] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
+    broken: dict[str, list[Problem]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
 
     def __contains__(self, name: str) -> bool:
         return name in self.roles
@@ -125,6 +132,35 @@ class RoleSet:
 
     def names(self) -> list[str]:
         return sorted(self.roles)
+
+    def named(self) -> set[str]:
+        """Every role with a file, loaded or broken."""
+        return set(self.roles) | set(self.broken)
+
+    def require(self, names: Iterable[str] | None = None) -> None:
+        """Go on only if the named roles (every role when None) loaded.
+
+        Raises:
+            ValidationFailed: the problems of their files, with file, line and field.
+        """
+        if names is None:
+            problems = self.problems
+        else:
+            problems = [p for name in dict.fromkeys(names) for p in self.broken.get(name, [])]
+        if problems:
+            raise ValidationFailed(problems)
+
+    def notice(self) -> str | None:
+        """One warning naming every broken role file and where, for a command that goes on without them."""
+        if not self.broken:
+            return None
+        files = sorted({p.file for ps in self.broken.values() for p in ps if p.file})
+        lines = [f"warning: {', '.join(files)} {'has' if len(files) == 1 else 'have'} problems, so "
+                 f"{'role' if len(self.broken) == 1 else 'roles'} {', '.join(sorted(self.broken))} "
+                 f"{'is' if len(self.broken) == 1 else 'are'} left out; commands that start agents refuse "
+                 "until fixed (`cowork roles validate`):"]
+        lines += [f"  {p.render().splitlines()[0]}" for ps in self.broken.values() for p in ps]
+        return "\n".join(lines)
 
 
 _STOP = set(
@@ -184,74 +220,140 @@ def _check_role(role: Role, doc: Located, mcp_servers: set[str]) -> list[Problem
     return problems
 
 
-def load_role_file(path: Path, display: str | None = None, mcp_servers: set[str] | None = None) -> tuple[Role, Located]:
-    """Load and validate one role file (cross-role checks happen in `load_roles`)."""
-    doc = load_yaml_file(path, display)
+def _read_role(path: Path, display: str, mcp_servers: set[str]) -> tuple[Role | None, Located | None, list[Problem]]:
+    """One role file: the role when it is valid on its own, the parsed document when the YAML parsed, and its
+    problems (cross-role checks happen in `load_roles`)."""
+    try:
+        doc = load_yaml_file(path, display)
+    except ValidationFailed as exc:
+        return None, None, exc.problems
     data = doc.data
     if data is None:
-        raise ValidationFailed([Problem("the file is empty", file=doc.file, hint="a role needs at least name and mandate")])
+        return None, doc, [Problem("the file is empty", file=doc.file, hint="a role needs at least name and mandate")]
     if not isinstance(data, dict):
-        raise ValidationFailed([doc.problem((), "a role file must be a mapping of keys to values")])
+        return None, doc, [doc.problem((), "a role file must be a mapping of keys to values")]
     data = dict(data)
     data.setdefault("name", path.stem)
     problems = duplicate_key_problems(doc)
     try:
         role = Role.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(problems + pydantic_problems(exc, doc, hints={
+        return None, doc, problems + pydantic_problems(exc, doc, hints={
             "mandate": "add `mandate: <one sentence saying what this role is for>`",
             "extra": "see `cowork roles schema` for the allowed keys",
-        })) from None
-    problems += _check_role(role, doc, mcp_servers or set())
-    if problems:
+        })
+    problems += _check_role(role, doc, mcp_servers)
+    return (None if problems else role), doc, problems
+
+
+def load_role_file(path: Path, display: str | None = None, mcp_servers: set[str] | None = None) -> tuple[Role, Located]:
+    """Load and validate one role file (cross-role checks happen in `load_roles`).
+
+    Raises:
+        ValidationFailed: the file's problems, with line and field.
+    """
+    role, doc, problems = _read_role(path, display or str(path), mcp_servers or set())
+    if role is None or doc is None:
         raise ValidationFailed(problems)
     return role, doc
 
 
 def load_roles(roles_dir: Path, root: Path | None = None, mcp_servers: set[str] | None = None,
-               overlap_warn: float = 0.5) -> RoleSet:
-    """Load every roles/*.yaml, collecting all problems before raising.
+               overlap_warn: float = 0.5, *, strict: bool = True) -> RoleSet:
+    """Load every roles/*.yaml, collecting every problem of every file in one pass: each file's own, and its
+    `review_by`/`escalate_to` naming a role with no file or one whose file is broken (read from the file even when
+    other keys of it are wrong).
+
+    Args:
+        strict: raise on any problem. Otherwise the roles whose files have problems of their own are left out of
+            `roles` and listed in `broken`, and every problem is in `problems`.
 
     Raises:
-        ValidationFailed: every problem in every file, with file, line and field.
+        ValidationFailed: (strict only) every problem in every file, with file, line and field.
     """
     out = RoleSet()
-    problems: list[Problem] = []
-    docs: dict[str, Located] = {}
     files = sorted([*roles_dir.glob("*.yaml"), *roles_dir.glob("*.yml")]) if roles_dir.is_dir() else []
+    shown = {path: str(path.relative_to(root)) if root else str(path) for path in files}
+    read: dict[str, tuple[Path, Role | None, Located | None]] = {}  # by name: the first file of that name
+    own: dict[Path, list[Problem]] = {}
     for path in files:
-        display = str(path.relative_to(root)) if root else str(path)
-        try:
-            role, doc = load_role_file(path, display, mcp_servers)
-        except ValidationFailed as exc:
-            problems.extend(exc.problems)
-            continue
-        if role.name != path.stem:
+        role, doc, problems = _read_role(path, shown[path], mcp_servers or set())
+        if role is not None and doc is not None and role.name != path.stem:
             problems.append(_name_mismatch(role.name, path, doc))
-        if role.name in out.roles:
-            problems.append(doc.problem(("name",), f"duplicate role name '{role.name}' (also in {docs[role.name].file})",
-                                        "role names must be unique; rename one"))
-            continue
-        out.roles[role.name] = role
-        out.files[role.name] = path
-        docs[role.name] = doc
-    for name, role in out.roles.items():
-        doc = docs[name]
-        for fld in ("review_by", "escalate_to"):
-            target = getattr(role, fld)
-            if target and target != "human" and target not in out.roles:
-                problems.append(doc.problem((fld,), f"unknown role '{target}'", "known roles: " + ", ".join(sorted(out.roles))))
+        if path.stem in read:  # dev.yaml and dev.yml: a role is known by its file's name, which is now ambiguous
+            again = f"duplicate role name '{path.stem}' (also in {shown[read[path.stem][0]]})"
+            problems.append(doc.problem(("name",), again, "role names must be unique; rename one") if doc is not None
+                            else Problem(again, file=shown[path]))
+        else:
+            read[path.stem] = (path, role, doc)
+        own[path] = problems
+    broken = {path.stem for path in files if own[path]}
+    refs = [(name, path, doc, fld, target) for name, (path, role, doc) in read.items()
+            for fld, target in _references(role, doc)]
+    for name, path, doc, fld, target in refs:
+        if target not in read:
+            own[path].append(doc.problem((fld,), f"unknown role '{target}'",
+                                         "known roles: " + ", ".join(["human", *sorted(read)])))
+            broken.add(name)
+    to_broken: dict[Path, list[Problem]] = {}  # not a problem of the naming file's own: it loads without the other
+    for name, path, doc, fld, target in refs:
+        if target in broken and target != name:
+            other = shown[read[target][0]]
+            to_broken.setdefault(path, []).append(doc.problem(
+                (fld,), f"role '{target}' cannot be used: its file {other} has problems",
+                f"fix {other} (its problems are listed with it)"))
+    for path in files:
+        if path.stem in broken:
+            out.broken.setdefault(path.stem, []).extend(own[path])
+        elif path == read[path.stem][0] and read[path.stem][1] is not None:
+            out.roles[path.stem] = read[path.stem][1]
+            out.files[path.stem] = path
+    out.problems = [p for path in files for p in sorted(own[path] + to_broken.get(path, []), key=_where)]
     names = sorted(out.roles)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             score = overlap(out.roles[a].mandate, out.roles[b].mandate)
             if score >= overlap_warn:
-                out.warnings.append(docs[b].problem(("mandate",),
+                out.warnings.append(read[b][2].problem(("mandate",),
                     f"mandate overlaps {score:.0%} with role '{a}'; vague roles cause duplicate work",
                     "sharpen each mandate so every task has one obvious owner"))
-    if problems:
-        raise ValidationFailed(problems)
+    if strict and out.problems:
+        raise ValidationFailed(out.problems)
     return out
+
+
+def team_roles(ws, settings=None, *, strict: bool = True) -> RoleSet:
+    """The roles of the team at `ws` (a Workspace), with the MCP servers of its cowork.toml as known tool prefixes.
+
+    Args:
+        settings: its TeamSettings, when already loaded.
+        strict: as in `load_roles`.
+
+    Raises:
+        ValidationFailed: cowork.toml is invalid; or, strict only, a role file is.
+    """
+    if settings is None:
+        from cowork.config import load_settings
+
+        settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
+    return load_roles(ws.roles_dir, ws.root, set(settings.mcp), strict=strict)
+
+
+def _where(p: Problem) -> tuple[int, int]:
+    return p.line or 0, p.column or 0
+
+
+def _references(role: Role | None, doc: Located | None) -> list[tuple[str, str]]:
+    """(field, role name) of each other role a file names in review_by or escalate_to, read from the file itself
+    when other keys of it are wrong."""
+    if role is None and (doc is None or not isinstance(doc.data, dict)):
+        return []
+    found = []
+    for fld in ("review_by", "escalate_to"):
+        target = getattr(role, fld) if role is not None else doc.data.get(fld)
+        if isinstance(target, str) and target and target != "human":
+            found.append((fld, target))
+    return found
 
 
 def _name_mismatch(name: str, path: Path, doc: Located) -> Problem:
@@ -303,9 +405,9 @@ def check_skills(skills_dir: Path, roles: RoleSet, root: Path | None = None) -> 
                 problems.append(doc.problem((key,), f"`{key}` must be a list of strings"))
         listed = data.get("roles", [])
         for i, role in enumerate([listed] if isinstance(listed, str) else listed if isinstance(listed, list) else []):
-            if role != "all" and role not in roles:
+            if role != "all" and role not in roles.named():  # a broken role's file has its own problems
                 problems.append(doc.problem(("roles", i), f"unknown role '{role}'",
-                                            "known roles: " + ", ".join(["all", *roles.names()])))
+                                            "known roles: " + ", ".join(["all", *sorted(roles.named())])))
     for name, role in roles.roles.items():
         for skill in role.skills:
             if skill not in names:

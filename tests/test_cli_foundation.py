@@ -24,7 +24,8 @@ ROLE_MISTAKES = {
                      "unknown tool 'telepathy'"),
     "cannot contradicts tools": ("name: dev\nmandate: Does things.\ntools: [write_file]\ncannot: [write_file]\n",
                                  "roles/dev.yaml:4:10: cannot.0:", "both granted and forbidden"),
-    "duplicate name": ("name: reviewer\nmandate: Does things.\n", "roles/reviewer.yaml:3:1: name:", "duplicate role name 'reviewer'"),
+    "another role's name": ("name: reviewer\nmandate: Does things.\n", "roles/dev.yaml:1:1: name:",
+                            "role name 'reviewer' differs from its file name roles/dev.yaml"),
 }
 
 
@@ -48,6 +49,22 @@ def test_every_problem_is_listed_with_a_fix(team, cli):
     r = cli("roles", "validate")
     assert r.code == 2 and "3 problems found" in r.err
     assert r.err.count("fix:") >= 2 and "roles/writer.yaml" in r.err and "roles/dev.yaml" in r.err
+
+
+def test_validate_reports_every_problem_in_one_run(team, cli):
+    """Structural errors, references among the roles that parsed, and skills, all at once: a fix never uncovers a
+    second round."""
+    (team.roles_dir / "reviewer.yaml").write_text("name: reviewer\nmandate: Reviews.\ncolour: red\n")
+    (team.roles_dir / "writer.yaml").write_text("mandate: Writes the docs.\nescalate_to: lead\ntools: [nope]\n")
+    (team.skills_dir / "deploy.md").write_text("---\nroles: [reviewer, sre]\n---\nSteps.\n")
+    at = (team.roles_dir / "dev.yaml").read_text().splitlines().index("review_by: reviewer") + 1
+    r = cli("roles", "validate")
+    assert r.code == 2 and "5 problems found" in r.err, r.err
+    for line in (f"roles/dev.yaml:{at}:1: review_by: role 'reviewer' cannot be used: its file roles/reviewer.yaml has "
+                 "problems", "roles/reviewer.yaml:3:1: colour: unknown key 'colour'",
+                 "roles/writer.yaml:2:1: escalate_to: unknown role 'lead'", "roles/writer.yaml:3:9: tools.0: unknown tool",
+                 "roles/skills/deploy.md:2:19: roles.1: unknown role 'sre'"):
+        assert line in r.err, (line, r.err)
 
 
 def test_skill_files_are_validated_with_the_roles(team, cli):

@@ -95,6 +95,36 @@ def test_duplicate_names_and_unknown_reviewers(tmp_path):
     assert any("roles/dev.yaml:7:1: review_by: unknown role 'reviewer'" in m for m in messages)
 
 
+def test_references_are_checked_in_the_same_pass_as_broken_files(tmp_path):
+    """One run finds everything: a file's own problems, its unknown references even when other keys of it are
+    wrong, and a reference to a role whose file is broken says that file is broken, not "unknown role"."""
+    found = problems_of(tmp_path, dev=DEV, reviewer=REVIEWER + "colour: red\n",
+                        writer="mandate: Writes the docs.\nreview_by: nobody\nbogus: 1\n")
+    assert [p.render().splitlines()[0] for p in found] == [
+        "roles/dev.yaml:7:1: review_by: role 'reviewer' cannot be used: its file roles/reviewer.yaml has problems",
+        "roles/reviewer.yaml:4:1: colour: unknown key 'colour'",
+        "roles/writer.yaml:2:1: review_by: unknown role 'nobody'",
+        "roles/writer.yaml:3:1: bogus: unknown key 'bogus'",
+    ]
+
+
+def test_a_lenient_load_leaves_broken_roles_out_and_requires_them_by_name(tmp_path):
+    d = roles_dir(tmp_path, dev=DEV, reviewer=REVIEWER + "colour: red\n", writer="mandate: Writes the docs.\n")
+    rs = load_roles(d, tmp_path, strict=False)
+    assert rs.names() == ["dev", "writer"] and set(rs.broken) == {"reviewer"} and rs.named() == {"dev", "reviewer",
+                                                                                                   "writer"}
+    assert len(rs.problems) == 2  # reviewer's own, and dev naming it
+    rs.require(["dev", "writer"])
+    with pytest.raises(ValidationFailed) as info:
+        rs.require(["writer", "reviewer"])
+    assert [p.file for p in info.value.problems] == ["roles/reviewer.yaml"]
+    with pytest.raises(ValidationFailed) as info:
+        rs.require()
+    assert len(info.value.problems) == 2
+    notice = rs.notice()
+    assert notice.count("\n") == 1 and "roles/reviewer.yaml:4:1: colour: unknown key 'colour'" in notice
+
+
 def test_a_name_that_differs_from_the_file_name_is_an_error_naming_both(tmp_path):
     found = problems_of(tmp_path, dev=DEV.replace("name: dev", "name: developer"), reviewer=REVIEWER)
     [p] = [p for p in found if p.field == "name"]

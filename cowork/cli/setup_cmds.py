@@ -136,14 +136,11 @@ def roles_validate(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> N
     from cowork.roles import check_skills, load_roles
 
     ws, settings, problems = _team(root)
-    warnings: list[Problem] = []
-    names: list[str] = []
-    try:
-        rs = load_roles(ws.roles_dir, ws.root, set(settings.mcp) if settings else set())
-        warnings, names = rs.warnings, rs.names()
-        problems = problems + check_skills(ws.skills_dir, rs, ws.root)
-    except ValidationFailed as exc:
-        problems = problems + exc.problems
+    # one pass reports everything: each file's own problems, references among the files that parsed, and the
+    # skills of the roles that loaded
+    rs = load_roles(ws.roles_dir, ws.root, set(settings.mcp) if settings else set(), strict=False)
+    warnings, names = rs.warnings, rs.names()
+    problems = problems + rs.problems + check_skills(ws.skills_dir, rs, ws.root)
     if not names and not problems:
         problems.append(Problem("no role files found", file=ws.rel(ws.roles_dir) + "/",
                                 hint="add roles/<name>.yaml, or run `cowork init` for a starter team"))
