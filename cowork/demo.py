@@ -189,7 +189,7 @@ def run_demo(directory: Path | None = None, *, keep: bool = False, progress: Cal
 
 def _run_task(root: Path, result: DemoResult, progress: Callable[[str], None]) -> None:
     from cowork.config import load_settings
-    from cowork.roles import load_roles
+    from cowork.roles import team_roles
     from cowork.runner import planning
     from cowork.runner.launch import run_here
     from cowork.store import Store
@@ -197,7 +197,7 @@ def _run_task(root: Path, result: DemoResult, progress: Callable[[str], None]) -
 
     ws = Workspace(root)
     settings = load_settings(ws.config_path)
-    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
+    roles = team_roles(ws, settings)
     store = Store.for_workspace(ws)
     draft = planning.create_task(ws, store, settings, roles, EMBEDDED_REQUEST if result.embedded else REQUEST,
                                  origin="human:cowork-demo")

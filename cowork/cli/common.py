@@ -26,6 +26,53 @@ def store(ws):
     return Store.for_workspace(ws)
 
 
+def team(root: Path | None = None, *, strict: bool = False, warn: bool = True):
+    """(workspace, store, settings, roles) of the team at `root`.
+
+    Args:
+        strict: every role file must load, for commands that start agents (a runner gives its agents the whole
+            team: the planner plans for every role, and any lane may ask or delegate to any role). Otherwise a role
+            whose file is broken is left out, named in one warning on stderr.
+        warn: False when the caller warns itself, once it knows it goes on without those roles.
+
+    Raises:
+        ValidationFailed: cowork.toml is invalid; or, strict only, a role file is.
+    """
+    from cowork.config import load_settings
+    from cowork.roles import team_roles
+
+    ws = workspace(root)
+    settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
+    roles = team_roles(ws, settings, strict=strict)
+    if warn:
+        warn_broken(roles)
+    return ws, store(ws), settings, roles
+
+
+def warn_broken(roles) -> None:
+    """Name broken role files on stderr, once, for a command that goes on without them."""
+    notice = roles.notice()
+    if notice:
+        print(notice, file=sys.stderr)
+
+
+def warn_broken_roles(ws):
+    """The team's roles, for a command that needs none of them or only their names: a broken role file is named
+    once on stderr, and never fails it. (With cowork.toml invalid too, MCP tools cannot be judged: nothing is said,
+    and a role using one counts as broken.)"""
+    from cowork.config import load_settings
+    from cowork.errors import ValidationFailed
+    from cowork.roles import load_roles, team_roles
+
+    try:
+        settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
+    except ValidationFailed:
+        return load_roles(ws.roles_dir, ws.root, strict=False)
+    roles = team_roles(ws, settings, strict=False)
+    warn_broken(roles)
+    return roles
+
+
 def emit(data: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:
     """Print `data` as JSON when asked, otherwise through `render` (or as plain text)."""
     if as_json:

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, console, emit, require_task, store, workspace
+from cowork.cli.common import JsonOpt, RootOpt, console, emit, require_task, store, warn_broken_roles, workspace
 from cowork.errors import EXIT_BAD_INPUT, BadInput, ValidationFailed
 
 handoff_app = typer.Typer(help="Handoff packets: handoffs/<task>/<lane>.md.", no_args_is_help=True)
@@ -101,13 +101,9 @@ def handoff_new(task: str = typer.Option(..., "--task", help="task id"),
                 root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Write a valid skeleton packet at handoffs/TASK/LANE.md (never overwrites one)."""
     from cowork import packets
-    from cowork.roles import load_roles
 
     ws = workspace(root)
-    try:
-        known = set(load_roles(ws.roles_dir, ws.root).roles) or None
-    except ValidationFailed:
-        known = None  # broken role files are `roles validate`'s business, not a reason to refuse a packet
+    known = warn_broken_roles(ws).named() or None  # a broken role file is no reason to refuse a packet
     path = packets.write_new(ws, task, lane, from_, to, status, title, known_roles=known)
     emit({"path": ws.rel(path)}, as_json, lambda d: print(f"wrote {d['path']}"))
 
@@ -149,7 +145,6 @@ def _load_plan(ws_root: Optional[Path], file: Path):
     """(plan, display path, role names or None when not in a team)."""
     from cowork import plan
     from cowork.errors import NotATeam
-    from cowork.roles import load_roles
 
     ws = None
     for start in ([ws_root] if ws_root else [None, file.parent]):  # the current team first, then the file's
@@ -158,7 +153,7 @@ def _load_plan(ws_root: Optional[Path], file: Path):
             break
         except NotATeam:
             continue
-    roles = set(load_roles(ws.roles_dir, ws.root).roles) if ws else None
+    roles = warn_broken_roles(ws).named() if ws else None  # names only: a broken role file is said, not fatal
     display = ws.rel(file) if ws else str(file)
     return plan.load(file, roles, display), display, roles
 
@@ -207,6 +202,7 @@ def status(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     from cowork.views import team_status
 
     ws = workspace(root)
+    warn_broken_roles(ws)
     data = team_status(ws, store(ws))
 
     def show(d: dict) -> None:
@@ -268,6 +264,7 @@ def log(task: Optional[str] = typer.Option(None, "--task", help="only this task"
     from cowork.views import follow_events, recent_events
 
     ws = workspace(root)
+    warn_broken_roles(ws)
     st = store(ws)
     if lane and "/" in lane:  # TASK/LANE, as `pause --lane` and `retry` take it
         owner, _, lane = lane.partition("/")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, emit
+from cowork.cli.common import JsonOpt, RootOpt, emit, warn_broken
 from cowork.errors import EXIT_BAD_INPUT, EXIT_FAILURE
 
 models_app = typer.Typer(help="Which models are usable here, and which one each role will use (and why).",
@@ -21,7 +21,7 @@ def _team(root: Optional[Path]):
     from cowork.config import load_settings
     from cowork.engines.detect import settings_from_env
     from cowork.errors import NotATeam
-    from cowork.roles import load_roles
+    from cowork.roles import team_roles
     from cowork.workspace import Workspace
 
     try:
@@ -29,7 +29,8 @@ def _team(root: Optional[Path]):
     except NotATeam:
         return settings_from_env(), {}, None
     settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
-    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
+    roles = team_roles(ws, settings, strict=False)  # the roles that load: a broken one is named on stderr
+    warn_broken(roles)
     return settings, roles.roles, str(ws.root)
 
 

@@ -13,21 +13,12 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, console, emit, require_task, store, workspace
+from cowork.cli.common import (JsonOpt, RootOpt, console, emit, require_task, store, team, warn_broken_roles,
+                               workspace)
 from cowork.errors import BadInput, EXIT_FAILURE
 
 YesOpt = typer.Option(False, "--yes", "-y", help="approve the plan without asking")
 DetachOpt = typer.Option(False, "--detach", "-d", help="run in a background process and print the task id")
-
-
-def _team(root: Optional[Path]):
-    from cowork.config import load_settings
-    from cowork.roles import load_roles
-
-    ws = workspace(root)
-    settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
-    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
-    return ws, store(ws), settings, roles
 
 
 @app.command()
@@ -40,7 +31,7 @@ def delegate(text: str = typer.Argument(..., help="what you want done"),
 
     from cowork.runner import planning
 
-    ws, st, settings, roles = _team(root)
+    ws, st, settings, roles = team(root, strict=True)
     _announce_fallback(settings, roles)
     planning.require_models(settings, roles, [to or settings.planner])
     draft = planning.create_task(ws, st, settings, roles, text, to=to, attachments=list(attach))
@@ -72,7 +63,7 @@ def run_plan(plan_file: Path = typer.Argument(..., help="a plan file (markdown w
     from cowork import plan as plan_mod
     from cowork.runner import planning
 
-    ws, st, settings, roles = _team(root)
+    ws, st, settings, roles = team(root, strict=True)
     plan = plan_mod.load(plan_file, set(roles.names()), display=str(plan_file))
     _announce_fallback(settings, roles)
     planning.require_models(settings, roles, [lane.role for lane in plan.lanes])
@@ -169,7 +160,7 @@ def retry(lane: str = typer.Argument(..., metavar="TASK/LANE", help="a lane that
     task, _, lane_id = lane.strip("/").partition("/")
     if not task or not lane_id or "/" in lane_id:
         raise BadInput(f"'{lane}' is not TASK/LANE", hint="e.g. `cowork retry t7-login/implement`")
-    ws, st, settings, roles = _team(root)
+    ws, st, settings, roles = team(root, strict=True)
     require_task(st, task, lane_id)
     _check_step_cap(st, settings, roles, task, lane_id)
     planning.require_models(settings, roles, [get_lane(st, task, lane_id)["role"]])
@@ -363,6 +354,7 @@ def wait(task: str = typer.Argument(..., help="the task id"),
     from cowork.runner import launch
 
     ws = workspace(root)
+    warn_broken_roles(ws)
     st = store(ws)
     state = launch.wait(ws, st, task, timeout=timeout)
     emit({"task": task, "state": state.state, "lanes": state.counts}, as_json,
@@ -376,6 +368,7 @@ def resume(detach: bool = typer.Option(False, "--detach", "-d",
                                         help="run in a background process and print its pid"),
            root: Optional[Path] = RootOpt) -> None:
     """Start a runner that reclaims every unfinished task whose runner is gone, and continue them."""
+    from cowork.roles import team_roles
     from cowork.runner import launch, lease
 
     ws = workspace(root)
@@ -384,6 +377,7 @@ def resume(detach: bool = typer.Option(False, "--detach", "-d",
     if not orphans:
         print("nothing to resume: every running task has a live runner")
         return
+    team_roles(ws)  # a runner needs every role file: say which is broken before saying anything resumes
     print("resuming " + ", ".join(orphans))
     if detach:
         print(f"runner pid {launch.start_detached(ws, reclaim=True)}")
@@ -434,6 +428,7 @@ def lanes_cmd(task: Optional[str] = typer.Option(None, "--task", help="only this
               root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Every lane: state, step, tokens, cost and age."""
     ws = workspace(root)
+    warn_broken_roles(ws)
     st = store(ws)
     require_task(st, task)
     rows = _lane_rows(st, task)
@@ -464,6 +459,7 @@ def pause(lane: Optional[str] = typer.Option(None, "--lane", help="only this lan
     from cowork.team.messages import human_id
 
     ws = workspace(root)
+    warn_broken_roles(ws)
     t, l = _scope(lane, task)
     st = store(ws)
     require_task(st, t, l)
@@ -482,6 +478,7 @@ def unpause(lane: Optional[str] = typer.Option(None, "--lane", help="only this l
     from cowork.views import pause_flags
 
     ws = workspace(root)
+    warn_broken_roles(ws)
     t, l = _scope(lane, task)
     st = store(ws)
     if control.unpause(st, by=human_id(ws.root), task=t, lane=l):

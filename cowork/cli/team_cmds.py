@@ -8,22 +8,12 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, emit, store, workspace
+from cowork.cli.common import JsonOpt, RootOpt, emit, store, team, warn_broken, warn_broken_roles, workspace
 from cowork.errors import BadInput
 
 budget_app = typer.Typer(help="Spend against the caps; raise a cap.", no_args_is_help=False,
                          invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(budget_app, name="budget")
-
-
-def _team(root: Optional[Path]):
-    from cowork.config import load_settings
-    from cowork.roles import load_roles
-
-    ws = workspace(root)
-    settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
-    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
-    return ws, store(ws), settings, roles
 
 
 def _role_file(ws, role: str) -> bool:
@@ -49,9 +39,10 @@ def say(target: str = typer.Argument(..., help="@ROLE or @team"),
     from cowork.team import channel
     from cowork.team.messages import human_id
 
-    ws, st, settings, roles = _team(root)
+    ws, st, settings, roles = team(root, warn=False)
     said = channel.say(ws, st, settings, roles, target, text, by=human_id(ws.root), reply_to=reply,
-                       start=not no_run)
+                       start=not no_run)  # it refuses to start a task while a role file is broken
+    warn_broken(roles)  # only posted, so it went on without them
     pid = None
     if said.task:
         from cowork.runner import launch
@@ -112,7 +103,7 @@ def approvals(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     waiting for approval. `--json`: {"pending": [approvals], "awaiting_approval": [plans]}."""
     from cowork.team import approvals as ap
 
-    ws, st, settings, roles = _team(root)
+    ws, st, settings, roles = team(root)
     data = ap.waiting(st, settings, roles)
 
     def render(d: dict) -> None:
@@ -157,13 +148,14 @@ def approve(target: str = typer.Argument(..., metavar="ID|TASK",
         from cowork.cli.task_cmds import launch_approved, require_plan_models
         from cowork.runner import planning
 
-        ws, st, settings, roles = _team(root)
+        ws, st, settings, roles = team(root, strict=True)
         plan = planning.saved_plan(ws, st, settings, roles, target)
         require_plan_models(settings, roles, target, plan)
         print(f"task {target}: plan approved ({len(plan.lanes)} lane(s))")
         launch_approved(ws, st, target, plan, by=human_id(ws.root), detach=detach, note=note)
         return
     ws = workspace(root)
+    warn_broken_roles(ws)
     row = ap.approve(store(ws), int(target), by=human_id(ws.root), note=note)
     print(f"approved #{target} ({row['role']} {row['tool']})")
 
@@ -179,6 +171,7 @@ def reject(target: str = typer.Argument(..., metavar="ID|TASK",
     from cowork.team.messages import human_id
 
     ws = workspace(root)
+    warn_broken_roles(ws)
     if not target.isdigit():
         from cowork.runner import planning
 
@@ -201,7 +194,7 @@ def budget(ctx: typer.Context, root: Optional[Path] = RootOpt, as_json: bool = J
         return
     from cowork.team import budgets
 
-    ws, st, settings, roles = _team(root)
+    ws, st, settings, roles = team(root)
     data = budgets.overview(st, settings, roles)
 
     def render(d: dict) -> None:

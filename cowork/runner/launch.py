@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from cowork.errors import CoworkError
+from cowork.errors import BadInput, CoworkError, ValidationFailed
 from cowork.runner import lease
 from cowork.runner.tasks import TaskState, task_state
 
@@ -57,7 +57,15 @@ def run_here(ws, tasks: list[str] | None = None, *, reclaim: bool = False,
 
 
 def start_detached(ws, tasks: list[str] | None = None, *, reclaim: bool = False) -> int:
-    """Start `python -m cowork.runner` in its own session, logging to .cowork/logs/. Returns its pid."""
+    """Start `python -m cowork.runner` in its own session, logging to .cowork/logs/. Returns its pid.
+
+    Raises:
+        ValidationFailed: a role file (or cowork.toml) is broken: the runner would stop at once, saying so only in
+            its log.
+    """
+    from cowork.roles import team_roles
+
+    team_roles(ws)
     ws.logs_dir.mkdir(parents=True, exist_ok=True)
     log = ws.logs_dir / f"runner-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     argv = [sys.executable, "-m", "cowork.runner", "--root", str(ws.root)]
@@ -84,7 +92,8 @@ def wait(ws, store, task: str, *, timeout: float | None = None, poll_s: float = 
     """Block until the task ends; a task left by a dead runner is adopted by a new one.
 
     Raises:
-        CoworkError: on timeout.
+        CoworkError: on timeout. BadInput: its runner is gone and a role file is broken, so no other can take
+            it over.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     last_adopt = 0.0
@@ -97,7 +106,11 @@ def wait(ws, store, task: str, *, timeout: float | None = None, poll_s: float = 
                               hint=f"`cowork approve {task}` runs it, `cowork reject {task}` drops it")
         now = time.monotonic()
         if adopt and now - last_adopt > lease.STALE_S and task in lease.orphaned(store):
-            start_detached(ws, reclaim=True)
+            try:
+                start_detached(ws, reclaim=True)
+            except ValidationFailed as exc:
+                raise BadInput(f"task {task} has no live runner, and none can start while these are broken:\n"
+                               + exc.render(), hint="fix them, then `cowork resume`") from None
             last_adopt = time.monotonic()
         if deadline is not None and now > deadline:
             raise CoworkError(f"task {task} still {st.state} after {timeout:g}s")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cowork.config import load_settings
 from cowork.gitops import merge
-from cowork.roles import load_roles
+from cowork.roles import team_roles
 from cowork.procs import stop_orphans
 from cowork.runner import control, lease
 from cowork.runner.lane import run_lane
@@ -42,8 +42,7 @@ class Runner:
         self.ws = ws
         self.store = store or Store.for_workspace(ws)
         self.settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
-        mcp = set(self.settings.mcp)
-        self.roles = load_roles(ws.roles_dir, ws.root, mcp)
+        self.roles = team_roles(ws, self.settings)  # every role: its agents may ask or delegate to any of them
         self.wanted = list(tasks or [])
         self.reclaim = reclaim
         self.poll_s = poll_s

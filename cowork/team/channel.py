@@ -22,7 +22,7 @@ class Said:
 
 def parse_target(target: str, roles) -> str:
     name = target.strip().lstrip("@")
-    if name == "team" or name in roles.roles:
+    if name == "team" or name in roles.roles or name in roles.broken:  # a broken role's file still names it
         return name
     raise BadInput(f"unknown role '{name}'", hint="say @ROLE or @team; roles: " + ", ".join(roles.names()))
 
@@ -63,6 +63,7 @@ def say(ws, store, settings, roles, target: str, text: str, *, by: str, reply_to
         return Said(mid, to)
     from cowork.runner import planning
 
+    roles.require()  # a runner needs every role file (the lane may ask or delegate to any role)
     planning.require_models(settings, roles, [to])  # a task it could not run is never started
     draft = planning.create_task(ws, store, settings, roles, text, to=to, origin=by)
     plan = planning.one_lane_plan(draft.task, draft.title, to, text)
