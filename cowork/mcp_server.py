@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from cowork.config import TeamSettings, load_settings
 from cowork.errors import CoworkError
 from cowork.redact import redact, redact_obj
-from cowork.roles import RoleSet, load_roles
+from cowork.roles import RoleSet, team_roles
 from cowork.store import Store
 from cowork.tools.gateway import Gateway, LaneCtx
 from cowork.workspace import Workspace
@@ -56,11 +57,15 @@ def open_team(root: Path | str | None = None, env: Mapping[str, str] | None = No
 
     Raises:
         CoworkError: the identity variables are partly set, or name a lane or role that does not exist.
+        ValidationFailed: cowork.toml is invalid, or the lane's own role file is.
     """
     env = os.environ if env is None else env
     ws = Workspace.find(root if root is not None else env.get("COWORK_ROOT") or None)
     settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
-    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
+    # a broken role file leaves that role out: the read tools still serve, and `say` refuses to start a task
+    roles = team_roles(ws, settings, strict=False)
+    if roles.broken:
+        print(roles.notice(), file=sys.stderr)  # stdout is the MCP stream
     store = Store.for_workspace(ws)
     given = {k: env.get(k, "").strip() for k in IDENTITY_VARS}
     if not any(given.values()):
@@ -83,6 +88,7 @@ def lane_ctx(ws: Workspace, store: Store, settings: TeamSettings, roles: RoleSet
 
     Raises:
         CoworkError: no such lane in this team, or it belongs to another role, or the role is not defined.
+        ValidationFailed: the role's file is broken.
     """
     from cowork.store import lanes as lanes_db
 
@@ -93,6 +99,7 @@ def lane_ctx(ws: Workspace, store: Store, settings: TeamSettings, roles: RoleSet
                                "to serve as a human")
     if row["role"] != role:
         raise CoworkError(f"COWORK_ROLE is '{role}' but lane '{task}/{lane}' belongs to role '{row['role']}'")
+    roles.require([role])
     if role not in roles.roles:
         raise CoworkError(f"lane '{task}/{lane}' has role '{role}', which is not defined in roles/",
                           hint="see `cowork roles list`")

@@ -12,6 +12,7 @@ from mcp import Client, StdioServerParameters
 
 from cowork import mcp_server
 from cowork.engines import command as command_engine
+from cowork.errors import ValidationFailed
 from cowork.store import Store
 from cowork.store import lanes as lanes_db
 from cowork.team import approvals as ap
@@ -103,6 +104,28 @@ def test_approvals_lists_plans_waiting_for_a_decision_as_the_cli_does(seeded, cl
     listed = cli("approvals", "--json", "-C", team.root).json()
     assert set(listed) == {"pending", "awaiting_approval"} and {k: got[k] for k in listed} == listed
     assert "cowork approve TASK" in got["note"]
+
+
+def test_a_broken_role_file_leaves_the_read_tools_serving(seeded, capsys):
+    """writer.yaml is broken: the server still starts and reads the team, naming the file on stderr (stdout is the
+    MCP stream); a lane may not reach the broken role, and `say` to it refuses to start a task, naming the line.
+    The lane's own role must load."""
+    team, store = seeded
+    (team.roles_dir / "writer.yaml").write_text("name: writer\nmandate: Writes the docs.\ncolour: blue\n")
+    human = mcp_server.open_team(team.root, env={})
+    assert "roles/writer.yaml:3:1: colour: unknown key 'colour'" in capsys.readouterr().err
+    _, (st, apps, said) = run(session(mcp_server.build_server(human), [
+        ("status", {}), ("approvals", {}), ("say", {"target": "@writer", "text": "document the login page"})]))
+    assert not st.is_error and st.structured_content["lanes"] == {"running": 2}
+    assert [a["tool"] for a in apps.structured_content["pending"]] == ["run"]
+    assert said.is_error and "roles/writer.yaml:3:1" in text(said)
+    assert store.scalar("SELECT count(*) FROM tasks") == 1
+    lane = mcp_server.build_server(mcp_server.open_team(None, env=lane_env(team)))
+    _, (told,) = run(session(lane, [("tell", {"role": "writer", "note": "docs needed"})]))
+    assert told.is_error and "its file roles/writer.yaml has problems" in text(told)
+    (team.roles_dir / "dev.yaml").write_text("name: dev\nmandate: Builds.\ncolour: red\n")
+    with pytest.raises(ValidationFailed, match="roles/dev.yaml:3:1"):
+        mcp_server.open_team(None, env=lane_env(team))
 
 
 def test_read_handoff_stays_inside_handoffs(seeded):

@@ -115,6 +115,21 @@ async def test_pause_asks_then_sets_and_clears_the_flag(app, store):
     assert kinds == ["pause.set", "pause.cleared"]
 
 
+async def test_a_broken_role_file_is_a_warning_and_pause_still_works(team, store):
+    """Mission control opens on a team with a broken role file, says which file and line once, and still pauses
+    everything."""
+    (team.roles_dir / "writer.yaml").write_text("name: writer\nmandate: Writes the docs.\ncolour: blue\n")
+    seed(store)
+    app = make_app(team, poll_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        notes = [n for n in app._notifications if n.severity == "warning"]
+        assert len(notes) == 1 and "roles/writer.yaml:3:1: colour: unknown key 'colour'" in notes[0].message
+        await pilot.press("p")
+        await pilot.press(*"runaway", "enter")
+        await until(pilot, lambda: store.flag("pause") is not None, "the pause flag")
+
+
 async def test_reject_needs_a_reason_and_approve_takes_a_note(app, store):
     first = seed(store)
     second = approvals.request(store, task=TASK, lane="impl", role="dev", tool="github.create_pull_request",

@@ -27,6 +27,9 @@ def _target(ctx: LaneCtx, role: str, *, team_ok: bool = False) -> str:
     role = role.strip().lstrip("@")
     if team_ok and role in ("team", "human"):
         return role
+    if role in ctx.roles.broken:  # only where the team was loaded leniently: `cowork mcp serve`
+        files = sorted({p.file for p in ctx.roles.broken[role] if p.file})
+        raise Denied(f"role '{role}' cannot be reached: its file {', '.join(files)} has problems a human must fix")
     if role not in ctx.roles.roles:
         raise Denied(f"no role '{role}'; roles: {', '.join(ctx.roles.names())}")
     return role

@@ -77,9 +77,11 @@ class MissionControl(Actions, App):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, ws, store, settings, *, poll_interval: float = DEFAULT_POLL_S) -> None:
+    def __init__(self, ws, store, settings, *, poll_interval: float = DEFAULT_POLL_S,
+                 roles_notice: str | None = None) -> None:
         super().__init__()
         self.ws, self.store, self.settings = ws, store, settings
+        self.roles_notice = roles_notice  # broken role files: shown once, as `cowork status` warns on stderr
         self.target = settings.merge.target
         self.poll_interval = poll_interval
         self.header_info: HeaderInfo | None = None
@@ -127,6 +129,8 @@ class MissionControl(Actions, App):
         self.empty_note = self.query_one("#empty", Static)
         self.lane_filter = self.query_one("#lane-filter", Input)
         self.lanes_table.focus()
+        if self.roles_notice:
+            self.notify(self.roles_notice, severity="warning", timeout=20, markup=False)
         self.poll_loop()
         self.set_interval(1.0, self._tick)
 
@@ -246,11 +250,13 @@ def make_app(ws, store=None, *, poll_interval: float = DEFAULT_POLL_S) -> Missio
         poll_interval: seconds between reads of the store.
 
     Raises:
-        ValidationFailed: when cowork.toml is invalid.
+        ValidationFailed: when cowork.toml is invalid (a broken role file only shows a warning: mission control
+            watches and controls, it starts no agent).
     """
     from cowork.config import load_settings
+    from cowork.roles import team_roles
     from cowork.store import Store
 
     settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
     return MissionControl(ws, store if store is not None else Store.for_workspace(ws), settings,
-                          poll_interval=poll_interval)
+                          poll_interval=poll_interval, roles_notice=team_roles(ws, settings, strict=False).notice())

@@ -34,10 +34,10 @@ def reject(ws, store, approval_id: int, *, by: str, reason: str) -> str:
 def say(ws, store, target: str, text: str, *, by: str) -> str:
     """`cowork say @ROLE|@team TEXT`: an idle role gets a one-lane task and a runner, as from the CLI."""
     from cowork.config import load_settings
-    from cowork.roles import load_roles
+    from cowork.roles import team_roles
 
     settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
-    roles = load_roles(ws.roles_dir, ws.root, set(settings.mcp))
+    roles = team_roles(ws, settings, strict=False)  # as `cowork say`: a broken role file stops only a new task
     said = channel.say(ws, store, settings, roles, target, text, by=by, start=True)
     if said.task:
         from cowork.runner import launch
