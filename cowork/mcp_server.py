@@ -3,8 +3,9 @@
 Who calls is decided once, at start, from the environment. With COWORK_TASK, COWORK_LANE and COWORK_ROLE set (an
 external agent inside a lane started by the command engine) the server acts as that lane: its team actions go
 through the lane's own `Gateway`, so authority, approval tiers, budgets, redaction and `tool.denied` events apply
-exactly as for llm lanes. Without them it is a human observer (`human:<name>`) with the read tools and `say`.
-No identity gets approve, reject, unpause or merge: those stay with humans at the CLI and the TUI.
+exactly as for llm lanes; a lane that has ended (or is blocked, waiting for a human) is refused at start, and its
+team actions are refused once it ends. Without them it is a human observer (`human:<name>`) with the read tools
+and `say`. No identity gets approve, reject, unpause or merge: those stay with humans at the CLI and the TUI.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from cowork.redact import redact, redact_obj
 from cowork.roles import RoleSet, team_roles
 from cowork.store import Store
 from cowork.tools.gateway import Gateway, LaneCtx
+from cowork.tools.team_tools import ENDED  # a lane in these states does not act: it is over, or waits for a human
 from cowork.workspace import Workspace
 
 IDENTITY_VARS = ("COWORK_TASK", "COWORK_LANE", "COWORK_ROLE")
@@ -90,6 +92,7 @@ def lane_ctx(ws: Workspace, store: Store, settings: TeamSettings, roles: RoleSet
         CoworkError: no such lane in this team, or it belongs to another role, or the role is not defined.
         ValidationFailed: the role's file is broken.
     """
+    from cowork.runner.tasks import RETRYABLE
     from cowork.store import lanes as lanes_db
 
     row = lanes_db.get_lane(store, task, lane)
@@ -103,6 +106,10 @@ def lane_ctx(ws: Workspace, store: Store, settings: TeamSettings, roles: RoleSet
     if role not in roles.roles:
         raise CoworkError(f"lane '{task}/{lane}' has role '{role}', which is not defined in roles/",
                           hint="see `cowork roles list`")
+    if row["state"] in ENDED:
+        again = f"`cowork retry {task}/{lane}` runs it again; " if row["state"] in RETRYABLE else ""
+        raise CoworkError(f"lane '{task}/{lane}' is {row['state']}: it can no longer act for the team",
+                          hint=again + "unset COWORK_TASK/COWORK_LANE/COWORK_ROLE to serve as a human")
     if row.get("worktree"):
         path = Path(row["worktree"])
     elif worktree:
@@ -218,9 +225,30 @@ def say(team: Team, target: str, text: str, reply_to: int | None = None, start_i
                    "task": said.task, "runner_pid": pid, "reply_to": said.reply_to})
 
 
+def ended(team: Team) -> str | None:
+    """Why the served lane can no longer act (it ended, or stopped for a human since the server started), or None.
+    Its agent may outlive it: a cancelled task, an agent CLI started by hand."""
+    from cowork.store import lanes as lanes_db
+
+    assert team.ctx is not None
+    row = lanes_db.get_lane(team.store, team.ctx.task_id, team.ctx.lane_id)
+    if row is not None and row["state"] not in ENDED:
+        return None
+    state = row["state"] if row else "gone"
+    return f"lane {team.ctx.task_id}/{team.ctx.lane_id} is {state}: it can no longer act for the team"
+
+
 async def lane_call(team: Team, name: str, args: dict) -> str:
-    """One team action through the lane's gateway; a refusal or failure is a ToolError with the gateway's text."""
-    assert team.gateway is not None
+    """One team action through the lane's gateway; a refusal or failure is a ToolError with the gateway's text.
+    A lane that has ended is refused before the gateway, with a `tool.denied` event (not counted by the circuit
+    breaker: the lane is over, there is nothing to stop)."""
+    assert team.gateway is not None and team.ctx is not None
+    why = ended(team)
+    if why:
+        c = team.ctx
+        team.store.event("tool.denied", f"{c.role.name} denied {name}: {why}", actor=c.role.name, task=c.task_id,
+                         lane=c.lane_id, role=c.role.name, data={"tool": name, "args": args, "reason": why})
+        raise ToolError(f"denied: {why}")
     result = await team.gateway.call(name, args)
     if not result.ok:
         raise ToolError(result.content)

@@ -212,6 +212,43 @@ def test_malformed_lane_environment_fails_at_start(seeded, cli, monkeypatch):
         mcp_server.open_team(team.root)
 
 
+def test_an_ended_lane_is_refused_at_start_and_per_call(seeded, cli, monkeypatch):
+    """A lane that ended (cancelled, merged, failed) or stopped for a human (blocked) no longer acts: its agent may
+    outlive it (a cancelled task, an agent CLI started by hand), and it added lanes to a cancelled task before."""
+    team, store = seeded
+    lanes_db.add_lane(store, "t1", "gone", "dev", "old work")
+    lanes_db.set_lane_state(store, "t1", "gone", "cancelled")
+    for key, value in lane_env(team, lane="gone").items():
+        monkeypatch.setenv(key, value)
+    res = cli("mcp", "serve", "-C", team.root)
+    assert res.code == 1 and "lane 't1/gone' is cancelled" in res.err and "cowork retry t1/gone" in res.err
+    lanes_db.set_lane_state(store, "t1", "gone", "merged")
+    res = cli("mcp", "serve", "-C", team.root)
+    assert res.code == 1 and "is merged" in res.err and "retry" not in res.err
+
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team)))
+
+    async def talk():
+        async with Client(srv) as client:
+            before = await client.call_tool("tell", {"role": "reviewer", "note": "still here"})
+            lanes_db.set_lane_state(store, "t1", "impl", "cancelled")          # a human cancels the task
+            after = [await client.call_tool(name, args) for name, args in [
+                ("delegate", {"role": "writer", "goal": "document it"}), ("tell", {"role": "team", "note": "hi"}),
+                ("ask", {"role": "reviewer", "question": "ok?"}), ("status", {})]]
+        return before, after
+
+    before, (deleg, told, asked, st) = run(talk())
+    assert not before.is_error
+    for res in (deleg, told, asked):
+        assert res.is_error and "denied: lane t1/impl is cancelled: it can no longer act for the team" in text(res)
+    assert not st.is_error                                       # reading the team is still fine
+    assert store.scalar("SELECT count(*) FROM lanes") == 3       # no lane was added to the cancelled task
+    assert [m["body"] for m in store.all("SELECT body FROM messages WHERE to_role != 'human'")] == ["still here"]
+    denied = store.events(kinds=["tool.denied"])
+    assert [e["data"]["tool"] for e in denied] == ["delegate", "tell", "ask"]
+    assert not store.events(kinds=["breaker.tripped"])          # three refusals stop nothing: the lane is over
+
+
 AGENT = """
 import asyncio, json, os, sys
 from mcp import Client, StdioServerParameters
