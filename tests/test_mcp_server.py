@@ -249,6 +249,40 @@ def test_an_ended_lane_is_refused_at_start_and_per_call(seeded, cli, monkeypatch
     assert not store.events(kinds=["breaker.tripped"])          # three refusals stop nothing: the lane is over
 
 
+def test_an_ask_the_client_cancels_expires(seeded):
+    """An agent that gives up on a blocking ask (its own tool timeout, the user pressing Esc) cancels it: the
+    question expires as on a timeout, so its lane is not taken for one stuck in an ask (a question to it would go
+    to a consult lane instead). A blocked action's approval, by contrast, stays: the same call again picks up the
+    human's decision."""
+    team, store = seeded
+    (team.roles_dir / "careful.yaml").write_text(
+        "name: careful\nmandate: Delegates only with a human's yes.\ntools: [ask, tell, delegate, inbox]\n"
+        "approvals: {block: [delegate]}\n")
+    lanes_db.add_lane(store, "t1", "care", "careful", "plan the docs")
+    lanes_db.set_lane_state(store, "t1", "care", "running")
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team, lane="care", role="careful")))
+
+    async def talk():
+        async with Client(srv) as client:
+            for name, args in [("ask", {"role": "reviewer", "question": "Which style guide?"}),
+                               ("delegate", {"role": "writer", "goal": "write the docs"})]:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(client.call_tool(name, args), 1.0)
+            for _ in range(100):
+                if store.scalar("SELECT state FROM messages WHERE from_lane='t1/care'") != "new":
+                    break
+                await asyncio.sleep(0.05)
+            (aid,) = [a["id"] for a in ap.pending(store) if a["tool"] == "delegate"]
+            ap.approve(store, aid, by="human:Test Person")
+            again = await client.call_tool("delegate", {"role": "writer", "goal": "write the docs"})
+            return again
+
+    again = run(talk())
+    assert store.scalar("SELECT state FROM messages WHERE from_lane='t1/care'") == "expired"
+    assert not msgs.waiting_on_ask(store, "t1/care")
+    assert not again.is_error and "added for writer" in text(again)
+
+
 AGENT = """
 import asyncio, json, os, sys
 from mcp import Client, StdioServerParameters

@@ -114,6 +114,18 @@ async def ask(ctx: LaneCtx, args: dict, *, answering: list[dict], poll_s: float)
 
 async def _await_answer(ctx: LaneCtx, mid: int, target: str, to_role: str, question: str,
                         poll_s: float) -> ToolResult:
+    try:
+        return await _wait_answer(ctx, mid, target, to_role, question, poll_s)
+    except asyncio.CancelledError:
+        # nobody waits any more (an MCP client cancelled the call, the runner stopped): the question expires as on
+        # a timeout, so its lane is not taken for one blocked in an ask (`msgs.waiting_on_ask`) from then on
+        if not msgs.answer_to(ctx.store, mid):
+            msgs.mark(ctx.store, [mid], "expired")
+        raise
+
+
+async def _wait_answer(ctx: LaneCtx, mid: int, target: str, to_role: str, question: str,
+                       poll_s: float) -> ToolResult:
     deadline = time.monotonic() + ctx.settings.policy.ask_timeout_s
     ended_at: float | None = None
     while True:
