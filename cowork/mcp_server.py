@@ -16,10 +16,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
 
 from cowork.config import TeamSettings, load_settings
 from cowork.errors import CoworkError
@@ -270,35 +272,86 @@ def _errors(tool: str) -> Iterator[None]:
         raise ToolError(f"{tool} failed: {type(exc).__name__}: {exc}") from None
 
 
+class _Server(MCPServer):
+    """An MCPServer that keeps `hidden` tools off its list: a lane's team tools its role may not use, as an llm
+    lane is never offered them. Called anyway, they still reach the gateway, which denies them with a
+    `tool.denied` event, as it does for llm lanes."""
+
+    hidden: frozenset[str] = frozenset()
+
+    async def list_tools(self) -> list:
+        return [t for t in await super().list_tools() if t.name not in self.hidden]
+
+
+# The tools' parameters, described for the agent. Module level: the SDK reads the tools' annotations as strings,
+# evaluated in this module's globals (`from __future__ import annotations`).
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id is refused by the schema, not by an OverflowError
+TaskArg = Annotated[str | None, Field(description="A task id (like t1-fix-login): only that task's. Omit: all.")]
+PathArg = Annotated[str, Field(description="A file under handoffs/, by its path (handoffs/t1-fix-login/api.md; "
+                                           "brief.md, plan.md and summary.md too) or as TASK/LANE (t1-fix-login/api), "
+                                           "as the handoffs tool lists them.")]
+RoleArg = Annotated[str, Field(description="A role of the team, by name; the tool's description lists them.")]
+TellRoleArg = Annotated[str, Field(description="A role of the team, by name (the tool's description lists them), "
+                                               "or 'team' for every lane of your task.")]
+NoteArg = Annotated[str, Field(description="The note, as they will read it.")]
+QuestionArg = Annotated[str, Field(description="The question, complete in itself: whoever answers may know nothing "
+                                               "of your work.")]
+GoalArg = Annotated[str, Field(description="What the new lane is to do and hand back, in full: it is all the lane "
+                                           "is told.")]
+MessageIdArg = Annotated[int, Field(description="The question's message id, as inbox shows it (QUESTION #ID).",
+                                    ge=1, le=MAX_ID)]
+AnswerArg = Annotated[str, Field(description="Your answer.")]
+IncludeReadArg = Annotated[bool, Field(description="Also the messages already read.")]
+LimitArg = Annotated[int, Field(description="At most this many, the newest (1 to 200).")]
+TargetArg = Annotated[str, Field(description="'@ROLE' (the tool's description lists the roles) or '@team'.")]
+SayTextArg = Annotated[str, Field(description="The message, as they will read it.")]
+ReplyToArg = Annotated[int | None, Field(description="Answer this question (its message id, from inbox) instead of "
+                                                     "posting a new message.", ge=1, le=MAX_ID)]
+StartArg = Annotated[bool, Field(description="When no lane of the role is running: true starts a one-lane task for "
+                                             "it with this message as its goal (a runner starts, and models are "
+                                             "called); false only posts.")]
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+POSTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+
+
 def build_server(team: Team) -> MCPServer:
-    """An MCP server offering the tools for `team.who`: LANE_TOOLS for a lane, HUMAN_TOOLS for a human."""
+    """An MCP server offering the tools for `team.who`: LANE_TOOLS for a lane (less the team tools its role may not
+    use), HUMAN_TOOLS for a human."""
     where = f"task {team.ctx.task_id}, lane {team.ctx.lane_id}" if team.ctx else "no lane"
-    server = MCPServer(
+    roles = ", ".join(team.roles.names())
+    server = _Server(
         name="cowork", version=_version(),
         instructions=(f"The cowork team '{team.settings.name}' at {team.ws.root}. You are {team.who} ({where}). "
+                      f"Its roles: {roles}. "
                       "Read the team with status, lanes, inbox, handoffs, approvals and lock_status. "
                       + ("Talk to other roles with tell, ask (waits for an answer), delegate and answer; your role's "
-                         "authority and approval tiers apply." if team.is_lane else
-                         "Post to a role or the team with say.")
+                         "authority and approval tiers apply. A call your role's approvals block waits for a "
+                         "human's yes or no; if you stop waiting, the same call again later picks up the decision."
+                         if team.is_lane else "Post to a role or the team with say.")
                       + " Approvals, pause and merges are for humans at the cowork CLI or TUI."),
         log_level="WARNING")
+    if team.ctx is not None:
+        server.hidden = frozenset(t for t in LANE_TOOLS if t not in READ_TOOLS and not team.ctx.role.allows(t))
 
-    def add(fn, name: str, description: str, *, structured: bool = True) -> None:
-        server.add_tool(fn, name=name, description=description, structured_output=structured)
+    def add(fn, name: str, description: str, *, structured: bool = True,
+            annotations: ToolAnnotations = READ_ONLY) -> None:
+        fn.__name__ = name  # the name the SDK gives its schemas and validation errors ("askArguments")
+        server.add_tool(fn, name=name, description=description, structured_output=structured,
+                        annotations=annotations)
 
     def status_tool() -> dict[str, Any]:
         with _errors("status"):
             return status(team)
 
-    def lanes_tool(task: str | None = None) -> dict[str, Any]:
+    def lanes_tool(task: TaskArg = None) -> dict[str, Any]:
         with _errors("lanes"):
             return lanes(team, task)
 
-    def handoffs_tool(task: str | None = None) -> dict[str, Any]:
+    def handoffs_tool(task: TaskArg = None) -> dict[str, Any]:
         with _errors("handoffs"):
             return handoffs(team, task)
 
-    def read_handoff_tool(path: str) -> str:
+    def read_handoff_tool(path: PathArg) -> str:
         with _errors("read_handoff"):
             return read_handoff(team, path)
 
@@ -326,45 +379,50 @@ def build_server(team: Team) -> MCPServer:
             with _errors("inbox"):
                 return await lane_call(team, "inbox", {})
 
-        async def tell_tool(role: str, note: str) -> str:
+        async def tell_tool(role: TellRoleArg, note: NoteArg) -> str:
             with _errors("tell"):
                 return await lane_call(team, "tell", {"role": role, "note": note})
 
-        async def ask_tool(role: str, question: str) -> str:
+        async def ask_tool(role: RoleArg, question: QuestionArg) -> str:
             with _errors("ask"):
                 return await lane_call(team, "ask", {"role": role, "question": question})
 
-        async def delegate_tool(role: str, goal: str) -> str:
+        async def delegate_tool(role: RoleArg, goal: GoalArg) -> str:
             with _errors("delegate"):
                 return await lane_call(team, "delegate", {"role": role, "goal": goal})
 
-        async def answer_tool(message_id: int, text: str) -> str:
+        async def answer_tool(message_id: MessageIdArg, text: AnswerArg) -> str:
             with _errors("answer"):
                 return await lane_call(team, "answer", {"message_id": message_id, "text": text})
 
+        wait = team.settings.policy.ask_timeout_s
         add(inbox_tool, "inbox", "New messages for your lane: questions to answer, notes, handoffs of lanes you "
-            "delegated.", structured=False)
-        add(tell_tool, "tell", "Post a note to a role (or 'team') without waiting.", structured=False)
-        add(ask_tool, "ask", "Ask a role a question and wait (bounded by policy.ask_timeout_s) for its answer: a "
-            "live lane of that role answers, else a short consult lane.", structured=False)
-        add(delegate_tool, "delegate", "Add a lane for a role with this goal; its handoff arrives in your inbox.",
-            structured=False)
-        add(answer_tool, "answer", "Answer a question (its message id, from inbox) asked of you.", structured=False)
+            "delegated. Each is shown once; questions not answered yet are shown again.", structured=False,
+            annotations=POSTS)
+        add(tell_tool, "tell", f"Post a note to a role ({roles}) or 'team', without waiting.", structured=False,
+            annotations=POSTS)
+        add(ask_tool, "ask", f"Ask a role ({roles}) a question and wait up to {wait:.0f}s (policy.ask_timeout_s) "
+            "for its answer: a live lane of that role answers, else a short consult lane. A call you cancel, or that "
+            "times out, gets no answer: carry on without it.", structured=False, annotations=POSTS)
+        add(delegate_tool, "delegate", f"Add a lane to your task for a role ({roles}) with this goal; its handoff "
+            "arrives in your inbox.", structured=False, annotations=POSTS)
+        add(answer_tool, "answer", "Answer a question (its message id, from inbox) asked of you.", structured=False,
+            annotations=POSTS)
     else:
-        def inbox_tool(include_read: bool = False, limit: int = 50) -> dict[str, Any]:
+        def inbox_tool(include_read: IncludeReadArg = False, limit: LimitArg = 50) -> dict[str, Any]:
             with _errors("inbox"):
                 return human_inbox(team, include_read, limit)
 
-        def say_tool(target: str, text: str, reply_to: int | None = None,
-                     start_if_idle: bool = True) -> dict[str, Any]:
+        def say_tool(target: TargetArg, text: SayTextArg, reply_to: ReplyToArg = None,
+                     start_if_idle: StartArg = True) -> dict[str, Any]:
             with _errors("say"):
                 return say(team, target, text, reply_to, start_if_idle)
 
-        add(inbox_tool, "inbox", "Messages for humans (questions, notifications, escalations); new ones are "
-            "marked read, except questions.")
-        add(say_tool, "say", "Post as a human to '@role' or '@team', like `cowork say`: a busy role's live lane "
-            "reads it between steps; an idle role gets a one-lane task (unless start_if_idle is false). With "
-            "reply_to, answer that question.")
+        add(inbox_tool, "inbox", "Messages for humans (questions, notifications, escalations), oldest first; new "
+            "ones are marked read, except questions.", annotations=POSTS)
+        add(say_tool, "say", f"Post as a human to '@ROLE' ({roles}) or '@team', like `cowork say`: a busy role's "
+            "live lane reads it between steps; an idle role gets a one-lane task (unless start_if_idle is false). "
+            "With reply_to, answer that question.", annotations=POSTS)
     return server
 
 

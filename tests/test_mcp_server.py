@@ -189,11 +189,43 @@ def test_lane_asks_a_live_lane_served_to_another_agent(seeded):
     assert q["to_lane"] == "t1/rev" and q["state"] == "answered"
 
 
+def test_every_tool_and_parameter_is_described_in_its_own_words(seeded):
+    """What an agent reads to choose a call: every parameter described, the roles it may name, how long ask waits,
+    read tools marked read-only, and no internal names ("status_toolArguments") in schemas or errors."""
+    team, _ = seeded
+
+    async def listed(env):
+        async with Client(mcp_server.build_server(mcp_server.open_team(team.root, env=env))) as client:
+            tools = (await client.list_tools()).tools
+            bad = [await client.call_tool(name, args) for name, args in [
+                ("answer", {"message_id": 10**30, "text": "x"}), ("answer", {"message_id": -1, "text": "x"}),
+                ("say", {"target": "@dev", "text": "x", "reply_to": 10**30})] if name in {t.name for t in tools}]
+        return {t.name: t for t in tools}, bad
+
+    human, bad_human = run(listed({}))
+    lane, bad_lane = run(listed(lane_env(team)))
+    for tool in [*human.values(), *lane.values()]:
+        blob = json.dumps([tool.input_schema, tool.output_schema])
+        assert "_tool" not in blob, tool.name
+        for name, prop in tool.input_schema["properties"].items():
+            assert prop.get("description"), f"{tool.name}.{name}"
+        assert tool.annotations.read_only_hint is (tool.name in mcp_server.READ_TOOLS and tool.name != "inbox")
+    for name in ("tell", "ask", "delegate"):
+        assert "dev, planner, reviewer, writer" in lane[name].description
+    assert "up to 900s" in lane["ask"].description
+    assert "dev, planner, reviewer, writer" in human["say"].description
+    for res in bad_human + bad_lane:
+        assert res.is_error and "OverflowError" not in text(res) and "_tool" not in text(res)
+    assert [text(r).split("\n")[2].split(" [")[0] for r in bad_lane] == [
+        "  Input should be less than or equal to 9223372036854775807", "  Input should be greater than or equal to 1"]
+
+
 def test_lane_denied_by_authority_is_a_tool_error_and_an_event(seeded):
     team, store = seeded
     srv = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team, lane="rev", role="reviewer")))
-    _, (denied, after) = run(session(srv, [("delegate", {"role": "dev", "goal": "write the tests"}),
-                                           ("status", {})]))
+    names, (denied, after) = run(session(srv, [("delegate", {"role": "dev", "goal": "write the tests"}),
+                                               ("status", {})]))
+    assert names == LANE_TOOLS - {"delegate"}                    # not offered, as to an llm lane of the role
     assert denied.is_error and "denied: role 'reviewer' has no tool 'delegate'" in text(denied)
     ev = store.events(kinds=["tool.denied"])
     assert len(ev) == 1 and ev[0]["role"] == "reviewer" and ev[0]["data"]["tool"] == "delegate"
