@@ -152,8 +152,12 @@ def status(team: Team) -> dict:
 
 def lanes(team: Team, task: str | None = None) -> dict:
     from cowork import views
+    from cowork.store import lanes as lanes_db
 
-    return _plain({"lanes": views.lane_rows(team.store, _task_arg(task))})
+    task = _task_arg(task)
+    if task and lanes_db.get_task(team.store, task) is None:  # as `cowork lanes --task`: not an empty list
+        raise ToolError(f"no task '{task}'; lanes without a task lists every lane with its task id")
+    return _plain({"lanes": views.lane_rows(team.store, task)})
 
 
 def human_inbox(team: Team, include_read: bool = False, limit: int = 50) -> dict:
@@ -174,7 +178,7 @@ def handoffs(team: Team, task: str | None = None) -> dict:
 def handoff_path(ws: Workspace, ref: str) -> Path:
     """A file under handoffs/ named by a path ("handoffs/t1/api.md") or TASK/LANE; nothing outside handoffs/."""
     ref = (ref or "").strip().replace("\\", "/")
-    if not ref:
+    if not ref or "\x00" in ref:
         raise ToolError("give a path under handoffs/ or TASK/LANE")
     base = ws.handoffs_dir.resolve()
     candidates = [ws.root / ref]

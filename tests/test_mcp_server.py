@@ -132,15 +132,27 @@ def test_read_handoff_stays_inside_handoffs(seeded):
     team, _ = seeded
     (team.root / "secret.txt").write_text("not for agents")
     srv = mcp_server.build_server(mcp_server.open_team(team.root, env={}))
-    _, (by_path, by_ref, outside, up, missing) = run(session(srv, [
+    _, (by_path, by_ref, outside, up, passwd, missing, nul) = run(session(srv, [
         ("read_handoff", {"path": "handoffs/t1/impl.md"}), ("read_handoff", {"path": "t1/impl"}),
         ("read_handoff", {"path": str(team.root / "secret.txt")}),
-        ("read_handoff", {"path": "handoffs/../secret.txt"}), ("read_handoff", {"path": "t1/nope"}),
+        ("read_handoff", {"path": "handoffs/../secret.txt"}), ("read_handoff", {"path": "../../etc/passwd"}),
+        ("read_handoff", {"path": "t1/nope"}), ("read_handoff", {"path": "t1/impl\x00.md"}),
     ]))
     assert "# Login page" in text(by_path) and text(by_path) == text(by_ref)
-    for res in (outside, up):
+    for res in (outside, up, passwd):
         assert res.is_error and "outside handoffs/" in text(res)
     assert missing.is_error and "no handoff 't1/nope'" in text(missing)
+    assert nul.is_error and text(nul).endswith("give a path under handoffs/ or TASK/LANE")   # not a ValueError
+
+
+def test_lanes_of_a_task_that_does_not_exist_is_an_error_as_in_the_cli(seeded, cli):
+    team, _ = seeded
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env={}))
+    _, (nope, t1, every) = run(session(srv, [("lanes", {"task": "t9-nothing"}), ("lanes", {"task": "t1"}),
+                                             ("lanes", {})]))
+    assert nope.is_error and "no task 't9-nothing'" in text(nope)
+    assert cli("lanes", "--task", "t9-nothing", "-C", team.root).code == 2
+    assert len(t1.structured_content["lanes"]) == len(every.structured_content["lanes"]) == 2
 
 
 # -- a lane ----------------------------------------------------------------------------------------------------------
