@@ -327,6 +327,86 @@ def test_an_ask_the_client_cancels_expires(seeded):
     assert not again.is_error and "added for writer" in text(again)
 
 
+def short_asks(team, seconds: float) -> None:
+    path = team.root / "cowork.toml"
+    path.write_text(path.read_text().replace("ask_timeout_s = 900.0", f"ask_timeout_s = {seconds}"))
+
+
+def reviewer_answers(store, body: str) -> None:
+    q = msgs.get(store, store.scalar("SELECT id FROM messages WHERE kind='ask' AND to_lane='t1/rev'"))
+    msgs.answer(store, q, from_role="reviewer", from_lane="t1/rev", body=body)
+
+
+async def asked_reviewer(store) -> None:
+    while not store.one("SELECT id FROM messages WHERE kind='ask' AND to_lane='t1/rev'"):
+        await asyncio.sleep(0.05)
+
+
+def test_a_pause_holds_an_ask_in_flight(seeded):
+    """Pause-all while a lane's ask waits: the ask's clock stops with everything else, so the answer given after
+    the pause still reaches it (it timed out during the pause before, with no lane able to answer)."""
+    from cowork.runner import control
+
+    team, store = seeded
+    short_asks(team, 2)
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team)))
+
+    async def talk():
+        async with Client(srv) as client:
+            asking = asyncio.ensure_future(client.call_tool("ask", {"role": "reviewer", "question": "Which DB?"}))
+            await asked_reviewer(store)
+            control.pause(store, by="human:Test Person", reason="lunch")
+            await asyncio.sleep(3.5)
+            held = not asking.done()
+            control.unpause(store, by="human:Test Person")
+            reviewer_answers(store, "Postgres")
+            return held, await asking
+
+    held, asked = run(talk())
+    assert held and not asked.is_error and "Postgres" in text(asked)
+
+
+def test_an_ask_outlasts_its_server_being_stopped_for_a_pause(seeded):
+    """The command engine stops an external agent's process group, its MCP server with it, while paused (SIGSTOP)
+    and continues it after: the time stopped does not count against the ask either (it timed out at once)."""
+    import signal
+    from pathlib import Path
+
+    team, store = seeded
+    short_asks(team, 3)
+    params = StdioServerParameters(command=sys.executable, args=["-m", "cowork", "mcp", "serve", "-C", str(team.root),
+                                                                 "--task", "t1", "--lane", "impl", "--role", "dev"],
+                                   env={k: v for k, v in os.environ.items() if not k.startswith("COWORK_")})
+
+    def server_pid() -> int:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                stat = (proc / "stat").read_text().rsplit(") ", 1)[1].split()
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError):
+                continue
+            if int(stat[1]) == os.getpid() and b"serve" in argv and str(team.root).encode() in argv:
+                return int(proc.name)
+        raise AssertionError("no server process")
+
+    async def talk():
+        async with Client(params, read_timeout_seconds=30) as client:
+            asking = asyncio.ensure_future(client.call_tool("ask", {"role": "reviewer", "question": "Which DB?"}))
+            await asked_reviewer(store)
+            pid = server_pid()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(5)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await asyncio.sleep(0.5)
+            reviewer_answers(store, "Postgres")
+            return await asking
+
+    asked = run(talk())
+    assert not asked.is_error and "Postgres" in text(asked)
+
+
 AGENT = """
 import asyncio, json, os, sys
 from mcp import Client, StdioServerParameters

@@ -2,7 +2,8 @@
 
 Guards: the delegation depth limit (`policy.max_delegation_depth`), cycles (a chain of asks/delegations that
 comes back to a role about the same thing), and the lane cap per task (`policy.max_lanes_per_task`). A trip is a
-`Denied` (so a `tool.denied` event and an error result), never a hang: `ask` waits at most `policy.ask_timeout_s`.
+`Denied` (so a `tool.denied` event and an error result), never a hang: `ask` waits at most `policy.ask_timeout_s`
+(time paused not counted).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import time
 
 from cowork.redact import redact
+from cowork.runner import control
 from cowork.store import lanes as lanes_db
 from cowork.team import messages as msgs
 from cowork.tools.authority import Denied
@@ -19,6 +21,7 @@ from cowork.tools.context import LaneCtx, ToolResult
 ENDED = lanes_db.FINAL_LANE_STATES | {"blocked"}
 LIVE_STATES = {"running", "waiting-approval", "paused"}
 ANSWER_GRACE_S = 5.0
+STALL_S = 2.0  # a wait between two looks longer than its poll by this much: the process was stopped
 
 
 def _target(ctx: LaneCtx, role: str, *, team_ok: bool = False) -> str:
@@ -126,9 +129,19 @@ async def _await_answer(ctx: LaneCtx, mid: int, target: str, to_role: str, quest
 
 async def _wait_answer(ctx: LaneCtx, mid: int, target: str, to_role: str, question: str,
                        poll_s: float) -> ToolResult:
-    deadline = time.monotonic() + ctx.settings.policy.ask_timeout_s
+    last = time.monotonic()
+    deadline = last + ctx.settings.policy.ask_timeout_s
     ended_at: float | None = None
     while True:
+        # A pause holds the ask's clock: no tool runs out while paused, and no lane can answer meanwhile. So does
+        # time this process did not run: an external agent's MCP server is stopped (SIGSTOP) with the agent's
+        # process group for a pause, and finds the pause already lifted when it runs again.
+        t = time.monotonic()
+        if control.paused(ctx.store, ctx.task_id, ctx.lane_id):
+            deadline += t - last
+        elif t - last > poll_s + STALL_S:
+            deadline += t - last - poll_s
+        last = t
         ans = msgs.answer_to(ctx.store, mid)
         if ans:
             msgs.mark(ctx.store, [mid], "answered")
