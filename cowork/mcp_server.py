@@ -27,7 +27,7 @@ from cowork.config import TeamSettings, load_settings
 from cowork.errors import CoworkError
 from cowork.redact import redact, redact_obj
 from cowork.roles import RoleSet, team_roles
-from cowork.store import Store
+from cowork.store import Store, db
 from cowork.tools.gateway import Gateway, LaneCtx
 from cowork.tools.team_tools import ENDED  # a lane in these states does not act: it is over, or waits for a human
 from cowork.workspace import Workspace
@@ -273,7 +273,7 @@ def _errors(tool: str) -> Iterator[None]:
     except CoworkError as exc:
         raise ToolError(exc.render()) from None
     except Exception as exc:  # noqa: BLE001 - the server must outlive any one call
-        raise ToolError(f"{tool} failed: {type(exc).__name__}: {exc}") from None
+        raise ToolError(f"{tool} failed: {db.failure(exc)}") from None
 
 
 class _Server(MCPServer):

@@ -407,6 +407,50 @@ def test_an_ask_outlasts_its_server_being_stopped_for_a_pause(seeded):
     assert not asked.is_error and "Postgres" in text(asked)
 
 
+HOLD = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+sys.stdin.read()
+db.execute("COMMIT")
+"""
+
+
+def test_a_busy_store_is_a_plain_tool_error_and_the_server_carries_on(seeded, monkeypatch):
+    """Another process holds the store's write lock past the busy timeout: a call that must write says the store
+    is busy and to try again (it said "OperationalError: database is locked"), and works once the lock is free."""
+    import subprocess
+
+    from cowork.store import db
+
+    team, store = seeded
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 1000)   # the servers' connections give up after 1s, not 10
+    dev = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team)))
+    human = mcp_server.build_server(mcp_server.open_team(team.root, env={}))
+
+    async def talk():
+        async with Client(dev) as lane, Client(human) as person:
+            holder = subprocess.Popen([sys.executable, "-c", HOLD, str(team.db_path)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                assert holder.stdout.readline().strip() == "holding"
+                busy = await asyncio.gather(lane.call_tool("tell", {"role": "reviewer", "note": "v2 is out"}),
+                                            person.call_tool("say", {"target": "@team", "text": "v2 is out"}))
+            finally:
+                holder.communicate("")
+            again = [await lane.call_tool("tell", {"role": "reviewer", "note": "v2 is out"}),
+                     await person.call_tool("say", {"target": "@team", "text": "v2 is out"})]
+        return busy, again
+
+    busy, again = run(talk())
+    for res in busy:
+        assert res.is_error and "the team's store (.cowork/state.db) is busy: another cowork process has held its " \
+            "write lock for over 1s; try again in a moment" in text(res), text(res)
+        assert "OperationalError" not in text(res)
+    assert not any(res.is_error for res in again)
+
+
 AGENT = """
 import asyncio, json, os, sys
 from mcp import Client, StdioServerParameters

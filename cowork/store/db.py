@@ -13,6 +13,15 @@ except ImportError:  # pragma: no cover
     import sqlite3  # type: ignore[no-redef]
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+def failure(exc: BaseException) -> str:
+    """What went wrong, for the agent or person whose call failed: SQLite giving up on a write lock that another
+    process held past the busy timeout is said plainly (it was "OperationalError: database is locked")."""
+    if isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc):
+        return (f"the team's store (.cowork/state.db) is busy: another cowork process has held its write lock for "
+                f"over {BUSY_TIMEOUT_MS // 1000}s; try again in a moment")
+    return f"{type(exc).__name__}: {exc}"
 _vec_ok: bool | None = None
 
 

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 from cowork.redact import redact, redact_obj
 from cowork.roles import BUILTIN_TOOLS
 from cowork.runner import control
+from cowork.store import db
 from cowork.store import lanes as lanes_db
 from cowork.store.store import loads
 from cowork.team import approvals, budgets, breakers
@@ -151,7 +152,7 @@ class Gateway:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a tool's own failure goes back to the agent, never crashes the lane
-            result = ToolResult(False, f"{name} failed: {type(exc).__name__}: {exc}")
+            result = ToolResult(False, f"{name} failed: {db.failure(exc)}")
         result.content = redact(result.content)
         if result.data:
             result.data = redact_obj(result.data)
