@@ -451,6 +451,18 @@ def test_a_busy_store_is_a_plain_tool_error_and_the_server_carries_on(seeded, mo
     assert not any(res.is_error for res in again)
 
 
+def test_a_broken_store_is_a_clear_error_at_start_not_a_traceback(seeded, cli):
+    team, store = seeded
+    store.close()
+    for extra in team.db_path.parent.glob(team.db_path.name + "-*"):
+        extra.unlink()
+    team.db_path.write_text("not sqlite at all\n" * 100)
+    res = cli("mcp", "serve", "-C", team.root)
+    assert res.code == 1 and "Traceback" not in res.err
+    assert f"{team.db_path} is not a readable cowork store: file is not a database" in res.err
+    assert "move it aside" in res.err
+
+
 AGENT = """
 import asyncio, json, os, sys
 from mcp import Client, StdioServerParameters

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from cowork.errors import CoworkError
 from cowork.redact import redact, redact_obj
 from cowork.store import db
 from cowork.store.migrations import migrate
@@ -54,7 +55,15 @@ class Store:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._wrote: dict[str, int] = {}  # writes through this store, per table (see `version`)
-        migrate(self.conn)
+        try:
+            migrate(self.conn)
+        except db.sqlite3.DatabaseError as exc:
+            if not any(s in str(exc) for s in ("not a database", "malformed", "file is encrypted")):
+                raise
+            raise CoworkError(f"{self.path} is not a readable cowork store: {exc}",
+                              hint=f"move it aside (with any {self.path.name}-wal and -shm beside it) and cowork "
+                                   "starts a new one; the team's runtime history (lanes, messages, approvals, "
+                                   "events) goes with it, its work and handoffs stay in git") from None
 
     @classmethod
     def for_workspace(cls, ws) -> "Store":
