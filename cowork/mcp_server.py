@@ -246,14 +246,15 @@ def ended(team: Team) -> str | None:
 
 async def lane_call(team: Team, name: str, args: dict) -> str:
     """One team action through the lane's gateway; a refusal or failure is a ToolError with the gateway's text.
-    A lane that has ended is refused before the gateway, with a `tool.denied` event (not counted by the circuit
-    breaker: the lane is over, there is nothing to stop)."""
+    A lane that has ended is refused before the gateway, with a `tool.denied` event marked `lane_ended`, which the
+    circuit breaker does not count, then or when the lane is retried: its stray agent is not the lane's work."""
     assert team.gateway is not None and team.ctx is not None
     why = ended(team)
     if why:
         c = team.ctx
         team.store.event("tool.denied", f"{c.role.name} denied {name}: {why}", actor=c.role.name, task=c.task_id,
-                         lane=c.lane_id, role=c.role.name, data={"tool": name, "args": args, "reason": why})
+                         lane=c.lane_id, role=c.role.name,
+                         data={"tool": name, "args": args, "reason": why, "lane_ended": True})
         raise ToolError(f"denied: {why}")
     result = await team.gateway.call(name, args)
     if not result.ok:

@@ -17,6 +17,7 @@ from cowork.store import Store
 from cowork.store import lanes as lanes_db
 from cowork.team import approvals as ap
 from cowork.team import messages as msgs
+from cowork.team.breakers import Breaker
 
 HUMAN_TOOLS = {"status", "lanes", "inbox", "handoffs", "read_handoff", "approvals", "lock_status", "say"}
 LANE_TOOLS = HUMAN_TOOLS - {"say"} | {"tell", "ask", "delegate", "answer"}
@@ -291,6 +292,8 @@ def test_an_ended_lane_is_refused_at_start_and_per_call(seeded, cli, monkeypatch
     denied = store.events(kinds=["tool.denied"])
     assert [e["data"]["tool"] for e in denied] == ["delegate", "tell", "ask"]
     assert not store.events(kinds=["breaker.tripped"])          # three refusals stop nothing: the lane is over
+    lanes_db.set_lane_state(store, "t1", "impl", "running")     # retried: the stray agent's refusals do not count
+    assert Breaker(store, "t1", "impl", max_failures=3, max_repeats=4).failures == 0
 
 
 def test_an_ask_the_client_cancels_expires(seeded):

@@ -31,6 +31,8 @@ class Breaker:
         for e in store.events(after=last_trip, task=task, lane=lane, kinds=["tool.call", "tool.denied"],
                               limit=100_000):
             data = e["data"] or {}
+            if data.get("lane_ended"):  # refused to an agent that outlived its lane (mcp_server): not the lane's
+                continue
             self.record(data.get("tool", ""), data.get("hash", ""), e["kind"] == "tool.call" and bool(data.get("ok")))
 
     def record(self, tool: str, call_hash: str, ok: bool) -> str | None:
