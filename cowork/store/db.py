@@ -22,6 +22,8 @@ def failure(exc: BaseException) -> str:
         return (f"the team's store (.cowork/state.db) is busy: another cowork process has held its write lock for "
                 f"over {BUSY_TIMEOUT_MS // 1000}s; try again in a moment")
     return f"{type(exc).__name__}: {exc}"
+
+
 _vec_ok: bool | None = None
 
 
