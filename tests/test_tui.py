@@ -320,6 +320,27 @@ async def test_empty_team_shows_what_to_run_first(app, store):
         assert not empty.display and app.lanes_table.row_count == 1
 
 
+async def test_empty_team_keys_never_go_to_hidden_widgets(app, store):
+    """With no lanes the lanes table and its filter are hidden: `/`, `1` and `2` must not focus them (what was typed
+    vanished, `q` no longer quit, and the invisible filter hid the first lanes when a task started)."""
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.header_info is not None, "the first poll")
+        await pilot.pause(0.1)
+        for key in ("slash", "1", "2", "1"):
+            await pilot.press(key)
+            await pilot.pause(0.1)
+            assert app.focused is not None and app.focused.display, (key, app.focused)
+        await pilot.press("slash", *"xy", "escape")
+        await pilot.pause(0.1)
+        assert app.lane_filter.value == "" and app.focused.display
+        L.create_task(store, "t2", "first task", state="running")
+        L.add_lane(store, "t2", "a", "dev", "first lane")
+        await synced(pilot, app, store)
+        await until(pilot, lambda: app.lanes_table.row_count == 1, "the first lane in the table")
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
 async def test_palette_help_merge_queue_and_timeline_filter(app, store):
     seed(store)
     merge.enqueue(store, TASK, "review")

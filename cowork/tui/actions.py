@@ -107,14 +107,22 @@ class Actions:
         self.tabs.active = TABS[name]
         # after the messages the switch posts (the pane is shown then), not after the next refresh, which a busy
         # loop can delay for seconds
-        self.call_later(lambda: self.query_one(FOCUS[name]).focus())
+        self.call_later(self._focus_view, name)
         self.refresh_bindings()
+
+    def _focus_view(self, name: str) -> None:
+        # an empty view hides its table (no lanes yet, no approvals): keys must not go to a widget nobody sees
+        target = self.query_one(FOCUS[name])
+        (target if target.display else self.timeline).focus()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.refresh_bindings()
 
     def action_filter_lanes(self) -> None:
         self.action_show("lanes")
+        if self.empty_note.display:  # no lanes yet: the filter is hidden, and what was typed would vanish into it
+            self.notify("no lanes to filter yet: the filter opens once a task starts", timeout=3)
+            return
         self.call_after_refresh(lambda: self.lane_filter.focus())
 
     def action_filter_timeline(self) -> None:
@@ -134,7 +142,8 @@ class Actions:
 
     def action_leave_input(self) -> None:
         if isinstance(self.focused, Input):
-            self.lanes_table.focus() if self.focused.id == "lane-filter" else self.timeline.focus()
+            lanes = self.focused.id == "lane-filter" and self.lanes_table.display
+            self.lanes_table.focus() if lanes else self.timeline.focus()
 
     def sort_lanes(self, column: str) -> None:
         self.action_show("lanes")
