@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +19,8 @@ from cowork.runner import control
 from cowork.store import Store
 from cowork.store import lanes as L
 from cowork.team import approvals, messages
+from cowork.gitops.lock import MergeLock
+from cowork.tui import fmt
 from cowork.tui.app import MissionControl, make_app
 from cowork.tui.data import Poller
 from cowork.tui.screens.help import HelpScreen
@@ -25,7 +29,7 @@ from cowork.tui.screens.modals import AskScreen
 from cowork.tui.widgets.approvals import ApprovalsView
 from cowork.tui.widgets.channel import ChannelView, parse_post
 from cowork.tui.widgets.header import StatusHeader
-from tests.conftest import git
+from tests.conftest import ROOT, git
 
 pytestmark = pytest.mark.anyio
 SIZE = (160, 50)
@@ -374,6 +378,36 @@ async def test_palette_help_merge_queue_and_timeline_filter(app, store):
         assert [line.split()[2] for line in lines] == ["tool.call", "tool.denied"]
         await pilot.press("ctrl+u")
         assert len(app.timeline.text_lines()) > 2
+
+
+async def test_merge_lock_of_a_dead_holder_or_an_expired_lease_shows_as_stale(app, store):
+    """A runner killed while merging leaves the lock row behind: mission control said it was held ("lease 592s
+    left") where `cowork queue` says the holder is gone and the next merger takes it."""
+    seed(store)
+    merge.enqueue(store, TASK, "review")
+    taker = ("import os, sys; from cowork.store import Store; from cowork.gitops.lock import MergeLock; "
+             "assert MergeLock(Store(sys.argv[1]), 'r-killed', lease_s=600, heartbeat=False).try_acquire(); "
+             "os._exit(0)")
+    subprocess.run([sys.executable, "-c", taker, str(store.path)], cwd=ROOT, check=True, timeout=60)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        await pilot.press("m")
+        status = app.query_one(StatusHeader).query_one("#status")
+        lock_line = app.query_one("#merge-lock")
+        await until(pilot, lambda: "r-killed" in str(status.content), "the holder in the header")
+        assert "holder gone" in str(status.content)
+        assert "holder gone: the next merger takes it" in str(lock_line.content)
+        assert "left" not in str(lock_line.content)
+
+        # a live holder whose lease ran out (no heartbeat) is reclaimable too, and says so
+        store.execute("DELETE FROM locks")
+        lock = MergeLock(Store(store.path), "r-stuck", lease_s=0.3, heartbeat=False)
+        assert lock.try_acquire()
+        await until(pilot, lambda: "r-stuck" in str(status.content), "the new holder")
+        await until(pilot, lambda: "lease expired" in str(lock_line.content), "the lease to run out")
+        await until(pilot, lambda: "lease expired" in str(status.content), "the header to say so")
+        lock.release()
+        await until(pilot, lambda: "free" in str(lock_line.content), "the lock to be free")
 
 
 async def test_closing_mission_control_leaves_the_store_alone(app, store):

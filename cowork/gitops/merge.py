@@ -86,10 +86,11 @@ def queue(store: Store) -> list[dict]:
 
 
 def lock_status(store: Store) -> dict:
-    """The merge lock and queue: {holder, since, lease_until, expired, queue: [...]} (holder None when free)."""
+    """The merge lock and queue: {holder, since, lease_until, expired, gone, queue: [...]} (holder None when free;
+    `gone`: the holder's process has ended on this host without releasing it)."""
     row = lock_row(store) or {}
     return {"holder": row.get("holder"), "since": row.get("acquired_at"), "lease_until": row.get("lease_until"),
-            "expired": row.get("expired", False), "queue": queue(store)}
+            "expired": row.get("expired", False), "gone": row.get("gone", False), "queue": queue(store)}
 
 
 def _claim(store: Store, task: str, lane: str) -> int:

@@ -103,7 +103,7 @@ def pending_approvals(store: Store) -> list[dict]:
 
 
 def lock_status(store: Store) -> dict:
-    """{holder, since, lease_until, expired, queue: [{id, task, lane, role, state, enqueued_at}]}."""
+    """{holder, since, lease_until, expired, gone, queue: [{id, task, lane, role, state, enqueued_at}]}."""
     return merge.lock_status(store)
 
 
@@ -238,7 +238,7 @@ class Poller:
                      else self.header.approvals if self.header else 0)
         return replace(
             self.base, head=self.head[0], head_subject=self.head[1], paused=paused(self.store),
-            lock={k: lock.get(k) for k in ("holder", "since", "lease_until")},
+            lock={k: lock.get(k) for k in ("holder", "since", "lease_until", "gone")},
             queue=tuple(lock.get("queue") or ()),
             spend_today=spend_today(self.store), budget_day=self.base.budget_day,
             tasks=int(self.store.scalar("SELECT count(*) FROM tasks", default=0)),

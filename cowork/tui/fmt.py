@@ -74,3 +74,16 @@ def kind_style(kind: str) -> str:
 def clip(text: str | None, width: int) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def stale_lock(lock: dict, now: float | None = None) -> str | None:
+    """Why a held merge lock is no longer really held ("holder gone", "lease expired"), or None. Either way the
+    next merger takes it; until then the row still names the old holder."""
+    if not lock.get("holder"):
+        return None
+    if lock.get("gone"):
+        return "holder gone"
+    until = lock.get("lease_until")
+    if until is not None and until <= (clock() if now is None else now):
+        return "lease expired"
+    return None

@@ -36,6 +36,9 @@ def status_line(h: HeaderInfo) -> Text:
     if lock.get("holder"):
         text.append(str(lock["holder"]), "bold blue")
         text.append(f" for {fmt.age(lock.get('since'))}")
+        stale = fmt.stale_lock(lock)
+        if stale:
+            text.append(f" ({stale})", "bold yellow")
     else:
         text.append("free", "green")
     text.append(f"  queue {len(h.queue)}", "bold" if h.queue else "")

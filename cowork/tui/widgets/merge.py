@@ -32,14 +32,14 @@ class MergeView(Vertical):
     def show(self, info: HeaderInfo) -> None:
         queue_changed = self.info is None or self.info.queue != info.queue
         self.info = info
-        self.tick()
         if queue_changed:
             table = self.query_one(DataTable)
             table.clear()  # the queue is short and re-ordered as a whole
             for i, q in enumerate(info.queue, 1):
                 q = q if isinstance(q, dict) else {}
                 table.add_row(str(i), f"{q.get('task_id', q.get('task', '?'))}/{q.get('lane_id', q.get('lane', '?'))}",
-                              str(q.get("state", "waiting")), fmt.age(q.get("enqueued_at")))
+                              str(q.get("state", "waiting")), fmt.age(q.get("enqueued_at")), key=str(i))
+        self.tick()
 
     def tick(self) -> None:
         h = self.info
@@ -49,9 +49,11 @@ class MergeView(Vertical):
         if lock.get("holder"):
             text = Text.assemble("merge lock held by ", (str(lock["holder"]), "bold blue"),
                                  f" for {fmt.age(lock.get('since'))}")
-            if lock.get("lease_until"):
-                left = int(lock["lease_until"] - fmt.clock())
-                text.append(f", lease {'expired' if left < 0 else f'{left}s left'}")
+            stale = fmt.stale_lock(lock)
+            if stale:
+                text.append(f", {stale}: the next merger takes it", "bold yellow")
+            elif lock.get("lease_until"):
+                text.append(f", lease {int(lock['lease_until'] - fmt.clock())}s left")
         else:
             text = Text.assemble("merge lock ", ("free", "green"))
         text.append(f"   queue {len(h.queue)}   {h.target} at {h.head or '-'}")
