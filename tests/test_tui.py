@@ -410,6 +410,20 @@ async def test_merge_lock_of_a_dead_holder_or_an_expired_lease_shows_as_stale(ap
         await until(pilot, lambda: "free" in str(lock_line.content), "the lock to be free")
 
 
+async def test_merge_queue_waiting_times_move_on(app, store, monkeypatch):
+    seed(store)
+    merge.enqueue(store, TASK, "review")
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        await pilot.press("m")
+        table = app.query_one("#merge-table")
+        await until(pilot, lambda: table.row_count == 1, "the merge queue")
+        assert table.get_row_at(0)[3].endswith("s")
+        real = time.time
+        monkeypatch.setattr(fmt, "clock", lambda: real() + 180)  # three minutes on, with nothing else changing
+        await until(pilot, lambda: table.get_row_at(0)[3] == "3m", "the waiting time to move on")
+
+
 async def test_closing_mission_control_leaves_the_store_alone(app, store):
     seed(store)
     async with app.run_test(size=SIZE) as pilot:

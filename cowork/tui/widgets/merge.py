@@ -45,6 +45,11 @@ class MergeView(Vertical):
         h = self.info
         if h is None:
             return
+        table = self.query_one(DataTable)
+        for i, q in enumerate(h.queue, 1):  # waiting times move on while the queue stands still
+            waited = fmt.age(q.get("enqueued_at") if isinstance(q, dict) else None)
+            if table.get_cell(str(i), "waiting") != waited:
+                table.update_cell(str(i), "waiting", waited)
         lock = h.lock or {}
         if lock.get("holder"):
             text = Text.assemble("merge lock held by ", (str(lock["holder"]), "bold blue"),
