@@ -273,6 +273,26 @@ async def test_enter_opens_the_lane_with_its_packet(app, store, team):
         assert not isinstance(app.screen, LaneDetailScreen)
 
 
+async def test_a_long_error_leaves_room_for_the_lane_tabs(app, store):
+    """A failed lane's error can be a page of check output: the lane screen showed all of it above the tabs, which it
+    pushed off an 80x24 terminal (the packet, timeline and diff could not be seen at all)."""
+    L.create_task(store, TASK, "Rate-limit login", state="running")
+    L.add_lane(store, TASK, "impl", "dev", "rate-limit /api/login " * 20)
+    error = "\n".join(f"FAILED tests/test_limits.py::test_{i} - AssertionError: " + "x" * 90 for i in range(60))
+    L.set_lane_state(store, TASK, "impl", "failed", error=error)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app, store)
+        await until(pilot, lambda: app.lanes_table.row_count == 1, "the lane")
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, LaneDetailScreen)
+        await until(pilot, lambda: screen.loaded, "the lane to load")
+        await pilot.pause(0.1)
+        tabs = screen.query_one("#lane-tabs").region
+        assert tabs.y < 10 and tabs.height >= 12, tabs
+        assert "test_59" in str(screen.query_one("#lane-info").content)  # all of it, in its own scrolling box
+
+
 async def test_live_updates_go_cell_by_cell(app, store):
     seed(store)
     async with app.run_test(size=SIZE) as pilot:

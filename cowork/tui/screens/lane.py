@@ -44,7 +44,8 @@ class LaneDetailScreen(Screen):
     """Escape goes back to the lanes. The app forwards this lane's new events and row changes while it is open."""
 
     DEFAULT_CSS = """
-    LaneDetailScreen #lane-info { height: auto; padding: 0 1; background: $panel; }
+    LaneDetailScreen #lane-info-scroll { height: auto; max-height: 30%; background: $panel; }
+    LaneDetailScreen #lane-info { height: auto; padding: 0 1; }
     LaneDetailScreen TabbedContent { height: 1fr; }
     LaneDetailScreen #packet-source { color: $text-muted; padding: 0 1; }
     """
@@ -57,7 +58,9 @@ class LaneDetailScreen(Screen):
         self.loaded = False
 
     def compose(self) -> ComposeResult:
-        yield Static(lane_info(self.row), id="lane-info")
+        # a long goal or error scrolls in its own box: it must not push the packet, timeline and diff off screen
+        with VerticalScroll(id="lane-info-scroll"):
+            yield Static(lane_info(self.row), id="lane-info")
         with TabbedContent(id="lane-tabs"):
             with TabPane("Packet", id="tab-packet"):
                 with VerticalScroll():
