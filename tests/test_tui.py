@@ -293,6 +293,24 @@ async def test_a_long_error_leaves_room_for_the_lane_tabs(app, store):
         assert "test_59" in str(screen.query_one("#lane-info").content)  # all of it, in its own scrolling box
 
 
+async def test_lane_states_show_on_an_80_column_terminal(app, store):
+    """The State column came after a 34-cell Goal, past column 80: on a standard terminal no lane showed its state."""
+    seed(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app, store)
+        table = app.lanes_table
+        await until(pilot, lambda: table.row_count == 4, "the lanes")
+        await pilot.pause(0.1)
+        shown = {}
+        for y in range(1, 1 + table.row_count):  # row 0 is the header
+            line = "".join(segment.text for segment in table.render_line(y))
+            shown[line.split()[0].rsplit("/", 1)[-1]] = line
+        assert len(table.render_line(1).text) <= 80
+        for lane, state in (("plan", "merged"), ("impl", "running"), ("review", "queued"),
+                            ("docs", "waiting-approval")):
+            assert state in shown[lane], shown
+
+
 async def test_live_updates_go_cell_by_cell(app, store):
     seed(store)
     async with app.run_test(size=SIZE) as pilot:

@@ -26,7 +26,7 @@ class MissionCommands(Provider):
             ("Focus timeline", app.action_focus_timeline, "scroll the event stream (t)"),
             ("Help: keys", app.action_help, "what every key does (?)"),
         ]
-        for column in ("lane", "role", "goal", "state", "step", "tokens", "cost", "age"):
+        for column in ("lane", "role", "state", "goal", "step", "tokens", "cost", "age"):
             commands.append((f"Sort lanes by {column}", partial(app.sort_lanes, column), "s cycles, S reverses"))
         for key, row in app.lanes_table.lane_rows.items():
             commands.append((f"Open lane {key}", partial(app.open_lane, key), f"{row.role} · {row.state} · {row.goal}"))

@@ -9,13 +9,14 @@ from cowork.tui import fmt
 from cowork.tui.data import LaneRow
 from cowork.tui.filters import LANE_KEYS, Filter, lane_fields
 
-# fixed widths (each column also pads one cell either side): the table fits 132 columns
-COLUMNS = (("lane", "Lane", 26), ("role", "Role", 10), ("goal", "Goal", 34), ("state", "State", 16),
+# fixed widths (each column also pads one cell either side): the table fits 132 columns, and the state comes before
+# the goal so that an 80-column terminal still shows what each lane is doing
+COLUMNS = (("lane", "Lane", 26), ("role", "Role", 10), ("state", "State", 16), ("goal", "Goal", 34),
            ("step", "Step", 14), ("tokens", "Tokens", 6), ("cost", "Cost", 6), ("age", "Age", 5))
 STATE_ORDER = {s: i for i, s in enumerate(LANE_STATES)}
 SORT_KEYS = {
-    "lane": lambda r: (r.task, r.lane), "role": lambda r: r.role, "goal": lambda r: r.goal.lower(),
-    "state": lambda r: STATE_ORDER.get(r.state, 99), "step": lambda r: r.step, "tokens": lambda r: r.tokens,
+    "lane": lambda r: (r.task, r.lane), "role": lambda r: r.role, "state": lambda r: STATE_ORDER.get(r.state, 99),
+    "goal": lambda r: r.goal.lower(), "step": lambda r: r.step, "tokens": lambda r: r.tokens,
     "cost": lambda r: r.usd, "age": lambda r: -r.created_at,
 }
 
@@ -42,8 +43,8 @@ def cells(row: LaneRow) -> dict[str, object]:
     return {
         "lane": LaneCell(row.key, COLUMNS[0][2]),
         "role": row.role,
-        "goal": fmt.clip(row.goal, 60),
         "state": Text(row.state, fmt.STATE_STYLES.get(row.state, "")),
+        "goal": fmt.clip(row.goal, 60),
         "step": fmt.clip(row.step, 24),
         "tokens": Text(fmt.tokens(row.tokens), justify="right"),
         "cost": Text(fmt.usd(row.usd), justify="right"),
