@@ -311,6 +311,20 @@ async def test_lane_states_show_on_an_80_column_terminal(app, store):
             assert state in shown[lane], shown
 
 
+async def test_header_puts_what_waits_for_a_human_within_80_columns(app, store):
+    """The status line led with the merge lock, spend and totals; at 80 columns the approvals waiting and the lanes
+    waiting or failed were cut off the end."""
+    seed(store)
+    L.set_lane_state(store, TASK, "review", "failed", error="check failed")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app, store)
+        status = app.query_one(StatusHeader).query_one("#status")
+        await until(pilot, lambda: "failed 1" in str(status.content), "the failed lane in the header")
+        visible = str(status.content)[: status.content_region.width]
+        for part in ("approvals 1", "waiting-approval 1", "failed 1", "merge lock free"):
+            assert part in visible, visible
+
+
 async def test_live_updates_go_cell_by_cell(app, store):
     seed(store)
     async with app.run_test(size=SIZE) as pilot:

@@ -31,8 +31,18 @@ def paused_line(h: HeaderInfo) -> Text:
 
 
 def status_line(h: HeaderInfo) -> Text:
+    """What waits for a human first (approvals, lanes by state), then the merge lock, tasks and spend: a narrow
+    terminal cuts the end of the line."""
+    text = Text()
+    if h.approvals:
+        text.append(f"approvals {h.approvals}  ", "bold yellow")
+    states = dict(h.states)
+    text.append(f"lanes {sum(states.values())}")
+    for state in ("running", "waiting-approval", "paused", "merge-queue", "failed", "blocked"):
+        if states.get(state):
+            text.append(f"  {state} {states[state]}", fmt.STATE_STYLES.get(state, ""))
     lock = h.lock or {}
-    text = Text("merge lock ")
+    text.append("  merge lock ")
     if lock.get("holder"):
         text.append(str(lock["holder"]), "bold blue")
         text.append(f" for {fmt.age(lock.get('since'))}")
@@ -42,18 +52,11 @@ def status_line(h: HeaderInfo) -> Text:
     else:
         text.append("free", "green")
     text.append(f"  queue {len(h.queue)}", "bold" if h.queue else "")
+    text.append(f"  tasks {h.tasks}")
     budget = f" / {fmt.usd(h.budget_day)}" if h.budget_day else ""
     over = h.budget_day and h.spend_today >= h.budget_day
     text.append("  spend today ")
     text.append(f"{fmt.usd(h.spend_today)}{budget}", "bold red" if over else "bold")
-    states = dict(h.states)
-    total = sum(states.values())
-    text.append(f"  tasks {h.tasks}  lanes {total}")
-    for state in ("running", "waiting-approval", "paused", "merge-queue", "failed", "blocked"):
-        if states.get(state):
-            text.append(f"  {state} {states[state]}", fmt.STATE_STYLES.get(state, ""))
-    if h.approvals:
-        text.append(f"  approvals {h.approvals}", "bold yellow")
     return text
 
 
