@@ -476,6 +476,20 @@ async def test_merge_queue_waiting_times_move_on(app, store, monkeypatch):
         await until(pilot, lambda: table.get_row_at(0)[3] == "3m", "the waiting time to move on")
 
 
+async def test_help_fits_80_columns_and_names_the_unpause_command(app, store):
+    """The help box was 100 cells wide whatever the terminal (cut off at 80), and told the operator that `p` is
+    `cowork resume`, which restarts a crashed runner; the pause is cleared by `cowork unpause`."""
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.header_info is not None, "the first poll")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.pause(0.2)
+        box = app.screen.query_one("VerticalScroll").region
+        assert box.x >= 0 and box.right <= 80, box
+        text = app.screen.query_one("Markdown").source
+        assert "`cowork unpause`" in text and "cowork resume" not in text
+
+
 async def test_closing_mission_control_leaves_the_store_alone(app, store):
     seed(store)
     async with app.run_test(size=SIZE) as pilot:

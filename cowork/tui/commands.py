@@ -13,7 +13,7 @@ class MissionCommands(Provider):
         paused = bool(app.header_info and app.header_info.paused)
         commands: list[tuple[str, Callable[[], object], str]] = [
             ("Resume all lanes" if paused else "Pause all lanes", app.action_toggle_pause,
-             "clear the pause flag (cowork resume)" if paused else "hold every lane before its next step (cowork pause)"),
+             "clear the pause flag (cowork unpause)" if paused else "hold every lane before its next step (cowork pause)"),
             ("Show lanes", partial(app.action_show, "lanes"), "the lanes table (1)"),
             ("Show approvals", partial(app.action_show, "approvals"), "blocked actions waiting for a human (2)"),
             ("Show channel", partial(app.action_show, "channel"), "team messages (3)"),

@@ -30,7 +30,7 @@ open it again at any time, from any terminal.
 | `escape` | leave a filter, close a screen |
 | `q` | quit (lanes keep running) |
 
-Same as the CLI: `p` is `cowork pause` / `cowork resume`, `a`/`r` are `cowork approve` / `cowork reject`,
+Same as the CLI: `p` is `cowork pause` / `cowork unpause`, `a`/`r` are `cowork approve` / `cowork reject`,
 the channel is `cowork say`.
 """
 
@@ -38,7 +38,7 @@ the channel is `cowork say`.
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 100; max-height: 90%; border: thick $primary; background: $surface; }
+    HelpScreen > VerticalScroll { width: 100; max-width: 100%; max-height: 90%; border: thick $primary; background: $surface; }
     """
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
 
