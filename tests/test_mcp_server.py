@@ -462,7 +462,7 @@ def test_a_broken_store_is_a_clear_error_at_start_not_a_traceback(seeded, cli):
     team.db_path.write_text("not sqlite at all\n" * 100)
     res = cli("mcp", "serve", "-C", team.root)
     assert res.code == 1 and "Traceback" not in res.err
-    assert f"{team.db_path} is not a readable cowork store: file is not a database" in res.err
+    assert f"cannot open the store {team.db_path}: file is not a database" in res.err
     assert "move it aside" in res.err
 
 

@@ -490,6 +490,19 @@ async def test_help_fits_80_columns_and_names_the_unpause_command(app, store):
         assert "`cowork unpause`" in text and "cowork resume" not in text
 
 
+def test_a_damaged_store_is_an_error_not_a_traceback(team, cli):
+    """A state.db that is not a database (a bad copy, a disk error) made `cowork mc`, and every other command, die
+    with pysqlite3's traceback."""
+    team.db_path.parent.mkdir(exist_ok=True)
+    team.db_path.write_bytes(b"this is not a sqlite file, just some bytes" * 100)
+    for args in (("mc",), ("status",)):
+        res = cli(*args)
+        assert res.code == 1, res
+        assert "Traceback" not in res.err
+        assert f"cannot open the store {team.db_path}: file is not a database" in res.err
+        assert "move it aside" in res.err
+
+
 async def test_closing_mission_control_leaves_the_store_alone(app, store):
     seed(store)
     async with app.run_test(size=SIZE) as pilot:

@@ -43,6 +43,29 @@ def loads(text: str | None, default: Any = None) -> Any:
 _serials = itertools.count(1)
 
 
+class StoreUnavailable(CoworkError):
+    """The store file cannot be opened: damaged, not a database, unreadable, or locked for the whole busy wait."""
+
+    FILE_ERRORS = ("not a database", "malformed", "locked", "busy", "unable to open", "readonly", "disk i/o")
+
+    @classmethod
+    def about_the_file(cls, exc: Exception) -> bool:
+        """Whether SQLite's error is about the file or its locks (the user's to fix), not about our SQL."""
+        return any(part in str(exc).lower() for part in cls.FILE_ERRORS)
+
+    def __init__(self, path: Path, exc: Exception):
+        reason = str(exc)
+        if "not a database" in reason or "malformed" in reason:
+            hint = (f"move it aside with any {path.name}-wal and -shm beside it (`mv {path} {path}.damaged`) and run "
+                    "again: cowork starts a new, empty store; the work and the handoffs in git are safe, the journal "
+                    "of lanes, events and approvals is not")
+        elif "locked" in reason or "busy" in reason:
+            hint = "another cowork process held its write lock the whole time; try again in a moment"
+        else:
+            hint = f"check that {path} and its folder can be read and written by you"
+        super().__init__(f"cannot open the store {path}: {reason}", hint=hint)
+
+
 class Store:
     """Access to `.cowork/state.db`.
 
@@ -57,13 +80,11 @@ class Store:
         self._wrote: dict[str, int] = {}  # writes through this store, per table (see `version`)
         try:
             migrate(self.conn)
-        except db.sqlite3.DatabaseError as exc:
-            if not any(s in str(exc) for s in ("not a database", "malformed", "file is encrypted")):
+        except db.DatabaseError as exc:
+            if not StoreUnavailable.about_the_file(exc):  # a bug of ours (a bad migration) keeps its traceback
                 raise
-            raise CoworkError(f"{self.path} is not a readable cowork store: {exc}",
-                              hint=f"move it aside (with any {self.path.name}-wal and -shm beside it) and cowork "
-                                   "starts a new one; the team's runtime history (lanes, messages, approvals, "
-                                   "events) goes with it, its work and handoffs stay in git") from None
+            self.close()
+            raise StoreUnavailable(self.path, exc) from exc
 
     @classmethod
     def for_workspace(cls, ws) -> "Store":
