@@ -134,6 +134,31 @@ async def test_a_broken_role_file_is_a_warning_and_pause_still_works(team, store
         await until(pilot, lambda: store.flag("pause") is not None, "the pause flag")
 
 
+async def test_pause_while_a_runner_holds_the_store_says_so(app, store, monkeypatch, cli):
+    """A runner holding the store's write lock through the busy wait: pause from mission control said only
+    "OperationalError: database is locked", and `cowork pause` died with a traceback."""
+    from cowork.store import db
+
+    seed(store)
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 300)  # connections opened from here on wait 0.3 s, not 10 s
+    holder = db.connect(store.path)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await synced(pilot, app, store)
+            await pilot.press("p", "enter")
+            said = lambda: [n.message for n in app._notifications if "write to the store" in n.message]  # noqa: E731
+            await until(pilot, said, "the busy store to be reported")
+            assert "database is locked" in said()[0] and "nothing was changed: try again" in said()[0]
+        res = cli("pause", "--reason", "freeze")  # outside the app, which captures what is printed
+        assert res.code == 1 and "Traceback" not in res.err, res
+        assert "cannot use the store .cowork/state.db: database is locked" in res.err
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.flag("pause") is None
+
+
 async def test_reject_needs_a_reason_and_approve_takes_a_note(app, store):
     first = seed(store)
     second = approvals.request(store, task=TASK, lane="impl", role="dev", tool="github.create_pull_request",

@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "Abort":
             print("aborted", file=sys.stderr)
             return EXIT_FAILURE
+        from cowork.store.store import StoreUnavailable
+
+        if StoreUnavailable.about_the_file(exc):  # locked by another process past the busy wait, a disk error
+            print(f"error: {StoreUnavailable('.cowork/state.db', exc, doing='use').render()}", file=sys.stderr)
+            return EXIT_FAILURE
         raise
     return 0
 

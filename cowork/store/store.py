@@ -44,26 +44,30 @@ _serials = itertools.count(1)
 
 
 class StoreUnavailable(CoworkError):
-    """The store file cannot be opened: damaged, not a database, unreadable, or locked for the whole busy wait."""
+    """The store file cannot be used: damaged, not a database, unreadable, or locked for the whole busy wait.
+
+    Opening raises it; the CLI and mission control turn the same SQLite errors met later into it (`about_the_file`).
+    """
 
     FILE_ERRORS = ("not a database", "malformed", "locked", "busy", "unable to open", "readonly", "disk i/o")
 
     @classmethod
-    def about_the_file(cls, exc: Exception) -> bool:
-        """Whether SQLite's error is about the file or its locks (the user's to fix), not about our SQL."""
-        return any(part in str(exc).lower() for part in cls.FILE_ERRORS)
+    def about_the_file(cls, exc: BaseException) -> bool:
+        """Whether `exc` is SQLite's error about the file or its locks (the user's to fix), not about our SQL."""
+        return isinstance(exc, db.DatabaseError) and any(part in str(exc).lower() for part in cls.FILE_ERRORS)
 
-    def __init__(self, path: Path, exc: Exception):
+    def __init__(self, path: Path | str, exc: BaseException, *, doing: str = "open"):
         reason = str(exc)
-        if "not a database" in reason or "malformed" in reason:
-            hint = (f"move it aside with any {path.name}-wal and -shm beside it (`mv {path} {path}.damaged`) and run "
-                    "again: cowork starts a new, empty store; the work and the handoffs in git are safe, the journal "
-                    "of lanes, events and approvals is not")
-        elif "locked" in reason or "busy" in reason:
-            hint = "another cowork process held its write lock the whole time; try again in a moment"
+        if "locked" in reason or "busy" in reason:
+            hint = (f"another cowork process held its write lock for all of {db.BUSY_TIMEOUT_MS // 1000}s; nothing "
+                    "was changed: try again")
+        elif "not a database" in reason or "malformed" in reason:
+            hint = (f"move it aside with any {Path(path).name}-wal and -shm beside it (`mv {path} {path}.damaged`) "
+                    "and run again: cowork starts a new, empty store; the work and the handoffs in git are safe, the "
+                    "journal of lanes, events and approvals is not")
         else:
             hint = f"check that {path} and its folder can be read and written by you"
-        super().__init__(f"cannot open the store {path}: {reason}", hint=hint)
+        super().__init__(f"cannot {doing} the store {path}: {reason}", hint=hint)
 
 
 class Store:

@@ -10,6 +10,7 @@ from textual import work
 from textual.widgets import DataTable, Input, TabbedContent
 
 from cowork.errors import CoworkError
+from cowork.store.store import StoreUnavailable
 from cowork.team import messages
 from cowork.tui import controls
 from cowork.tui.screens.help import HelpScreen
@@ -36,7 +37,11 @@ class Actions:
         except CoworkError as exc:
             self.call_from_thread(self.notify, exc.render(), severity="error", timeout=8)
         except Exception as exc:
-            self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", severity="error", timeout=8)
+            if StoreUnavailable.about_the_file(exc):  # a runner held the write lock through the busy wait
+                exc = StoreUnavailable(self.ws.rel(self.store.path), exc, doing="write to")
+                self.call_from_thread(self.notify, exc.render(), severity="error", timeout=12)
+            else:
+                self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", severity="error", timeout=8)
         else:
             self.call_from_thread(self.notify, said, timeout=4)
         finally:
