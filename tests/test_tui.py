@@ -134,6 +134,32 @@ async def test_a_broken_role_file_is_a_warning_and_pause_still_works(team, store
         await until(pilot, lambda: store.flag("pause") is not None, "the pause flag")
 
 
+async def test_a_plan_waiting_for_approval_shows_with_its_commands(app, store):
+    """A plan nobody approved at the prompt (`cowork approvals` lists it): mission control said "No approvals
+    waiting" and counted nothing, so the operator watching it never learnt the task was stuck on them."""
+    from cowork.runner import planning
+
+    L.create_task(store, "t3-health", "Add a /health endpoint", state="awaiting-approval")
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        status = app.query_one(StatusHeader).query_one("#status")
+        await until(pilot, lambda: "plans waiting 1" in str(status.content), "the waiting plan in the header")
+        assert str(app.tabs.get_tab("tab-approvals").label) == "Approvals (1)"
+        await pilot.press("2")
+        await pilot.pause(0.1)
+        plans = app.query_one("#approval-plans")
+        assert plans.display and not app.query_one("#approval-empty").display
+        text = str(plans.content)
+        assert "t3-health: Add a /health endpoint" in text
+        assert "cowork approve t3-health" in text and "cowork reject t3-health" in text
+
+        planning.reject(Store(store.path), "t3-health", by="human:ops", reason="not now")
+        await until(pilot, lambda: not plans.display, "the decided plan to go")
+        assert app.query_one("#approval-empty").display
+        assert str(app.tabs.get_tab("tab-approvals").label) == "Approvals"
+        assert "plans waiting" not in str(status.content)
+
+
 async def test_pause_while_a_runner_holds_the_store_says_so(app, store, monkeypatch, cli):
     """A runner holding the store's write lock through the busy wait: pause from mission control said only
     "OperationalError: database is locked", and `cowork pause` died with a traceback."""

@@ -183,14 +183,17 @@ class MissionControl(Actions, App):
             self.channel_view.add(delta.messages)
         if delta.approvals is not None:
             self.approvals_view.show(delta.approvals)
-            label = f"Approvals ({len(delta.approvals)})" if delta.approvals else "Approvals"
-            tab = self.tabs.get_tab("tab-approvals")
-            if str(tab.label) != label:
-                tab.label = label
         if delta.header is not None:
             self.header_info = delta.header
             self.header_bar.show(delta.header)
             self.merge_view.show(delta.header)
+            self.approvals_view.show_plans(delta.header.plans)
+        if delta.approvals is not None or delta.header is not None:
+            waiting = len(self.approvals_view.rows) + len(self.approvals_view.plans)
+            label = f"Approvals ({waiting})" if waiting else "Approvals"
+            tab = self.tabs.get_tab("tab-approvals")
+            if str(tab.label) != label:
+                tab.label = label
         self._check_empty()
         for screen in self.screen_stack:
             if isinstance(screen, LaneDetailScreen):

@@ -71,6 +71,7 @@ class HeaderInfo:
     tasks: int = 0
     states: tuple = ()  # (state, count) pairs
     approvals: int = 0
+    plans: tuple = ()  # tasks whose plan waits for `cowork approve TASK` ({task_id, title, updated_at}), oldest first
 
 
 @dataclass
@@ -100,6 +101,12 @@ class Delta:
 
 def pending_approvals(store: Store) -> list[dict]:
     return approvals.pending(store)
+
+
+def plans_waiting(store: Store) -> list[dict]:
+    """Tasks whose plan waits for a human (`cowork approve TASK` / `cowork reject TASK`), oldest first."""
+    return store.all("SELECT id AS task_id, title, updated_at FROM tasks WHERE state='awaiting-approval' "
+                     "ORDER BY created_at")
 
 
 def lock_status(store: Store) -> dict:
@@ -242,5 +249,5 @@ class Poller:
             queue=tuple(lock.get("queue") or ()),
             spend_today=spend_today(self.store), budget_day=self.base.budget_day,
             tasks=int(self.store.scalar("SELECT count(*) FROM tasks", default=0)),
-            states=tuple(sorted(states.items())), approvals=approvals,
+            states=tuple(sorted(states.items())), approvals=approvals, plans=tuple(plans_waiting(self.store)),
         )

@@ -43,10 +43,29 @@ def render_action(row: dict) -> Group:
     return Group(*parts)
 
 
+def render_plans(plans: tuple | list) -> Text:
+    """Plans waiting for a human, and the commands that decide them (they run in a terminal: approving starts a
+    runner)."""
+    text = Text()
+    for i, p in enumerate(plans):
+        if i:
+            text.append("\n")
+        text.append("plan of task ", "bold yellow")
+        text.append(str(p["task_id"]), "bold")
+        text.append(f": {fmt.clip(p.get('title'), 80)}  (waiting {fmt.age(p.get('updated_at'))})\n")
+        text.append(f"  cowork approve {p['task_id']}", "bold")
+        text.append(" runs it  ·  ")
+        text.append(f"cowork reject {p['task_id']}", "bold")
+        text.append(" drops it")
+    return text
+
+
 class ApprovalsView(Vertical):
-    """`a` approves the selected request, `r` rejects it with a reason (bound on the app)."""
+    """`a` approves the selected request, `r` rejects it with a reason (bound on the app). Plans waiting for approval
+    show above the requests, with the commands that decide them."""
 
     DEFAULT_CSS = """
+    ApprovalsView #approval-plans { height: auto; max-height: 40%; padding: 0 1; border-bottom: solid $primary; }
     ApprovalsView #approvals-table { height: 1fr; min-height: 4; }
     ApprovalsView #approval-scroll { height: 2fr; border-top: solid $primary; }
     ApprovalsView #approval-empty { padding: 1 2; color: $text-muted; }
@@ -55,9 +74,11 @@ class ApprovalsView(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.rows: dict[int, dict] = {}
+        self.plans: tuple = ()
         self._shown: dict | None = None
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="approval-plans")
         yield Static("No approvals waiting.", id="approval-empty")
         yield DataTable(id="approvals-table", cursor_type="row")
         with VerticalScroll(id="approval-scroll"):
@@ -83,7 +104,15 @@ class ApprovalsView(Vertical):
         self._toggle()
         self.show_selected()
 
+    def show_plans(self, plans: tuple) -> None:
+        if plans != self.plans:
+            self.plans = plans
+            self.query_one("#approval-plans", Static).update(render_plans(plans))
+            self._toggle()
+
     def tick(self) -> None:
+        if self.plans:
+            self.query_one("#approval-plans", Static).update(render_plans(self.plans), layout=False)
         table = self.query_one(DataTable)
         for id_, r in self.rows.items():
             table.update_cell(str(id_), "age", fmt.age(r.get("created_at")))
@@ -106,6 +135,7 @@ class ApprovalsView(Vertical):
 
     def _toggle(self) -> None:
         has = bool(self.rows)
-        self.query_one("#approval-empty").display = not has
+        self.query_one("#approval-plans").display = bool(self.plans)
+        self.query_one("#approval-empty").display = not has and not self.plans
         self.query_one("#approvals-table").display = has
         self.query_one("#approval-scroll").display = has

@@ -34,6 +34,8 @@ def status_line(h: HeaderInfo) -> Text:
     """What waits for a human first (approvals, lanes by state), then the merge lock, tasks and spend: a narrow
     terminal cuts the end of the line."""
     text = Text()
+    if h.plans:
+        text.append(f"plans waiting {len(h.plans)}  ", "bold yellow")
     if h.approvals:
         text.append(f"approvals {h.approvals}  ", "bold yellow")
     states = dict(h.states)
