@@ -394,6 +394,22 @@ async def test_live_updates_go_cell_by_cell(app, store):
         other.close()
 
 
+async def test_timeline_keeps_the_lane_id_of_a_long_task_id(app, store):
+    """Task ids made from a long title are 30 characters: the timeline clipped `task/lane` from the right, so every
+    line read `t1-a-very-long-goal-that-keeps/…` and no line said which lane it was about."""
+    task = "t1-a-very-long-goal-that-keeps"
+    L.create_task(store, task, "A very long goal that keeps going", state="running")
+    for lane in ("lane00", "lane01"):
+        L.add_lane(store, task, lane, "dev", f"write {lane}")
+        store.event("tool.call", "dev write_file(path='f.txt')", actor="dev", task=task, lane=lane, role="dev")
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        calls = [line for line in app.timeline.text_lines() if "tool.call" in line]
+        assert len(calls) == 2
+        assert "…ery-long-goal-that-keeps/lane00 dev write_file" in calls[0], calls
+        assert "/lane01 dev write_file" in calls[1], calls
+
+
 def test_poller_reads_only_what_changed(team, store):
     seed(store)
     poller = Poller(team, store, team="t", target="main", budget_day=None)

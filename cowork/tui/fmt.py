@@ -76,6 +76,18 @@ def clip(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
+def clip_lane(key: str, width: int) -> str:
+    """`task/lane` in `width` cells, clipped from the left of the task: the lane id is what tells lanes apart
+    (a task id made from a long title is 30 characters on its own)."""
+    if len(key) <= width:
+        return key
+    task, _, lane = key.rpartition("/")
+    room = width - len(lane) - 2  # the "…" and the "/"
+    if not task or room < 1:
+        return "…" + key[len(key) - width + 1:]
+    return f"…{task[len(task) - room:]}/{lane}"
+
+
 def stale_lock(lock: dict, now: float | None = None) -> str | None:
     """Why a held merge lock is no longer really held ("holder gone", "lease expired"), or None. Either way the
     next merger takes it; until then the row still names the old holder."""

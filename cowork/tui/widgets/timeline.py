@@ -94,7 +94,7 @@ class Timeline(ScrollView, can_focus=True):
         text.append(f"{ev['kind']:<18} ", fmt.kind_style(ev["kind"]))
         summary = " ".join(str(ev.get("summary", "")).split())
         if where and not summary.startswith(where):
-            text.append(fmt.clip(where, 32) + " ", "dim")
+            text.append(fmt.clip_lane(where, 32) + " ", "dim")
         text.append(summary)
         cost = ev.get("usd") or 0
         if cost:
