@@ -22,7 +22,7 @@ from cowork.team import approvals, messages
 from cowork.gitops.lock import MergeLock
 from cowork.tui import fmt
 from cowork.tui.app import MissionControl, make_app
-from cowork.tui.data import Poller
+from cowork.tui.data import Delta, Poller
 from cowork.tui.screens.help import HelpScreen
 from cowork.tui.screens.lane import LaneDetailScreen
 from cowork.tui.screens.modals import AskScreen
@@ -568,6 +568,23 @@ def test_a_damaged_store_is_an_error_not_a_traceback(team, cli):
         assert "Traceback" not in res.err
         assert f"cannot open the store {team.db_path}: file is not a database" in res.err
         assert "move it aside" in res.err
+
+
+async def test_a_tick_or_store_news_during_shutdown_does_not_crash(app, store):
+    """Quitting removes the widgets while the 1 s tick and queued store news can still arrive: the header, merge
+    view, approvals view and channel looked their children up on each update, and raised NoMatches (a traceback on
+    quit, now and then)."""
+    seed(store)
+    merge.enqueue(store, TASK, "review")
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        await app.query_one(StatusHeader).remove()  # as the shutdown does, widget by widget
+        await app.query_one("#main").remove()
+        app._tick()
+        message = {"id": 99, "created_at": time.time(), "from_role": "dev", "to_role": "team", "kind": "tell",
+                   "body": "late news", "task_id": TASK}
+        app.apply(Delta(header=app.header_info, messages=[message], approvals=[]))
+        await pilot.press("q")
 
 
 async def test_closing_mission_control_leaves_the_store_alone(app, store):

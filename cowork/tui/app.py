@@ -123,6 +123,7 @@ class MissionControl(Actions, App):
         self.timeline = self.query_one("#timeline", Timeline)
         self.header_bar = self.query_one(StatusHeader)
         self.tabs = self.query_one(TabbedContent)
+        self.approvals_tab = self.tabs.get_tab("tab-approvals")
         self.approvals_view = self.query_one(ApprovalsView)
         self.channel_view = self.query_one(ChannelView)
         self.merge_view = self.query_one(MergeView)
@@ -191,9 +192,8 @@ class MissionControl(Actions, App):
         if delta.approvals is not None or delta.header is not None:
             waiting = len(self.approvals_view.rows) + len(self.approvals_view.plans)
             label = f"Approvals ({waiting})" if waiting else "Approvals"
-            tab = self.tabs.get_tab("tab-approvals")
-            if str(tab.label) != label:
-                tab.label = label
+            if str(self.approvals_tab.label) != label:
+                self.approvals_tab.label = label
         self._check_empty()
         for screen in self.screen_stack:
             if isinstance(screen, LaneDetailScreen):

@@ -76,23 +76,28 @@ class ApprovalsView(Vertical):
         self.rows: dict[int, dict] = {}
         self.plans: tuple = ()
         self._shown: dict | None = None
+        # held, not queried: an update that lands while the app shuts down must not look for removed children
+        self.plans_note = Static("", id="approval-plans")
+        self.empty_note = Static("No approvals waiting.", id="approval-empty")
+        self.table: DataTable = DataTable(id="approvals-table", cursor_type="row")
+        self.action = Static("", id="approval-action")
+        self.action_scroll = VerticalScroll(self.action, id="approval-scroll")
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="approval-plans")
-        yield Static("No approvals waiting.", id="approval-empty")
-        yield DataTable(id="approvals-table", cursor_type="row")
-        with VerticalScroll(id="approval-scroll"):
-            yield Static("", id="approval-action")
+        yield self.plans_note
+        yield self.empty_note
+        yield self.table
+        yield self.action_scroll
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.table
         for key, label in (("id", "#"), ("lane", "Lane"), ("role", "Role"), ("tool", "Tool"), ("why", "Why"),
                            ("age", "Waiting")):
             table.add_column(label, key=key)
         self._toggle()
 
     def show(self, rows: list[dict]) -> None:
-        table = self.query_one(DataTable)
+        table = self.table
         new = {r["id"]: r for r in rows}
         for gone in set(self.rows) - set(new):
             table.remove_row(str(gone))
@@ -107,18 +112,18 @@ class ApprovalsView(Vertical):
     def show_plans(self, plans: tuple) -> None:
         if plans != self.plans:
             self.plans = plans
-            self.query_one("#approval-plans", Static).update(render_plans(plans))
+            self.plans_note.update(render_plans(plans))
             self._toggle()
 
     def tick(self) -> None:
         if self.plans:
-            self.query_one("#approval-plans", Static).update(render_plans(self.plans), layout=False)
-        table = self.query_one(DataTable)
+            self.plans_note.update(render_plans(self.plans), layout=False)
+        table = self.table
         for id_, r in self.rows.items():
             table.update_cell(str(id_), "age", fmt.age(r.get("created_at")))
 
     def selected(self) -> dict | None:
-        table = self.query_one(DataTable)
+        table = self.table
         if not self.rows or table.row_count == 0:
             return None
         key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
@@ -128,14 +133,14 @@ class ApprovalsView(Vertical):
         row = self.selected()
         if row != self._shown:
             self._shown = row
-            self.query_one("#approval-action", Static).update(render_action(row) if row else "")
+            self.action.update(render_action(row) if row else "")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_selected()
 
     def _toggle(self) -> None:
         has = bool(self.rows)
-        self.query_one("#approval-plans").display = bool(self.plans)
-        self.query_one("#approval-empty").display = not has and not self.plans
-        self.query_one("#approvals-table").display = has
-        self.query_one("#approval-scroll").display = has
+        self.plans_note.display = bool(self.plans)
+        self.empty_note.display = not has and not self.plans
+        self.table.display = has
+        self.action_scroll.display = has

@@ -59,13 +59,14 @@ class ChannelView(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.count = 0
+        self.log_view = RichLog(id="channel-log", wrap=True, max_lines=2000)  # held: see StatusHeader
 
     def compose(self) -> ComposeResult:
-        yield RichLog(id="channel-log", wrap=True, max_lines=2000)
+        yield self.log_view
         yield Input(placeholder="@role text  or  @team text   (Enter posts)", id="channel-input")
 
     def add(self, messages: list[dict]) -> None:
-        log = self.query_one(RichLog)
+        log = self.log_view
         for m in messages:
             log.write(message_line(m))
         self.count += len(messages)

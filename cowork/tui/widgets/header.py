@@ -75,11 +75,15 @@ class StatusHeader(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.info: HeaderInfo | None = None
+        # held, not queried: the 1 s tick can fire while the app shuts down and its children are being removed
+        self.title_bar = Static("cowork mc  loading…", id="title")
+        self.banner = Static("", id="paused-banner")
+        self.status = Static("", id="status")
 
     def compose(self) -> ComposeResult:
-        yield Static("cowork mc  loading…", id="title")
-        yield Static("", id="paused-banner")
-        yield Static("", id="status")
+        yield self.title_bar
+        yield self.banner
+        yield self.status
 
     def show(self, info: HeaderInfo) -> None:
         self.info = info
@@ -90,8 +94,8 @@ class StatusHeader(Vertical):
         h = self.info
         if h is None:
             return
-        self.query_one("#title", Static).update(title_line(h), layout=False)
+        self.title_bar.update(title_line(h), layout=False)
         self.set_class(bool(h.paused), "-paused")
         if h.paused:
-            self.query_one("#paused-banner", Static).update(paused_line(h), layout=False)
-        self.query_one("#status", Static).update(status_line(h), layout=False)
+            self.banner.update(paused_line(h), layout=False)
+        self.status.update(status_line(h), layout=False)

@@ -19,13 +19,16 @@ class MergeView(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.info: HeaderInfo | None = None
+        # held, not queried: the 1 s tick can fire while the app shuts down and its children are being removed
+        self.lock_line = Static("merge lock: free", id="merge-lock")
+        self.table: DataTable = DataTable(id="merge-table", cursor_type="row")
 
     def compose(self) -> ComposeResult:
-        yield Static("merge lock: free", id="merge-lock")
-        yield DataTable(id="merge-table", cursor_type="row")
+        yield self.lock_line
+        yield self.table
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.table
         for key, label in (("pos", "#"), ("lane", "Lane"), ("state", "State"), ("waiting", "Waiting")):
             table.add_column(label, key=key)
 
@@ -33,7 +36,7 @@ class MergeView(Vertical):
         queue_changed = self.info is None or self.info.queue != info.queue
         self.info = info
         if queue_changed:
-            table = self.query_one(DataTable)
+            table = self.table
             table.clear()  # the queue is short and re-ordered as a whole
             for i, q in enumerate(info.queue, 1):
                 q = q if isinstance(q, dict) else {}
@@ -45,7 +48,7 @@ class MergeView(Vertical):
         h = self.info
         if h is None:
             return
-        table = self.query_one(DataTable)
+        table = self.table
         for i, q in enumerate(h.queue, 1):  # waiting times move on while the queue stands still
             waited = fmt.age(q.get("enqueued_at") if isinstance(q, dict) else None)
             if table.get_cell(str(i), "waiting") != waited:
@@ -62,4 +65,4 @@ class MergeView(Vertical):
         else:
             text = Text.assemble("merge lock ", ("free", "green"))
         text.append(f"   queue {len(h.queue)}   {h.target} at {h.head or '-'}")
-        self.query_one("#merge-lock", Static).update(text, layout=False)
+        self.lock_line.update(text, layout=False)
