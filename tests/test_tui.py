@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import subprocess
 import sys
 import time
@@ -324,6 +325,44 @@ async def test_enter_opens_the_lane_with_its_packet(app, store, team):
         assert not isinstance(app.screen, LaneDetailScreen)
 
 
+async def test_lanes_table_and_lane_screen_count_steps_as_cowork_lanes_does(app, store, cli):
+    """The lanes table showed `#22 run` (the journal's row count, tool calls and notes included) where the lane
+    screen first said `step #6` and `cowork lanes` says 6: the model calls of the lane."""
+    from cowork.runner.journal import Journal
+
+    seed(store)
+    journal = Journal(store, TASK, "impl")
+    for _ in range(6):
+        journal.finish(journal.start("model", "gpt-test"), {"content": "ok"}, tokens_in=10, lane_step_no=True)
+        for name in ("read_file", "write_file"):
+            journal.finish(journal.start("tool", name), {"ok": True})
+    journal.record("message", "between", output={"messages": []})
+    journal.start("tool", "run")  # in flight
+    assert store.scalar("SELECT max(seq) FROM steps WHERE lane_id='impl'") == 20
+    res = cli("lanes", "--task", TASK, "--json")
+    assert [r["step"] for r in json.loads(res.out) if r["lane"] == "impl"] == [6]
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        key = f"{TASK}/impl"
+        await until(pilot, lambda: str(app.lanes_table.get_cell(key, "step")) == "#6 run",
+                    "the step as cowork lanes counts it")
+        app.lanes_table.move_cursor(row=app.lanes_table.visible_keys().index(key))
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, LaneDetailScreen)
+        assert "step #6 run " in str(screen.query_one("#lane-info").content)
+        await until(pilot, lambda: screen.loaded, "the lane to load")
+        assert "step #6 run " in str(screen.query_one("#lane-info").content)
+        # the next model call lands: both views move to 7 together
+        other = Store(store.path)
+        later = Journal(other, TASK, "impl")
+        later.finish(later.start("model", "gpt-test"), {"content": "ok"}, lane_step_no=True)
+        await until(pilot, lambda: "step #7 gpt-test " in str(screen.query_one("#lane-info").content), "step 7")
+        await pilot.press("escape")
+        assert str(app.lanes_table.get_cell(key, "step")) == "#7 gpt-test"
+        other.close()
+
+
 async def test_a_long_error_leaves_room_for_the_lane_tabs(app, store):
     """A failed lane's error can be a page of check output: the lane screen showed all of it above the tabs, which it
     pushed off an 80x24 terminal (the packet, timeline and diff could not be seen at all)."""
@@ -427,7 +466,8 @@ def test_poller_reads_only_what_changed(team, store):
     other.execute("INSERT INTO steps(task_id, lane_id, seq, kind, name, started_at) VALUES (?,?,?,?,?,?)",
                   (TASK, "impl", 3, "tool", "run", time.time()))
     delta = poller.poll(now=poller.slow_at + 0.1)
-    assert delta.lanes[f"{TASK}/impl"].step == "#3 run" and not delta.events
+    # the name of the lane's latest journal step, numbered by its model calls (none yet), not by the journal's seq
+    assert delta.lanes[f"{TASK}/impl"].step == "#0 run" and not delta.events
     other.close()
 
 

@@ -30,7 +30,8 @@ class LaneRow:
     goal: str
     state: str
     kind: str = "work"
-    step: str = ""
+    step_no: int = 0  # the lane's model calls, as `cowork lanes` counts its steps
+    doing: str = ""  # the name of its latest journal step (a model, a tool, a check)
     tokens: int = 0
     usd: float = 0.0
     created_at: float = 0.0
@@ -46,10 +47,17 @@ class LaneRow:
     def key(self) -> str:
         return f"{self.task}/{self.lane}"
 
+    @property
+    def step(self) -> str:
+        """`#6 run`: the step number `cowork lanes` shows and what the lane did last ("" before it starts)."""
+        if not (self.step_no or self.doing):
+            return ""
+        return f"#{self.step_no} {self.doing}".rstrip()
+
     @classmethod
-    def from_db(cls, r: dict, step: str = "") -> "LaneRow":
+    def from_db(cls, r: dict, doing: str = "") -> "LaneRow":
         return cls(task=r["task_id"], lane=r["id"], role=r["role"], goal=r["goal"], state=r["state"], kind=r["kind"],
-                   step=step or (f"#{r['step_no']}" if r["step_no"] else ""),
+                   step_no=r["step_no"] or 0, doing=doing,
                    tokens=(r["tokens_in"] or 0) + (r["tokens_out"] or 0), usd=r["usd"] or 0.0,
                    created_at=r["created_at"], started_at=r["started_at"], updated_at=r["updated_at"],
                    branch=r["branch"], worktree=r["worktree"], base_commit=r["base_commit"],
@@ -141,7 +149,11 @@ def lane_events(store: Store, task: str, lane: str, limit: int = 2000) -> list[d
 
 def lane(store: Store, task: str, lane_id: str) -> LaneRow | None:
     row = store.one(f"SELECT {LANE_COLUMNS} FROM lanes WHERE task_id=? AND id=?", (task, lane_id))
-    return LaneRow.from_db(row) if row else None
+    if not row:
+        return None
+    doing = store.scalar("SELECT name FROM steps WHERE task_id=? AND lane_id=? ORDER BY seq DESC LIMIT 1",
+                         (task, lane_id), default="")
+    return LaneRow.from_db(row, doing)
 
 
 # -- the poller ------------------------------------------------------------------------------------------------
@@ -162,7 +174,7 @@ class Poller:
         self.base = HeaderInfo(team=team, repo=ws.root.name, target=target, budget_day=budget_day)
         self.header: HeaderInfo | None = None
         self.lanes: dict[str, LaneRow] = {}
-        self.steps: dict[str, str] = {}
+        self.doing: dict[str, str] = {}  # task/lane -> its latest journal step's name
         self.last_event = self.last_message = self.last_step = 0
         self.lane_mark = 0.0
         self.data_version: int | None = None
@@ -207,8 +219,8 @@ class Poller:
     def _steps(self) -> None:
         rows = self.store.all("SELECT id, task_id, lane_id, seq, name FROM steps WHERE id > ? ORDER BY id",
                               (self.last_step,))
-        for r in rows:
-            self.steps[f"{r['task_id']}/{r['lane_id']}"] = f"#{r['seq']} {r['name']}"
+        for r in rows:  # only the name: seq counts every journal row (tool calls, notes), not the lane's steps
+            self.doing[f"{r['task_id']}/{r['lane_id']}"] = r["name"]
             self.last_step = r["id"]
 
     def _lanes(self) -> dict[str, LaneRow]:
@@ -217,14 +229,14 @@ class Poller:
         changed: dict[str, LaneRow] = {}
         for r in rows:
             key = f"{r['task_id']}/{r['id']}"
-            row = LaneRow.from_db(r, self.steps.get(key, ""))
+            row = LaneRow.from_db(r, self.doing.get(key, ""))
             if self.lanes.get(key) != row:
                 changed[key] = self.lanes[key] = row
             self.lane_mark = max(self.lane_mark, r["updated_at"])
-        for key, step in self.steps.items():  # a new step without a lanes update
+        for key, doing in self.doing.items():  # a new step without a lanes update
             row = self.lanes.get(key)
-            if row is not None and row.step != step:
-                changed[key] = self.lanes[key] = replace(row, step=step)
+            if row is not None and row.doing != doing:
+                changed[key] = self.lanes[key] = replace(row, doing=doing)
         return changed
 
     def _messages(self, first: bool) -> list[dict]:

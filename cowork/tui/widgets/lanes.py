@@ -16,7 +16,7 @@ COLUMNS = (("lane", "Lane", 26), ("role", "Role", 10), ("state", "State", 16), (
 STATE_ORDER = {s: i for i, s in enumerate(LANE_STATES)}
 SORT_KEYS = {
     "lane": lambda r: (r.task, r.lane), "role": lambda r: r.role, "state": lambda r: STATE_ORDER.get(r.state, 99),
-    "goal": lambda r: r.goal.lower(), "step": lambda r: r.step, "tokens": lambda r: r.tokens,
+    "goal": lambda r: r.goal.lower(), "step": lambda r: (r.step_no, r.doing), "tokens": lambda r: r.tokens,
     "cost": lambda r: r.usd, "age": lambda r: -r.created_at,
 }
 
