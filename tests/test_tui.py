@@ -238,6 +238,27 @@ async def test_channel_posts_a_human_message(app, store):
     assert parse_post("@team  all hands ") == ("team", "all hands")
 
 
+async def test_a_failed_channel_post_keeps_what_was_typed(app, store):
+    """A post the core refuses (no such role) emptied the input: the operator had to type it all again to fix one
+    word. The text stays until the post succeeds, and the error shows as before."""
+    seed(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        await pilot.press("3")
+        box = app.query_one("#channel-input")
+        await until(pilot, lambda: app.focused is box, "the input")
+        await pilot.press(*"@nosuchrole please rebase", "enter")
+        errors = lambda: [n.message for n in app._notifications if n.severity == "error"]  # noqa: E731
+        await until(pilot, errors, "the refusal")
+        assert "nosuchrole" in errors()[0]
+        assert box.value == "@nosuchrole please rebase"
+        assert store.scalar("SELECT count(*) FROM messages") == 0
+        await pilot.press("home", *["delete"] * len("@nosuchrole"), *"@dev", "enter")
+        await until(pilot, lambda: store.scalar("SELECT count(*) FROM messages") == 1, "the message")
+        assert store.one("SELECT body, to_role FROM messages") == {"body": "please rebase", "to_role": "dev"}
+        await until(pilot, lambda: box.value == "", "the input to clear once posted")
+
+
 async def test_lane_filter_narrows_the_table(app, store):
     seed(store)
     async with app.run_test(size=SIZE) as pilot:

@@ -28,8 +28,10 @@ class Actions:
     # -- controls (each one is the CLI command's core call, run off the UI thread) -----------------------------
 
     @work(thread=True, group="control", exit_on_error=False)
-    def run_control(self, fn: Callable[..., str], *args: Any, **kwargs: Any) -> None:
-        """Run `fn(ws, store, *args, by=<this human>, **kwargs)` in a worker and notify what it says."""
+    def run_control(self, fn: Callable[..., str], *args: Any, then: Callable[[], None] | None = None,
+                    **kwargs: Any) -> None:
+        """Run `fn(ws, store, *args, by=<this human>, **kwargs)` in a worker and notify what it says; call `then` on
+        the UI thread if it succeeded."""
         try:
             if self._human is None:
                 self._human = messages.human_id(self.ws.root)
@@ -44,6 +46,8 @@ class Actions:
                 self.call_from_thread(self.notify, f"{type(exc).__name__}: {exc}", severity="error", timeout=8)
         else:
             self.call_from_thread(self.notify, said, timeout=4)
+            if then is not None:
+                self.call_from_thread(then)
         finally:
             self.store.close()  # this thread's connection
             self.poke()
@@ -92,7 +96,8 @@ class Actions:
                                    required=True, confirm="Reject"), answer)
 
     def on_channel_view_post(self, message: ChannelView.Post) -> None:
-        self.run_control(controls.say, "@" + message.to_role, message.body)
+        self.run_control(controls.say, "@" + message.to_role, message.body,
+                         then=lambda: self.channel_view.posted(message.text))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("approve", "reject"):

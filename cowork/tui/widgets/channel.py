@@ -50,20 +50,21 @@ class ChannelView(Vertical):
     """
 
     class Post(Message):
-        """A human typed a message to post."""
+        """A human typed a message to post (`text` as typed: the input keeps it until `posted(text)`)."""
 
-        def __init__(self, to_role: str, body: str) -> None:
+        def __init__(self, to_role: str, body: str, text: str) -> None:
             super().__init__()
-            self.to_role, self.body = to_role, body
+            self.to_role, self.body, self.text = to_role, body, text
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.count = 0
         self.log_view = RichLog(id="channel-log", wrap=True, max_lines=2000)  # held: see StatusHeader
+        self.input_box = Input(placeholder="@role text  or  @team text   (Enter posts)", id="channel-input")
 
     def compose(self) -> ComposeResult:
         yield self.log_view
-        yield Input(placeholder="@role text  or  @team text   (Enter posts)", id="channel-input")
+        yield self.input_box
 
     def add(self, messages: list[dict]) -> None:
         log = self.log_view
@@ -80,5 +81,10 @@ class ChannelView(Vertical):
         except BadInput as exc:
             self.notify(str(exc), severity="warning")
             return
-        event.input.value = ""
-        self.post_message(self.Post(to_role, body))
+        # cleared only once the post succeeds (`posted`): a refused one stays, to be corrected rather than retyped
+        self.post_message(self.Post(to_role, body, event.value))
+
+    def posted(self, text: str) -> None:
+        """The post of `text` succeeded: clear the input, unless the human has typed something else since."""
+        if self.input_box.value == text:
+            self.input_box.value = ""
