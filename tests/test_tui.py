@@ -120,6 +120,55 @@ async def test_pause_asks_then_sets_and_clears_the_flag(app, store):
     assert kinds == ["pause.set", "pause.cleared"]
 
 
+async def test_pause_one_lane_from_the_table_or_its_screen(app, store):
+    """`p` paused everything; holding one runaway lane took `cowork pause --lane` in another terminal. `P` pauses the
+    selected lane (with a reason, as pause-all asks) and, asked again, unpauses it: the same flag the CLI writes."""
+    from textual.widgets._footer import FooterKey
+
+    seed(store)
+    key, flag = f"{TASK}/impl", f"pause:{TASK}/impl"
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        footer = lambda: [k.description for k in app.screen.query(FooterKey)]  # noqa: E731
+        await until(pilot, lambda: "Pause lane" in footer(), "P in the footer")
+        app.lanes_table.move_cursor(row=app.lanes_table.visible_keys().index(key))
+        await pilot.press("P")
+        assert isinstance(app.screen, AskScreen)
+        assert key in str(app.screen.query_one("#ask-title").content)
+        await pilot.press("escape")  # cancelled: nothing changes
+        await pilot.pause(0.2)
+        assert store.flag(flag) is None
+
+        await pilot.press("P", *"runaway loop", "enter")
+        await until(pilot, lambda: store.flag(flag) is not None, "the lane's pause flag")
+        assert store.flag(flag)["value"] == {"reason": "runaway loop"}
+        assert store.flag(flag)["set_by"].startswith("human:")
+        assert store.flag("pause") is None  # only this lane
+        assert control.paused(store, TASK, "review") is None
+
+        await pilot.press("enter")  # its screen says it is paused, and P there unpauses it
+        screen = app.screen
+        assert isinstance(screen, LaneDetailScreen)
+        info = screen.query_one("#lane-info")
+        await until(pilot, lambda: "paused: runaway loop" in str(info.content), "the lane's pause on its screen")
+        await until(pilot, lambda: "Pause lane" in footer(), "P in the lane screen's footer")
+        await pilot.press("P")
+        assert isinstance(app.screen, AskScreen)
+        assert "Unpause" in str(app.screen.query_one("#ask-title").content)
+        await pilot.press("enter")
+        await until(pilot, lambda: store.flag(flag) is None, "the flag to clear")
+        await until(pilot, lambda: "paused:" not in str(info.content), "the pause to go from its screen")
+        await pilot.press("P")  # and pauses it again, from its screen
+        assert "Pause lane" in str(app.screen.query_one("#ask-title").content)
+        await pilot.press("enter")
+        await until(pilot, lambda: store.flag(flag) is not None, "the lane paused from its screen")
+        await pilot.press("question_mark")
+        assert "cowork pause --lane" in app.screen.query_one("Markdown").source
+    events = store.events(kinds=["pause.set", "pause.cleared"])
+    assert [(e["kind"], e["lane_id"]) for e in events] == [("pause.set", "impl"), ("pause.cleared", "impl"),
+                                                         ("pause.set", "impl")]
+
+
 async def test_a_broken_role_file_is_a_warning_and_pause_still_works(team, store):
     """Mission control opens on a team with a broken role file, says which file and line once, and still pauses
     everything."""

@@ -14,7 +14,7 @@ def mc(
     root: Path = RootOpt,
     poll: float = typer.Option(0.1, "--poll", min=0.05, max=5.0, help="seconds between reads of the store"),
 ) -> None:
-    """Mission control: lanes, timeline, approvals, channel, merge queue and pause-all, live.
+    """Mission control: lanes, timeline, approvals, channel, merge queue, pause-all and lane pauses, live.
 
     It only watches and controls: lanes keep running when it closes, and it can be opened from any terminal.
     """

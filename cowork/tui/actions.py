@@ -69,6 +69,41 @@ class Actions:
                                        "finish; external agents get SIGSTOP) until you resume.",
                                        placeholder="reason (optional)", confirm="Pause"), pause)
 
+    def action_toggle_lane_pause(self) -> None:
+        """Pause the lane on screen (its detail screen, or the lanes table's selected row), or unpause it."""
+        key = self.selected_lane()
+        if key is None:
+            return
+        task, _, lane = key.rpartition("/")
+        if self.lane_pause(key) is not None:
+            def unpause(answer: str | None) -> None:
+                if answer is not None:
+                    self.run_control(controls.unpause_lane, task, lane)
+
+            self.push_screen(AskScreen(f"Unpause lane {key}?", "It continues from its next step (a pause-all or a "
+                                       "pause of its task still holds it).", confirm="Unpause"), unpause)
+        else:
+            def pause(answer: str | None) -> None:
+                if answer is not None:
+                    self.run_control(controls.pause_lane, task, lane, reason=answer or None)
+
+            self.push_screen(AskScreen(f"Pause lane {key}?", "It stops before its next step (a running tool "
+                                       "finishes; an external agent gets SIGSTOP) until you unpause it.",
+                                       placeholder="reason (optional)", confirm="Pause"), pause)
+
+    def lane_pause(self, key: str) -> str | None:
+        """The reason of the lane's own pause flag ("" if none was given), or None when it has none."""
+        return dict(self.header_info.lane_pauses if self.header_info else ()).get(key)
+
+    def selected_lane(self) -> str | None:
+        """`task/lane` of the lane on screen: its detail screen, or the selected row of the lanes table."""
+        if isinstance(self.screen, LaneDetailScreen):
+            return self.screen.row.key
+        if self.screen is self.screen_stack[0] and self.tabs.active == "tab-lanes" and self.lanes_table.display \
+                and self.lanes_table.row_count:
+            return str(self.lanes_table.coordinate_to_cell_key((self.lanes_table.cursor_row, 0)).row_key.value)
+        return None
+
     def action_approve(self) -> None:
         row = self.approvals_view.selected()
         if row is None:
@@ -104,6 +139,8 @@ class Actions:
             if self.screen is not self.screen_stack[0] or self.tabs.active != "tab-approvals":
                 return False
             return True if self.approvals_view.rows else None
+        if action == "toggle_lane_pause":
+            return self.selected_lane() is not None
         return True
 
     # -- navigation -----------------------------------------------------------------------------------------
@@ -184,4 +221,4 @@ class Actions:
             self.notify(f"no lane {key}", severity="warning")
             return
         self._to_main()
-        self.push_screen(LaneDetailScreen(row))
+        self.push_screen(LaneDetailScreen(row, self.lane_pause(key)))

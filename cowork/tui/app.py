@@ -62,6 +62,7 @@ class MissionControl(Actions, App):
     """
     BINDINGS = [
         Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("P", "toggle_lane_pause", "Pause lane"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("1", "show('lanes')", "Lanes", show=False),
         Binding("2", "show('approvals')", "Approvals", show=False),
@@ -203,6 +204,8 @@ class MissionControl(Actions, App):
                     screen.add_messages(delta.messages)
                 if screen.row.key in delta.lanes:
                     screen.apply_lane(delta.lanes[screen.row.key])
+                if delta.header is not None:
+                    screen.show_pause(dict(delta.header.lane_pauses).get(screen.row.key))
         self.batches += 1
 
     def _flush_lanes_soon(self) -> None:
@@ -220,8 +223,11 @@ class MissionControl(Actions, App):
         self._lanes_flushed = time.monotonic()
         rows, self._pending_lanes = self._pending_lanes, {}
         if rows:
+            had = self.lanes_table.row_count
             self.lanes_table.apply(rows)
             self._check_empty()
+            if bool(had) != bool(self.lanes_table.row_count):  # a first lane to pause, or none left: P comes or goes
+                self.refresh_bindings()
 
     def _check_empty(self) -> None:
         empty = self.header_info is not None and self.header_info.tasks == 0 and not self.lanes_table.lane_rows

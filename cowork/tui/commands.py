@@ -14,6 +14,8 @@ class MissionCommands(Provider):
         commands: list[tuple[str, Callable[[], object], str]] = [
             ("Resume all lanes" if paused else "Pause all lanes", app.action_toggle_pause,
              "clear the pause flag (cowork unpause)" if paused else "hold every lane before its next step (cowork pause)"),
+            ("Pause or unpause the selected lane", app.action_toggle_lane_pause,
+             "hold one lane (cowork pause --lane), or clear its pause (cowork unpause --lane) (P)"),
             ("Show lanes", partial(app.action_show, "lanes"), "the lanes table (1)"),
             ("Show approvals", partial(app.action_show, "approvals"), "blocked actions waiting for a human (2)"),
             ("Show channel", partial(app.action_show, "channel"), "team messages (3)"),

@@ -19,6 +19,18 @@ def unpause_all(ws, store, *, by: str) -> str:
     return "resumed: lanes continue" if control.unpause(store, by=by) else "was not paused"
 
 
+def pause_lane(ws, store, task: str, lane: str, *, by: str, reason: str | None = None) -> str:
+    """`cowork pause --lane TASK/LANE [--reason R]`."""
+    control.pause(store, by=by, reason=reason, task=task, lane=lane)
+    return f"paused {task}/{lane}: it takes no further step until you unpause it"
+
+
+def unpause_lane(ws, store, task: str, lane: str, *, by: str) -> str:
+    """`cowork unpause --lane TASK/LANE`."""
+    return (f"unpaused {task}/{lane}" if control.unpause(store, by=by, task=task, lane=lane)
+            else f"{task}/{lane} was not paused")
+
+
 def approve(ws, store, approval_id: int, *, by: str, note: str | None = None) -> str:
     """`cowork approve ID [--note N]`."""
     approvals.approve(store, approval_id, by=by, note=note)

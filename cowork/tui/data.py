@@ -10,6 +10,7 @@ from cowork.gitops import merge
 from cowork.runner import control
 from cowork.store import Store
 from cowork.team import approvals, budgets
+from cowork import views
 from cowork.tui import fmt, gitinfo
 
 LANE_COLUMNS = ("task_id, id, role, goal, state, kind, step_no, tokens_in, tokens_out, usd, created_at, started_at,"
@@ -80,6 +81,7 @@ class HeaderInfo:
     states: tuple = ()  # (state, count) pairs
     approvals: int = 0
     plans: tuple = ()  # tasks whose plan waits for `cowork approve TASK` ({task_id, title, updated_at}), oldest first
+    lane_pauses: tuple = ()  # (task/lane, reason) of each lane paused on its own (`cowork pause --lane`)
 
 
 @dataclass
@@ -128,6 +130,12 @@ def spend_today(store: Store) -> float:
 
 def paused(store: Store) -> dict | None:
     return control.paused(store)
+
+
+def lane_pauses(store: Store) -> tuple[tuple[str, str], ...]:
+    """(task/lane, reason) for each lane's own pause flag (pause-all and task pauses are not listed)."""
+    scoped = views.pause_flags(store)[1]
+    return tuple((f["scope"], f["reason"]) for f in scoped if "/" in f["scope"])
 
 
 def lane_messages(store: Store, task: str, lane: str) -> list[dict]:
@@ -262,4 +270,5 @@ class Poller:
             spend_today=spend_today(self.store), budget_day=self.base.budget_day,
             tasks=int(self.store.scalar("SELECT count(*) FROM tasks", default=0)),
             states=tuple(sorted(states.items())), approvals=approvals, plans=tuple(plans_waiting(self.store)),
+            lane_pauses=lane_pauses(self.store),
         )

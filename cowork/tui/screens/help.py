@@ -26,12 +26,13 @@ open it again at any time, from any terminal.
 | `r` | reject the selected request, with a reason |
 | `c` | write in the team channel: `@role text` or `@team text` |
 | `p` | pause everything / resume (asks first) |
+| `P` | pause / unpause the selected lane (lanes table or its screen; asks first) |
 | `ctrl+p` | command palette: every action, and "open lane …" |
 | `escape` | leave a filter, close a screen |
 | `q` | quit (lanes keep running) |
 
-Same as the CLI: `p` is `cowork pause` / `cowork unpause`, `a`/`r` are `cowork approve` / `cowork reject`,
-the channel is `cowork say`.
+Same as the CLI: `p` is `cowork pause` / `cowork unpause`, `P` is `cowork pause --lane` / `cowork unpause --lane`,
+`a`/`r` are `cowork approve` / `cowork reject`, the channel is `cowork say`.
 """
 
 

@@ -16,9 +16,12 @@ from cowork.tui.widgets.channel import message_line
 from cowork.tui.widgets.timeline import Timeline
 
 
-def lane_info(row: LaneRow) -> Text:
+def lane_info(row: LaneRow, pause: str | None = None) -> Text:
+    """The lane's summary; `pause` is the reason of its own pause flag ("" for none given), None if not paused."""
     return Text.assemble(
         (row.key, "bold"), "  ", (row.role, "bold cyan"), "  ", (row.state, fmt.STATE_STYLES.get(row.state, "")),
+        *((("  ⏸ paused" + (f": {pause}" if pause else "") + " (P unpauses)", "bold red"),) if pause is not None
+          else ()),
         f"  step {row.step or '-'}  tokens {fmt.tokens(row.tokens)}  cost {fmt.usd(row.usd)}  age {fmt.age(row.created_at)}",
         f"  branch {row.branch or '-'}\n", ("goal: ", "dim"), row.goal,
         *((("\nerror: ", "bold red"), row.error) if row.error else ()),
@@ -51,16 +54,16 @@ class LaneDetailScreen(Screen):
     """
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back"), Binding("ctrl+r", "reload", "Reload")]
 
-    def __init__(self, row: LaneRow) -> None:
+    def __init__(self, row: LaneRow, pause: str | None = None) -> None:
         super().__init__()
-        self.row = row
+        self.row, self.pause = row, pause
         self.last_event = self.last_message = 0
         self.loaded = False
 
     def compose(self) -> ComposeResult:
         # a long goal or error scrolls in its own box: it must not push the packet, timeline and diff off screen
         with VerticalScroll(id="lane-info-scroll"):
-            yield Static(lane_info(self.row), id="lane-info")
+            yield Static(lane_info(self.row, self.pause), id="lane-info")
         with TabbedContent(id="lane-tabs"):
             with TabPane("Packet", id="tab-packet"):
                 with VerticalScroll():
@@ -110,7 +113,7 @@ class LaneDetailScreen(Screen):
 
     def _loaded(self, row, text, source, stat, messages, events) -> None:
         self.row = row
-        self.query_one("#lane-info", Static).update(lane_info(row))
+        self.query_one("#lane-info", Static).update(lane_info(row, self.pause))
         self._git_loaded(text, source, stat)
         log = self.query_one("#lane-messages", RichLog)
         log.clear()
@@ -127,9 +130,15 @@ class LaneDetailScreen(Screen):
 
     def apply_lane(self, row: LaneRow) -> None:
         old, self.row = self.row, row
-        self.query_one("#lane-info", Static).update(lane_info(row))
+        self.query_one("#lane-info", Static).update(lane_info(row, self.pause))
         if self.loaded and (old.state, old.merge_commit) != (row.state, row.merge_commit):
             self.load_git(row)
+
+    def show_pause(self, pause: str | None) -> None:
+        """This lane's own pause: its reason ("" for none), or None once unpaused."""
+        if pause != self.pause:
+            self.pause = pause
+            self.query_one("#lane-info", Static).update(lane_info(self.row, pause))
 
     def add_messages(self, messages: list[dict]) -> None:
         if not self.loaded:
