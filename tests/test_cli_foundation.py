@@ -410,6 +410,15 @@ def test_version_as_an_option_too(cli):
         assert r.code == 0 and r.out.strip() == version("cowork"), args
 
 
+def test_version_takes_json_as_every_read_command_does(cli):
+    """The README says every read command takes --json; `cowork version --json` was "No such option" (exit 2)."""
+    import json
+    from importlib.metadata import version
+
+    r = cli("version", "--json")
+    assert r.code == 0 and json.loads(r.out) == {"version": version("cowork")}
+
+
 def test_resume_detach_says_what_it_prints(team, cli):
     """`resume --detach` prints the tasks it resumes and the runner's pid; its help said "print the task id"."""
     text = cli("resume", "--help").out

@@ -22,7 +22,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        version()
+        version(as_json=False)
         raise typer.Exit()
 
 
@@ -33,11 +33,12 @@ def _root(_version: bool = typer.Option(False, "--version", is_eager=True, callb
 
 
 @app.command()
-def version() -> None:
+def version(as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON")) -> None:
     """Print cowork's version."""
+    import json
     from importlib.metadata import version as _v
 
-    print(_v("cowork"))
+    print(json.dumps({"version": _v("cowork")}) if as_json else _v("cowork"))
 
 
 # Command groups register themselves on `app` when imported.
