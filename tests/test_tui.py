@@ -112,7 +112,7 @@ async def test_pause_asks_then_sets_and_clears_the_flag(app, store):
         assert "PAUSED" in banner and "lunch break" in banner
 
         await pilot.press("p")
-        assert "Resume" in str(app.screen.query_one("#ask-title").content)
+        assert "Unpause" in str(app.screen.query_one("#ask-title").content)
         await pilot.press("enter")
         await until(pilot, lambda: store.flag("pause") is None, "the flag to clear")
         await until(pilot, lambda: not header.has_class("-paused"), "the banner to go")

@@ -115,7 +115,7 @@ def test_mission_control_in_tmux_pauses_a_running_task(tmp_path, scripted, monke
         assert not (root / "a.txt").exists()
 
         tmux("send-keys", "-t", "mc", "p")
-        tmux.wait_for(lambda s: "Resume all lanes?" in s, "the resume question")
+        tmux.wait_for(lambda s: "Unpause all lanes?" in s, "the unpause question")
         tmux("send-keys", "-t", "mc", "Enter")
         screen = tmux.wait_for(lambda s: "merged" in lane_line(s, "a") and "merged" in lane_line(s, "b"),
                                "both lanes merged", timeout=90)

@@ -58,15 +58,15 @@ class Actions:
                 if answer is not None:
                     self.run_control(controls.unpause_all)
 
-            self.push_screen(AskScreen("Resume all lanes?", "Every paused lane continues from its next step.",
-                                       confirm="Resume"), resume)
+            self.push_screen(AskScreen("Unpause all lanes?", "Every paused lane continues from its next step.",
+                                       confirm="Unpause"), resume)
         else:
             def pause(answer: str | None) -> None:
                 if answer is not None:
                     self.run_control(controls.pause_all, reason=answer or None)
 
             self.push_screen(AskScreen("Pause all lanes?", "Every lane stops before its next step (running tools "
-                                       "finish; external agents get SIGSTOP) until you resume.",
+                                       "finish; external agents get SIGSTOP) until you unpause.",
                                        placeholder="reason (optional)", confirm="Pause"), pause)
 
     def action_toggle_lane_pause(self) -> None:

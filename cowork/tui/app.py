@@ -61,7 +61,7 @@ class MissionControl(Actions, App):
     TabPane { padding: 0; }
     """
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("p", "toggle_pause", "Pause/unpause"),
         Binding("P", "toggle_lane_pause", "Pause lane"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("1", "show('lanes')", "Lanes", show=False),

@@ -12,7 +12,7 @@ class MissionCommands(Provider):
         app = self.app
         paused = bool(app.header_info and app.header_info.paused)
         commands: list[tuple[str, Callable[[], object], str]] = [
-            ("Resume all lanes" if paused else "Pause all lanes", app.action_toggle_pause,
+            ("Unpause all lanes" if paused else "Pause all lanes", app.action_toggle_pause,
              "clear the pause flag (cowork unpause)" if paused else "hold every lane before its next step (cowork pause)"),
             ("Pause or unpause the selected lane", app.action_toggle_lane_pause,
              "hold one lane (cowork pause --lane), or clear its pause (cowork unpause --lane) (P)"),

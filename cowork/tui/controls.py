@@ -11,12 +11,12 @@ from cowork.team import approvals, channel
 def pause_all(ws, store, *, by: str, reason: str | None = None) -> str:
     """`cowork pause [--reason R]`."""
     control.pause(store, by=by, reason=reason)
-    return "paused: no lane takes another step until you resume"
+    return "paused: no lane takes another step until you unpause"
 
 
 def unpause_all(ws, store, *, by: str) -> str:
     """`cowork unpause`."""
-    return "resumed: lanes continue" if control.unpause(store, by=by) else "was not paused"
+    return "unpaused: lanes continue" if control.unpause(store, by=by) else "was not paused"
 
 
 def pause_lane(ws, store, task: str, lane: str, *, by: str, reason: str | None = None) -> str:

@@ -25,7 +25,7 @@ open it again at any time, from any terminal.
 | `a` | approve the selected request (approvals view), with an optional note |
 | `r` | reject the selected request, with a reason |
 | `c` | write in the team channel: `@role text` or `@team text` |
-| `p` | pause everything / resume (asks first) |
+| `p` | pause everything / unpause (asks first) |
 | `P` | pause / unpause the selected lane (lanes table or its screen; asks first) |
 | `ctrl+p` | command palette: every action, and "open lane …" |
 | `escape` | leave a filter, close a screen |

@@ -26,7 +26,7 @@ def paused_line(h: HeaderInfo) -> Text:
     text = Text.assemble(("⏸ PAUSED", "bold"), " — every lane is held before its next step")
     if p.get("reason"):
         text.append(f"  reason: {p['reason']}", "bold")
-    text.append(f"  (by {p.get('by') or '?'}, {fmt.age(p.get('since'))} ago)  ·  p to resume")
+    text.append(f"  (by {p.get('by') or '?'}, {fmt.age(p.get('since'))} ago)  ·  p to unpause")
     return text
 
 
