@@ -33,11 +33,16 @@ ROLE_MISTAKES = {
 def test_role_mistakes_are_located_with_exit_2(team, cli, case):
     text, where, words = ROLE_MISTAKES[case]
     (team.roles_dir / "dev.yaml").write_text(text)
-    for command in (["roles", "validate"], ["roles", "list"]):
+    for command in (["roles", "validate"], ["roles", "show", "dev"]):
         r = cli(*command)
         assert r.code == 2, (case, r.out, r.err)
         assert where in r.err and words in r.err, r.err
-        assert "Traceback" not in r.err
+        assert "Traceback" not in r.err and "warning:" not in r.err
+    listed = cli("roles", "list")  # a listing goes on, naming the broken file once, as the other read commands do
+    assert listed.code == 0 and where in listed.err and listed.err.count("warning:") == 1, listed.err
+    assert "dev" in listed.out and "broken:" in listed.out
+    row = next(r for r in cli("roles", "list", "--json").json() if r["name"] == "dev")
+    assert row["broken"] is True and row["problems"]
     data = cli("roles", "validate", "--json")
     assert data.code == 2 and data.json()["ok"] is False
     assert any(where.startswith(f'{p["file"]}:{p["line"]}:') for p in data.json()["problems"])

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, console, emit, workspace
+from cowork.cli.common import JsonOpt, RootOpt, console, emit, warn_broken, workspace
 from cowork.errors import EXIT_BAD_INPUT, BadInput, Problem, ValidationFailed
 
 roles_app = typer.Typer(help="List, show and validate the team's roles (roles/*.yaml).", no_args_is_help=True)
@@ -71,21 +71,29 @@ def _team(root: Optional[Path]):
         return ws, None, exc.problems
 
 
-def _roles(root: Optional[Path]):
-    from cowork.roles import load_roles
+def _roles(root: Optional[Path], need: str | None = None):
+    """The team's roles, a broken role file named once on stderr; `need`: a role whose broken file is an error."""
+    from cowork.roles import team_roles
 
     ws, settings, problems = _team(root)
     if problems:
         raise ValidationFailed(problems)
-    return ws, settings, load_roles(ws.roles_dir, ws.root, set(settings.mcp))
+    rs = team_roles(ws, settings, strict=False)
+    if need is not None:
+        rs.require([need])
+    warn_broken(rs)
+    return ws, settings, rs
 
 
 @roles_app.command("list")
 def roles_list(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
-    """List the roles with their engine, model and tools."""
+    """List the roles with their engine, model and tools (a role whose file is broken is listed as such)."""
     ws, settings, rs = _roles(root)
     rows = [{"name": n, "mandate": r.mandate, "engine": r.engine, "model": r.model or settings.model.name,
              "tools": r.tools, "review_by": r.review_by, "file": ws.rel(rs.files[n])} for n, r in rs.roles.items()]
+    rows += [{"name": n, "broken": True, "mandate": f"(broken: {problems[0].render().splitlines()[0]})",
+              "engine": "-", "model": None, "tools": [], "problems": [p.as_dict() for p in problems]}
+             for n, problems in rs.broken.items()]
     rows.sort(key=lambda r: r["name"])
 
     def show(rows: list[dict]) -> None:
@@ -107,7 +115,7 @@ def roles_show(name: str = typer.Argument(..., help="role name"), root: Optional
     """Show one role in full, with its effective model."""
     from cowork.errors import BadInput
 
-    ws, settings, rs = _roles(root)
+    ws, settings, rs = _roles(root, need=name)
     if name not in rs:
         raise BadInput(f"unknown role '{name}'", hint="known roles: " + (", ".join(rs.names()) or "none"))
     role = rs[name]
