@@ -379,3 +379,29 @@ def test_a_packet_left_from_an_earlier_run_is_not_taken_for_the_agents_own(tmp_p
     assert "exited with 1" in packet and "written by the tool" not in packet
     assert not st.events(task=task, kinds=["handoff.rejected"]), "nothing the agent wrote this run was set aside"
     assert not git(root, "ls-tree", "main", "out.txt"), "nothing of the lane was merged"
+
+
+def test_a_command_that_fails_is_failed_whatever_its_packet_says(tmp_path, server):
+    """The agent writes a valid packet saying done, then exits 1: the exit is its last word. The lane fails, the
+    packet is built from the output and diff, and the agent's own text is kept in a commit and said so. Before, its
+    packet won and the lane merged as done."""
+    script = ("import os, sys\n"
+              "t, l = os.environ['COWORK_TASK'], os.environ['COWORK_LANE']\n"
+              "open('out.txt', 'w').write('half done\\n')\n"
+              "os.makedirs(f'handoffs/{t}', exist_ok=True)\n"
+              f"open(f'handoffs/{{t}}/{{l}}.md', 'w').write(f{PACKET.replace('STATUS', 'done')})\n"
+              "print('crashed after writing its packet', file=sys.stderr)\n"
+              "sys.exit(1)\n")
+    root, st = setup(tmp_path, server, dev=agent_role(tmp_path, script))
+    assert delegate(root, "Crash at the end") == 1
+    task = st.scalar("SELECT id FROM tasks")
+    lane = lanes_db.get_lane(st, task, "work")
+    assert lane["state"] == "failed" and "exited with 1" in lane["error"]
+    rel = f"handoffs/{task}/work.md"
+    packet = git(root, "show", f"{lane['branch']}:{rel}")
+    assert "exited with 1" in packet and "crashed after writing its packet" in packet
+    assert "written by the tool" not in packet and f"the agent's own packet {rel} was not used" in packet
+    [event] = st.events(task=task, lane="work", kinds=["handoff.rejected"])
+    assert "`python3` exited with 1" in event["summary"] and event["data"]["reason"] == "`python3` exited with 1"
+    assert "written by the tool" in git(root, "show", f"{event['data']['commit']}:{rel}")
+    assert not git(root, "ls-tree", "main", "out.txt"), "nothing of the lane was merged"

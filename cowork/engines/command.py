@@ -2,8 +2,8 @@
 
 The role's `command` argv runs with `{goal}` replaced by the lane's goal (plus any feedback), its output goes to
 `.cowork/logs/<task>/<lane>.log`, and while the lane is paused its whole process group is stopped (SIGSTOP) and
-continued (SIGCONT) after. Its packet is the one it wrote at `handoffs/<task>/<lane>.md` if valid, else cowork
-builds one from its exit status, output and diff. A run may be given a timeout (the role's `timeout_minutes`, else
+continued (SIGCONT) after. Its packet is the one it wrote at `handoffs/<task>/<lane>.md` if valid and the command
+exited 0, else cowork builds one from its exit status, output and diff. A run may be given a timeout (the role's `timeout_minutes`, else
 `[policy] command_timeout_minutes`): past it the group gets SIGTERM, then SIGKILL, and the lane fails.
 """
 from __future__ import annotations

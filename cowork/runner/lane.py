@@ -257,10 +257,10 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
                      outcome.error or "the lane ended without finish")
             return
         packet = None
-        if role.engine == "command":  # a valid packet the command wrote itself wins, unless it ran out of time
+        if role.engine == "command":  # a valid packet the command wrote itself wins when the command succeeded
             own = await asyncio.to_thread(lambda: handoffs.read_own(tree.path, task, lane,
                                                                    last=_last_packet(tree, fresh)))
-            if own is not None and own.packet is not None and not outcome.timed_out:
+            if own is not None and own.packet is not None and outcome.status == "done":
                 packet = own.packet
                 outcome = LaneOutcome(packet.meta.status, {"status": packet.meta.status,
                                                            "summary": packet.section("Summary")}, outcome.error)
@@ -268,8 +268,10 @@ async def _work_in(rt: "Runner", row: dict, sessions: Any) -> None:
                 outcome.finish["artifacts"] = [*outcome.finish.get("artifacts", []),
                                                *await _diff_stat(rt, tree, fresh, role.name)]
                 if own is not None:  # its text stays in the commit _diff_stat just made; the packet says which
-                    risk = handoffs.set_aside(rt.store, fresh, own, await asyncio.to_thread(head, tree.path),
-                                              "the command timed out" if outcome.timed_out else None)
+                    # a valid packet of a run that failed or timed out is not the run's last word: its exit is
+                    why = None if own.packet is None else "the command timed out" if outcome.timed_out else \
+                        outcome.finish["summary"].split("\n", 1)[0].rstrip(".")
+                    risk = handoffs.set_aside(rt.store, fresh, own, await asyncio.to_thread(head, tree.path), why)
                     outcome.finish["open_risks"] = [*outcome.finish.get("open_risks", []), risk]
         if packet is None:
             packet = handoffs.from_finish(fresh, role.name, outcome.finish,
