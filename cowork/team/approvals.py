@@ -154,13 +154,17 @@ def waiting(store: Store, settings, roles) -> dict:
     Approvals past their deadline are expired first (escalated, their lanes paused), so none shows as pending.
 
     Returns:
-        {"pending": [approval rows, oldest first], "awaiting_approval": [{"task_id", "title", "updated_at"} of
-        each task whose plan waits for `cowork approve TASK` / `cowork reject TASK`, oldest first]}
+        {"pending": [approval rows, oldest first], "awaiting_approval": `plans_waiting`}
     """
     expire_overdue(store, settings, roles)
-    return {"pending": pending(store),
-            "awaiting_approval": store.all("SELECT id AS task_id, title, updated_at FROM tasks "
-                                           "WHERE state='awaiting-approval' ORDER BY created_at")}
+    return {"pending": pending(store), "awaiting_approval": plans_waiting(store)}
+
+
+def plans_waiting(store: Store) -> list[dict]:
+    """{task_id, title, updated_at} of each task whose plan waits for `cowork approve TASK` / `cowork reject TASK`,
+    oldest first."""
+    return store.all("SELECT id AS task_id, title, updated_at FROM tasks WHERE state='awaiting-approval' "
+                     "ORDER BY created_at")
 
 
 def _decide(store: Store, approval_id: int, state: str, by: str, note: str | None) -> dict:

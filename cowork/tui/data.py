@@ -115,8 +115,7 @@ def pending_approvals(store: Store) -> list[dict]:
 
 def plans_waiting(store: Store) -> list[dict]:
     """Tasks whose plan waits for a human (`cowork approve TASK` / `cowork reject TASK`), oldest first."""
-    return store.all("SELECT id AS task_id, title, updated_at FROM tasks WHERE state='awaiting-approval' "
-                     "ORDER BY created_at")
+    return approvals.plans_waiting(store)
 
 
 def lock_status(store: Store) -> dict:
