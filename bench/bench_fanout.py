@@ -5,7 +5,8 @@ The ideal is 2 s whatever N (the model calls overlap perfectly); the ratio wall 
 calls made by bare litellm coroutines are timed in the same run, as the floor for one process on this machine.
 Merges are serial by design and reported apart. Each N also says where the time went, from the server's own
 arrival stamps: when every first request was in, when every second one was (after its 1 s reply), and how long
-after the last reply the round was done (every packet committed, for cowork).
+after the last reply the round was done (every packet committed, for cowork), and how long the cyclic garbage
+collector held the event loop (every lane waits while it runs).
 
     uv run python bench/bench_fanout.py [--lanes 4 8 16] [--latency 1.0] [--rounds 3]
 """
@@ -28,6 +29,31 @@ from tests.support.team import DEV, PLANNER, make_team  # noqa: E402
 
 
 GOAL = 1.05  # wall / ideal, from the issue
+
+
+class GcPauses:
+    """The cyclic collector's pauses inside a `with GcPauses() as pauses:` block: `total` and `longest`, in s."""
+
+    def __enter__(self) -> "GcPauses":
+        import gc
+
+        self.total = self.longest = 0.0
+        self._t = 0.0
+        gc.callbacks.append(self._seen)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import gc
+
+        gc.callbacks.remove(self._seen)
+
+    def _seen(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._t
+            self.total += took
+            self.longest = max(self.longest, took)
 
 
 def lane_scripts(key: str, n: int, latency: float) -> dict:
@@ -79,7 +105,8 @@ def _run(server: "ServerProcess", n: int, base: Path) -> dict:
 
     r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    result = asyncio.run(Runner(ws, tasks=[draft.task]).run())
+    with GcPauses() as pauses:
+        result = asyncio.run(Runner(ws, tasks=[draft.task]).run())
     total = time.time() - t0
     r1s, r1c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_self = (r1s.ru_utime + r1s.ru_stime) - (r0s.ru_utime + r0s.ru_stime)
@@ -93,7 +120,7 @@ def _run(server: "ServerProcess", n: int, base: Path) -> dict:
             print(f"  {e['ts'] - t0:6.3f} {e['lane_id']} {e['kind']} {e['summary'][:60]}")
     return {"lanes": n, "t0": t0, "to_packets": max(queued) - t0, "first_start": min(started) - t0,
             "last_start": max(started) - t0, "total": total,
-            "cpu_self": cpu_self, "cpu_children": cpu_children}
+            "cpu_self": cpu_self, "cpu_children": cpu_children, "gc_total": pauses.total, "gc_longest": pauses.longest}
 
 
 def plain_fanout(n: int, latency: float, base: Path) -> dict:
@@ -137,8 +164,10 @@ def plain_fanout(n: int, latency: float, base: Path) -> dict:
         return t0, time.time() - t0
 
     try:
-        t0, total = asyncio.run(all_lanes())
-        return {"total": total, **phases(server.arrivals(), t0, latency, total)}
+        with GcPauses() as pauses:
+            t0, total = asyncio.run(all_lanes())
+        return {"total": total, "gc_total": pauses.total, "gc_longest": pauses.longest,
+                **phases(server.arrivals(), t0, latency, total)}
     finally:
         server.stop()
 
@@ -174,11 +203,13 @@ def main() -> None:
               f"git and server {mid['cpu_children']:.2f} s")
         print("      each round, bare litellm / cowork:", "  ".join(f"{p / ideal:.3f} / {c / ideal:.3f}"
                                                               for p, c in zip(bare, cowork)))
-        print("      where the time went, median over rounds, bare litellm / cowork (ms, by the server's clock): "
+        print("      where the time went, median over rounds, bare litellm / cowork (ms; arrivals by the server's "
+              "clock): "
               + "; ".join(f"{label} {_ms(plains, key)} / {_ms(runs, key)}" for key, label in (
                   ("first_in", "every first request in by"),
                   ("second_in", f"every second request in by (after {args.latency:g} s)"),
-                  ("after_last", "done after the last reply"))))
+                  ("after_last", "done after the last reply"),
+                  ("gc_total", "the garbage collector's pauses"), ("gc_longest", "its longest"))))
 
 
 def _ms(rounds: list[dict], key: str) -> str:

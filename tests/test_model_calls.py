@@ -238,3 +238,36 @@ def test_the_teams_price_wins_over_litellms_everywhere_a_reply_is_priced(server)
     assert cheap.usd == pytest.approx(cheap.tokens_in * 1.0)
     assert 0 < plain.usd < plain.tokens_in * 1e-3                                  # litellm's own price, no team
     assert budgets.price(settings, model, lane.tokens_in, lane.tokens_out) == pytest.approx(lane.usd)
+
+
+FIRST_CALL_PROBE = """
+import asyncio, gc, json
+from cowork.engines import models
+from tests.support.scripted_server import ScriptedServer, text
+with ScriptedServer() as server:
+    server.script("", [text("ok")])
+    models.litellm()
+    choice = models.ModelChoice(model="openai/scripted", api_base=server.url, api_key="k", timeout_s=30)
+    asyncio.run(models.complete(choice, [{"role": "user", "content": "hi"}]))
+    walked = len(gc.get_objects())  # what a full collection walks (frozen objects are not)
+    asyncio.run(models.complete(choice, [{"role": "user", "content": "again"}]))
+    print(json.dumps({"walked": walked, "frozen": gc.get_freeze_count()}))
+"""
+
+
+def test_what_the_first_model_call_imports_is_not_walked_by_every_full_collection():
+    """litellm imports about 270 more modules on its first call (64,000 objects); left to the cyclic collector,
+    each full collection in a runner walks them all again, pausing every lane (75-95 ms in a 16-lane fan-out).
+    In a fresh process, after one reply, a full collection walks only what was built since."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", FIRST_CALL_PROBE], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["walked"] < 5_000, seen  # 64,000 before
+    assert seen["frozen"] > 400_000, seen  # the import's and the first call's objects
