@@ -176,6 +176,33 @@ def test_lane_tells_through_its_gateway(seeded):
     assert text(inbox) == "No new messages."
 
 
+def test_a_post_whose_audit_fails_is_not_kept_so_the_retry_posts_once(seeded):
+    """A tell or delegate is one commit with its `tool.call` audit event: when the audit cannot be written, nothing
+    is posted and no lane added, so the client's retry of the failed call does it once (it did it twice)."""
+    team, store = seeded
+    store.execute("CREATE TRIGGER no_audit BEFORE INSERT ON events WHEN NEW.kind = 'tool.call' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    srv = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team)))
+    calls = [("tell", {"role": "reviewer", "note": "API moved to /v2"}),
+             ("delegate", {"role": "writer", "goal": "document /v2"})]
+
+    async def talk():
+        async with Client(srv) as client:
+            failed = [await client.call_tool(name, args) for name, args in calls]
+            store.execute("DROP TRIGGER no_audit")
+            again = [await client.call_tool(name, args) for name, args in calls]
+        return failed, again
+
+    failed, again = run(talk())
+    for res in failed:
+        assert res.is_error and "disk I/O error" in text(res), text(res)
+    assert not any(res.is_error for res in again)
+    assert store.scalar("SELECT count(*) FROM messages WHERE kind='tell'") == 1
+    assert store.scalar("SELECT count(*) FROM messages WHERE kind='delegate'") == 1
+    assert store.scalar("SELECT count(*) FROM lanes") == 3
+    assert [e["data"]["tool"] for e in store.events(kinds=["tool.call"])] == ["tell", "delegate"]
+
+
 def test_lane_asks_a_live_lane_served_to_another_agent(seeded):
     team, store = seeded
     dev = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team)))

@@ -126,6 +126,21 @@ class Store:
         else:
             conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[Any]:
+        """Inside `tx()`: writes that are undone on their own when the block raises, the transaction going on."""
+        conn = self.conn
+        assert conn.in_transaction, "a savepoint belongs inside tx()"
+        conn.execute("SAVEPOINT part")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK TO part")
+            conn.execute("RELEASE part")
+            raise
+        else:
+            conn.execute("RELEASE part")
+
     def execute(self, sql: str, params: tuple | dict = ()) -> Any:
         return self.conn.execute(sql, params)
 

@@ -29,6 +29,10 @@ from cowork.tools.specs import spec, validate_finish
 __all__ = ["Gateway", "LaneCtx", "ToolResult", "args_hash"]
 
 TEAM_TOOLS = {"ask", "tell", "delegate", "inbox", "answer"}
+# Team tools whose whole effect is a few writes to the store, made at once. They run inside the transaction that
+# records their call: a call whose audit cannot be written leaves no message and no lane behind, so the agent's
+# retry of the failed call cannot post, delegate or answer twice.
+POSTS = {"tell", "delegate", "answer"}
 
 
 def args_hash(name: str, args: Any) -> str:
@@ -111,29 +115,34 @@ class Gateway:
                 engine's journal write): one commit per tool step, and never an audited call without its step.
         """
         self.dispatched = False
-        result, record = await self._run(name, args)
+        settle = await self._run(name, args)
         with self.ctx.store.tx():
-            if record is not None:
-                record()
+            result = settle()
             if then is not None:
                 then(result)
         return result
 
-    async def _run(self, name: str, args: dict) -> tuple[ToolResult, Callable[[], None] | None]:
-        """The result of one call, and the writes that record it (audit, notify, breaker) for `call` to commit."""
+    async def _run(self, name: str, args: dict) -> Callable[[], ToolResult]:
+        """Everything of one call that waits: authority, pause, approval, and the tool itself, except a POSTS tool.
+        Returns what `call` runs in its transaction: a POSTS tool's writes, and the records (audit, notify,
+        breaker) of the call."""
         if not isinstance(args, dict):
             args = {}
         if name == "finish":
             problem = validate_finish(args)
-            return (ToolResult(False, problem) if problem else ToolResult(True, "finishing", dict(args))), None
+            done = ToolResult(False, problem) if problem else ToolResult(True, "finishing", dict(args))
+            return lambda: done
         if name == "submit_plan":
             if not isinstance(args.get("lanes"), list) or not args.get("title"):
-                return ToolResult(False, "submit_plan needs a title and a list of lanes"), None
-            return ToolResult(True, "plan submitted", dict(args)), None
+                bad = ToolResult(False, "submit_plan needs a title and a list of lanes")
+                return lambda: bad
+            plan = ToolResult(True, "plan submitted", dict(args))
+            return lambda: plan
         if self.stop:
-            return ToolResult(False, f"lane is stopping: {self.stop}", {"stop": self.stop}), None
+            stopping = ToolResult(False, f"lane is stopping: {self.stop}", {"stop": self.stop})
+            return lambda: stopping
         name = self._mcp_alias(name)
-        tier = "auto"
+        tier, action = "auto", {}
         try:
             check_tool(self.ctx.role, name)
             if name not in BUILTIN_TOOLS and name not in TEAM_TOOLS and name not in self._mcp_tools():
@@ -144,25 +153,51 @@ class Gateway:
             result = await self._approval(name, args, action) if tier == "block" else None
             if result is None:
                 self.dispatched = True
+                if name in POSTS:
+                    return lambda: self._post(name, args, action, tier)
                 result = await self._dispatch(name, args)
         except Denied as exc:
             reason = exc.reason
-            return (ToolResult(False, f"denied: {reason}", {"denied": reason}),
-                    lambda: self._denied(name, args, reason))
+            return lambda: self._denied(name, args, reason)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a tool's own failure goes back to the agent, never crashes the lane
             result = ToolResult(False, f"{name} failed: {db.failure(exc)}")
+        self._redacted(result)  # before `call` takes the write lock: a tool's output can be long
+        return lambda: self._record(name, args, action, tier, result)
+
+    def _post(self, name: str, args: dict, action: dict, tier: str) -> ToolResult:
+        """A POSTS tool, in the transaction of its records; its own writes are undone when it fails or is refused."""
+        c = self.ctx
+        try:
+            with c.store.savepoint():
+                if name == "tell":
+                    result = team_tools.tell(c, args)
+                elif name == "answer":
+                    result = team_tools.answer(c, args)
+                else:
+                    self._check_spawn_budget()
+                    result = team_tools.delegate(c, args, answering=self._open_questions())
+        except Denied as exc:
+            return self._denied(name, args, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - as in `_run`: the agent is told, the lane goes on
+            result = ToolResult(False, f"{name} failed: {db.failure(exc)}")
+        return self._record(name, args, action, tier, self._redacted(result))
+
+    @staticmethod
+    def _redacted(result: ToolResult) -> ToolResult:
         result.content = redact(result.content)
         if result.data:
             result.data = redact_obj(result.data)
+        return result
 
-        def record() -> None:
-            if tier == "notify" and result.ok:
-                self._notify(name, args, action)
-            self._audit(name, args, result, tier)
-            self._count(name, args, result.ok)
-        return result, record
+    def _record(self, name: str, args: dict, action: dict, tier: str, result: ToolResult) -> ToolResult:
+        """The call's result, once its audit event, notification and breaker count are written."""
+        if tier == "notify" and result.ok:
+            self._notify(name, args, action)
+        self._audit(name, args, result, tier)
+        self._count(name, args, result.ok)
+        return result
 
     async def _dispatch(self, name: str, args: dict) -> ToolResult:
         c = self.ctx
@@ -175,13 +210,6 @@ class Gateway:
         if name == "ask":
             self._check_spawn_budget()
             return await team_tools.ask(c, args, answering=self._open_questions(), poll_s=self.poll_s)
-        if name == "delegate":
-            self._check_spawn_budget()
-            return team_tools.delegate(c, args, answering=self._open_questions())
-        if name == "tell":
-            return team_tools.tell(c, args)
-        if name == "answer":
-            return team_tools.answer(c, args)
         if name == "inbox":
             return self._inbox()
         if name in self._mcp_tools():
@@ -414,12 +442,13 @@ class Gateway:
 
     # -- audit and breaker ----------------------------------------------------------------------------------
 
-    def _denied(self, name: str, args: dict, reason: str) -> None:
+    def _denied(self, name: str, args: dict, reason: str) -> ToolResult:
         c = self.ctx
         c.store.event("tool.denied", f"{c.role.name} denied {name}({_short(args)}): {reason}", actor=c.role.name,
                       task=c.task_id, lane=c.lane_id, role=c.role.name,
                       data={"tool": name, "args": args, "reason": reason, "hash": args_hash(name, args)})
         self._count(name, args, False)
+        return ToolResult(False, f"denied: {reason}", {"denied": reason})
 
     def _audit(self, name: str, args: dict, result: ToolResult, tier: str) -> None:
         c = self.ctx
