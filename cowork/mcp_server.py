@@ -83,7 +83,7 @@ def open_team(root: Path | str | None = None, env: Mapping[str, str] | None = No
                           hint="set all of COWORK_TASK, COWORK_LANE and COWORK_ROLE (a lane) or none (a human)")
     ctx = lane_ctx(ws, store, settings, roles, given["COWORK_TASK"], given["COWORK_LANE"], given["COWORK_ROLE"],
                    worktree=env.get("COWORK_WORKTREE") or None)
-    return Team(ws, store, settings, roles, who=ctx.role.name, ctx=ctx, gateway=Gateway(ctx))
+    return Team(ws, store, settings, roles, who=ctx.role.name, ctx=ctx, gateway=Gateway(ctx, cancel_withdraws=True))
 
 
 def lane_ctx(ws: Workspace, store: Store, settings: TeamSettings, roles: RoleSet, task: str, lane: str, role: str,
@@ -331,7 +331,8 @@ def build_server(team: Team) -> MCPServer:
                       "Read the team with status, lanes, inbox, handoffs, approvals and lock_status. "
                       + ("Talk to other roles with tell, ask (waits for an answer), delegate and answer; your role's "
                          "authority and approval tiers apply. A call your role's approvals block waits for a "
-                         "human's yes or no; if you stop waiting, the same call again later picks up the decision."
+                         "human's yes or no; if you cancel it, the request is withdrawn and the same call again "
+                         "asks anew."
                          if team.is_lane else "Post to a role or the team with say.")
                       + " Approvals, pause and merges are for humans at the cowork CLI or TUI."),
         log_level="WARNING")

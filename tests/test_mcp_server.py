@@ -323,38 +323,75 @@ def test_an_ended_lane_is_refused_at_start_and_per_call(seeded, cli, monkeypatch
     assert Breaker(store, "t1", "impl", max_failures=3, max_repeats=4).failures == 0
 
 
-def test_an_ask_the_client_cancels_expires(seeded):
-    """An agent that gives up on a blocking ask (its own tool timeout, the user pressing Esc) cancels it: the
-    question expires as on a timeout, so its lane is not taken for one stuck in an ask (a question to it would go
-    to a consult lane instead). A blocked action's approval, by contrast, stays: the same call again picks up the
-    human's decision."""
-    team, store = seeded
+def careful_lane(team, store):
+    """Lane t1/care of role careful, whose delegate waits for a human's yes or no, served to an agent."""
     (team.roles_dir / "careful.yaml").write_text(
         "name: careful\nmandate: Delegates only with a human's yes.\ntools: [ask, tell, delegate, inbox]\n"
         "approvals: {block: [delegate]}\n")
     lanes_db.add_lane(store, "t1", "care", "careful", "plan the docs")
     lanes_db.set_lane_state(store, "t1", "care", "running")
-    srv = mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team, lane="care", role="careful")))
+    return mcp_server.build_server(mcp_server.open_team(team.root, env=lane_env(team, lane="care", role="careful")))
+
+
+async def until(check, tries: int = 100):
+    for _ in range(tries):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("never happened")
+
+
+def test_an_ask_the_client_cancels_expires(seeded):
+    """An agent that gives up on a blocking ask (its own tool timeout, the user pressing Esc) cancels it: the
+    question expires as on a timeout, so its lane is not taken for one stuck in an ask (a question to it would go
+    to a consult lane instead)."""
+    team, store = seeded
+    srv = careful_lane(team, store)
 
     async def talk():
         async with Client(srv) as client:
-            for name, args in [("ask", {"role": "reviewer", "question": "Which style guide?"}),
-                               ("delegate", {"role": "writer", "goal": "write the docs"})]:
-                with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(client.call_tool(name, args), 1.0)
-            for _ in range(100):
-                if store.scalar("SELECT state FROM messages WHERE from_lane='t1/care'") != "new":
-                    break
-                await asyncio.sleep(0.05)
-            (aid,) = [a["id"] for a in ap.pending(store) if a["tool"] == "delegate"]
-            ap.approve(store, aid, by="human:Test Person")
-            again = await client.call_tool("delegate", {"role": "writer", "goal": "write the docs"})
-            return again
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.call_tool("ask", {"role": "reviewer", "question": "Which guide?"}), 1.0)
+            await until(lambda: store.scalar("SELECT state FROM messages WHERE from_lane='t1/care'") != "new")
 
-    again = run(talk())
+    run(talk())
     assert store.scalar("SELECT state FROM messages WHERE from_lane='t1/care'") == "expired"
     assert not msgs.waiting_on_ask(store, "t1/care")
-    assert not again.is_error and "added for writer" in text(again)
+
+
+def test_a_blocked_call_the_client_cancels_withdraws_its_approval(seeded, cli):
+    """An agent that gives up on a call waiting for a human's yes or no cancels it: its request is withdrawn and its
+    lane runs again, so no human is asked about a call nobody waits for (it stayed pending, and the lane waiting,
+    until approval_timeout_s, when it expired and paused the lane). The same call made again asks anew."""
+    team, store = seeded
+    srv = careful_lane(team, store)
+    goal = {"role": "writer", "goal": "write the docs"}
+
+    def asked() -> list[int]:
+        return [a["id"] for a in ap.pending(store) if a["tool"] == "delegate"]
+
+    async def talk():
+        async with Client(srv) as client:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.call_tool("delegate", goal), 1.0)
+            first = store.scalar("SELECT id FROM approvals WHERE tool='delegate'")
+            await until(lambda: not asked())
+            shown = (cli("approvals", "--json", "-C", team.root), cli("lanes", "--json", "-C", team.root))
+            again = asyncio.ensure_future(client.call_tool("delegate", goal))
+            await until(asked)
+            (second,) = asked()
+            ap.approve(store, second, by="human:Test Person")
+            return first, second, shown, await again
+
+    first, second, (approvals, lanes), again = run(talk())
+    row = ap.get(store, first)
+    assert row["state"] == "withdrawn" and "its call was cancelled" in row["note"]
+    (withdrawn,) = store.events(kinds=["approval.withdrawn"])
+    assert withdrawn["data"]["id"] == first
+    assert [a["tool"] for a in json.loads(approvals.out)["pending"]] == ["run"]   # the seeded one only
+    assert {(r["lane"], r["state"]) for r in json.loads(lanes.out)} >= {("care", "running")}
+    assert second != first and not again.is_error and "added for writer" in text(again)
+    assert lanes_db.get_lane(store, "t1", "care")["state"] == "running"
 
 
 def short_asks(team, seconds: float) -> None:

@@ -58,10 +58,14 @@ class Gateway:
         ctx: the lane (role, task, lane id, worktree, store, settings).
     """
 
-    def __init__(self, ctx: LaneCtx, mcp_sessions: Any = None):
+    def __init__(self, ctx: LaneCtx, mcp_sessions: Any = None, *, cancel_withdraws: bool = False):
         """`mcp_sessions`: the lane's `mcp_client.Sessions` when its owner keeps MCP servers across engine runs (a
-        lane sent back by its checks keeps its servers); else the gateway starts its own and `aclose` stops them."""
+        lane sent back by its checks keeps its servers); else the gateway starts its own and `aclose` stops them.
+        `cancel_withdraws`: a call cancelled while it waits for an approval withdraws the request, for a caller
+        whose cancel means nobody waits any more (an MCP client); the runner's cancel (it stops, to be resumed)
+        leaves the request for the resumed call."""
         self.ctx = ctx
+        self.cancel_withdraws = cancel_withdraws
         pol = ctx.settings.policy
         self.stop: str | None = None            # set when the lane must end now (breaker, budget cap)
         self.run_timeout_s = pol.run_timeout_s
@@ -253,24 +257,26 @@ class Gateway:
             if lane and lane["state"] == "running" and approvals.get(c.store, aid)["decision"] == "pending":
                 lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "waiting-approval", actor=c.role.name,
                                         detail=f"approval #{aid}: {name}")
-        while True:
-            row = approvals.get(c.store, aid)
-            if row["decision"] != "pending":
-                break
-            if row["expires_at"] is not None and row["expires_at"] <= approvals.now():
-                approvals.expire(c.store, aid, c.settings, c.roles)
-                continue
-            cur = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
-            if cur and cur["state"] in lanes_db.FINAL_LANE_STATES:
-                self.stop = f"lane {cur['state']} while waiting for approval #{aid}"
-                approvals.withdraw(c.store, aid, why=self.stop)
-                return ToolResult(False, self.stop, {"approval": aid, "stop": self.stop})
-            await asyncio.sleep(self.poll_s)
+        try:
+            while True:
+                row = approvals.get(c.store, aid)
+                if row["decision"] != "pending":
+                    break
+                if row["expires_at"] is not None and row["expires_at"] <= approvals.now():
+                    approvals.expire(c.store, aid, c.settings, c.roles)
+                    continue
+                cur = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
+                if cur and cur["state"] in lanes_db.FINAL_LANE_STATES:
+                    self.stop = f"lane {cur['state']} while waiting for approval #{aid}"
+                    approvals.withdraw(c.store, aid, why=self.stop)
+                    return ToolResult(False, self.stop, {"approval": aid, "stop": self.stop})
+                await asyncio.sleep(self.poll_s)
+        except asyncio.CancelledError:
+            if self.cancel_withdraws:
+                self._withdraw(aid, "its call was cancelled: nobody waits for the decision any more")
+            raise
         approvals.consume(c.store, aid)
-        cur = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
-        if cur and cur["state"] == "waiting-approval":
-            lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "running", actor=c.role.name,
-                                    detail=f"approval #{aid} {row['decision']}")
+        self._resume_lane(f"approval #{aid} {row['decision']}")
         if row["decision"] == "approved":
             return None
         if row["decision"] == "expired":
@@ -281,6 +287,20 @@ class Gateway:
         by = row.get("decided_by") or "cowork"
         return ToolResult(False, f"rejected by {by}: {reason}. Do not retry the same action; change your approach.",
                           {"approval": aid, "rejected": reason})
+
+    def _withdraw(self, aid: int, why: str) -> None:
+        """Withdraw a request no call waits on while still pending (a decision already made stays, for the same
+        call made again), and the lane that waited on it runs again, both at once."""
+        with self.ctx.store.tx():
+            approvals.withdraw(self.ctx.store, aid, why=why)
+            self._resume_lane(f"approval #{aid}: {why}")
+
+    def _resume_lane(self, detail: str) -> None:
+        """The lane waiting for an approval runs again."""
+        c = self.ctx
+        cur = lanes_db.get_lane(c.store, c.task_id, c.lane_id)
+        if cur and cur["state"] == "waiting-approval":
+            lanes_db.set_lane_state(c.store, c.task_id, c.lane_id, "running", actor=c.role.name, detail=detail)
 
     def _step(self, name: str) -> int | None:
         """The journal step making this call: the lane's tool step in flight under this name (the llm engine
