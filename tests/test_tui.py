@@ -212,23 +212,27 @@ async def test_a_plan_waiting_for_approval_shows_with_its_commands(app, store):
 
 async def test_pause_while_a_runner_holds_the_store_says_so(app, store, monkeypatch, cli):
     """A runner holding the store's write lock through the busy wait: pause from mission control said only
-    "OperationalError: database is locked", and `cowork pause` died with a traceback."""
+    "OperationalError: database is locked", and `cowork pause` died with a traceback. Both say it as a tool call
+    over MCP does (`db.failure`), in one wording."""
     from cowork.store import db
 
     seed(store)
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 300)  # connections opened from here on wait 0.3 s, not 10 s
+    busy = "the team's store (.cowork/state.db) is busy: another cowork process has held its write lock for over 0.3s"
     holder = db.connect(store.path)
     holder.execute("BEGIN IMMEDIATE")
     try:
         async with app.run_test(size=SIZE) as pilot:
             await synced(pilot, app, store)
             await pilot.press("p", "enter")
-            said = lambda: [n.message for n in app._notifications if "write to the store" in n.message]  # noqa: E731
+            said = lambda: [n.message for n in app._notifications if "is busy" in n.message]  # noqa: E731
             await until(pilot, said, "the busy store to be reported")
-            assert "database is locked" in said()[0] and "nothing was changed: try again" in said()[0]
+            assert said()[0] == f"{busy}\n  fix: try again in a moment"
         res = cli("pause", "--reason", "freeze")  # outside the app, which captures what is printed
         assert res.code == 1 and "Traceback" not in res.err, res
-        assert "cannot use the store .cowork/state.db: database is locked" in res.err
+        assert res.err == f"error: {busy}\n  fix: try again in a moment\n"
+        locked = db.OperationalError("database is locked")
+        assert db.failure(locked) == f"{busy}; try again in a moment"     # a tool call's error, over MCP too
     finally:
         holder.execute("ROLLBACK")
         holder.close()

@@ -15,12 +15,24 @@ except ImportError:  # pragma: no cover
 BUSY_TIMEOUT_MS = 10_000
 
 
+def busy(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite giving up on a lock another process held through the whole busy wait."""
+    text = str(exc).lower()
+    return isinstance(exc, DatabaseError) and ("locked" in text or "busy" in text)
+
+
+def busy_text(path: str = ".cowork/state.db") -> tuple[str, str]:
+    """The one wording of a store that `busy` refused: (what happened, what to do). The gateway, `cowork mcp
+    serve` (`failure`), the CLI and mission control (`StoreUnavailable`) all say it so."""
+    return (f"the team's store ({path}) is busy: another cowork process has held its write lock for over "
+            f"{BUSY_TIMEOUT_MS / 1000:g}s", "try again in a moment")
+
+
 def failure(exc: BaseException) -> str:
-    """What went wrong, for the agent or person whose call failed: SQLite giving up on a write lock that another
-    process held past the busy timeout is said plainly (it was "OperationalError: database is locked")."""
-    if isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc):
-        return (f"the team's store (.cowork/state.db) is busy: another cowork process has held its write lock for "
-                f"over {BUSY_TIMEOUT_MS // 1000}s; try again in a moment")
+    """What went wrong, for the agent or person whose call failed, in one line: a busy store as `busy_text` says it
+    (it was "OperationalError: database is locked"), anything else as its type and message."""
+    if busy(exc):
+        return "; ".join(busy_text())
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -58,16 +58,16 @@ class StoreUnavailable(CoworkError):
 
     def __init__(self, path: Path | str, exc: BaseException, *, doing: str = "open"):
         reason = str(exc)
-        if "locked" in reason or "busy" in reason:
-            hint = (f"another cowork process held its write lock for all of {db.BUSY_TIMEOUT_MS // 1000}s; nothing "
-                    "was changed: try again")
+        message = f"cannot {doing} the store {path}: {reason}"
+        if db.busy(exc):
+            message, hint = db.busy_text(str(path))
         elif "not a database" in reason or "malformed" in reason:
             hint = (f"move it aside with any {Path(path).name}-wal and -shm beside it (`mv {path} {path}.damaged`) "
                     "and run again: cowork starts a new, empty store; the work and the handoffs in git are safe, the "
                     "journal of lanes, events and approvals is not")
         else:
             hint = f"check that {path} and its folder can be read and written by you"
-        super().__init__(f"cannot {doing} the store {path}: {reason}", hint=hint)
+        super().__init__(message, hint=hint)
 
 
 class Store:
