@@ -86,6 +86,11 @@ def open_team(root: Path | str | None = None, env: Mapping[str, str] | None = No
     return Team(ws, store, settings, roles, who=ctx.role.name, ctx=ctx, gateway=Gateway(ctx, cancel_withdraws=True))
 
 
+def lane_over(task: str, lane: str, state: str) -> str:
+    """Why a lane in `state` (one of ENDED, or "gone") cannot act: said at start (`lane_ctx`) and per call (`ended`)."""
+    return f"lane {task}/{lane} is {state}: it can no longer act for the team"
+
+
 def lane_ctx(ws: Workspace, store: Store, settings: TeamSettings, roles: RoleSet, task: str, lane: str, role: str,
              *, worktree: str | None = None) -> LaneCtx:
     """The LaneCtx of an existing lane, from its `lanes` row.
@@ -110,7 +115,7 @@ def lane_ctx(ws: Workspace, store: Store, settings: TeamSettings, roles: RoleSet
                           hint="see `cowork roles list`")
     if row["state"] in ENDED:
         again = f"`cowork retry {task}/{lane}` runs it again; " if row["state"] in RETRYABLE else ""
-        raise CoworkError(f"lane '{task}/{lane}' is {row['state']}: it can no longer act for the team",
+        raise CoworkError(lane_over(task, lane, row["state"]),
                           hint=again + "unset COWORK_TASK/COWORK_LANE/COWORK_ROLE to serve as a human")
     if row.get("worktree"):
         path = Path(row["worktree"])
@@ -240,8 +245,7 @@ def ended(team: Team) -> str | None:
     row = lanes_db.get_lane(team.store, team.ctx.task_id, team.ctx.lane_id)
     if row is not None and row["state"] not in ENDED:
         return None
-    state = row["state"] if row else "gone"
-    return f"lane {team.ctx.task_id}/{team.ctx.lane_id} is {state}: it can no longer act for the team"
+    return lane_over(team.ctx.task_id, team.ctx.lane_id, row["state"] if row else "gone")
 
 
 async def lane_call(team: Team, name: str, args: dict) -> str:

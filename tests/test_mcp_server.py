@@ -293,7 +293,8 @@ def test_an_ended_lane_is_refused_at_start_and_per_call(seeded, cli, monkeypatch
     for key, value in lane_env(team, lane="gone").items():
         monkeypatch.setenv(key, value)
     res = cli("mcp", "serve", "-C", team.root)
-    assert res.code == 1 and "lane 't1/gone' is cancelled" in res.err and "cowork retry t1/gone" in res.err
+    assert res.code == 1 and "cowork retry t1/gone" in res.err
+    assert "lane t1/gone is cancelled: it can no longer act for the team" in res.err   # as each call says it
     lanes_db.set_lane_state(store, "t1", "gone", "merged")
     res = cli("mcp", "serve", "-C", team.root)
     assert res.code == 1 and "is merged" in res.err and "retry" not in res.err
