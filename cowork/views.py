@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 from cowork.gitops.git import rev
@@ -128,6 +129,57 @@ def lane_rows(store: Store, task: str | None = None) -> list[dict]:
         except ValueError:
             r["depends_on"] = []
     return rows
+
+
+# -- what a lane is doing -------------------------------------------------------------------------------------------
+
+# A journal step's columns as `doing` reads them. An external agent CLI's run (engine: command) is the tool step
+# "command"; its program is the first word of the argv it was started with (the CASE leaves other inputs unparsed).
+STEP_COLUMNS = ("id, task_id, lane_id, kind, name, state, started_at, CASE WHEN kind='tool' AND name='command' "
+                "THEN json_extract(input, '$.argv[0]') END AS program")
+
+
+def doing(step: dict) -> tuple[str, float | None]:
+    """What a journal step (STEP_COLUMNS) is, and when it started while it still runs (else None): the model, the
+    tool or the check, and for an external agent CLI its program (`claude`), not "command"."""
+    name = Path(step["program"]).name if step.get("program") else step["name"]
+    return name, step["started_at"] if step["state"] == "started" else None
+
+
+def latest_steps(store: Store, task: str | None = None) -> dict[tuple[str, str], dict]:
+    """Each lane's latest journal step (STEP_COLUMNS), by (task, lane)."""
+    where, params = ("WHERE task_id = ? ", (task,)) if task else ("", ())
+    rows = store.all(f"SELECT {STEP_COLUMNS} FROM steps WHERE (task_id, lane_id, seq) IN "
+                     f"(SELECT task_id, lane_id, max(seq) FROM steps {where}GROUP BY task_id, lane_id)", params)
+    return {(r["task_id"], r["lane_id"]): r for r in rows}
+
+
+def step_text(state: str, step_no: int, doing: str, since: float | None, now: float,
+              width: int | None = None) -> str:
+    """A lane's step as mission control and `cowork lanes` show it: `#6 run`, its model calls and what it did last.
+    A lane without a model call has no count to give (an external agent CLI's lane never has one, an llm lane none
+    before its first reply): what it is doing and, while that runs, for how long (`claude 12m`).
+    `width`: at most this many characters, the step's name cut (…) so that the number and the time stay."""
+    from cowork.store.lanes import FINAL_LANE_STATES
+
+    head = f"#{step_no}" if step_no else ""
+    tail = "" if step_no or since is None or state in FINAL_LANE_STATES else elapsed(now - since)
+    if width is not None:
+        room = max(1, width - len(head) - len(tail) - bool(head) - bool(tail))
+        doing = doing if len(doing) <= room else doing[:room - 1] + "…"
+    return " ".join(part for part in (head, doing, tail) if part)  # a step left `started` by a dead runner: no time
+
+
+def elapsed(seconds: float) -> str:
+    """A compact duration: 42s, 12m, 3h05, 2d."""
+    secs = max(0, int(seconds))
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m"
+    if secs < 86400:
+        return f"{secs // 3600}h{(secs % 3600) // 60:02d}"
+    return f"{secs // 86400}d"
 
 
 def recent_events(store: Store, n: int = 50, task: str | None = None, lane: str | None = None) -> list[dict]:

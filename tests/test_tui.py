@@ -437,6 +437,47 @@ async def test_lanes_table_and_lane_screen_count_steps_as_cowork_lanes_does(app,
         other.close()
 
 
+async def test_a_command_lane_shows_what_it_runs_and_for_how_long(app, store, cli, monkeypatch):
+    """A lane whose role runs an external agent CLI (engine: command) makes no model call of its own, so its step
+    count never moves: the lanes table said `#0 command` for as long as the agent ran. It names the agent's program
+    and how long it has run, then what the lane does next (its checks), in mission control as in `cowork lanes`."""
+    from cowork.runner.journal import Journal
+
+    seed(store)
+    journal = Journal(store, TASK, "impl")
+    run = journal.start("tool", "command", {"argv": ["/usr/local/bin/claude", "-p", "build the login page"]})
+    clock = {"now": run.started_at + 185}
+    monkeypatch.setattr(fmt, "clock", lambda: clock["now"])
+    (row,) = [r for r in json.loads(cli("lanes", "--task", TASK, "--json").out) if r["lane"] == "impl"]
+    assert (row["step"], row["doing"], row["doing_since"]) == (0, "claude", run.started_at)
+    (line,) = [x for x in cli("lanes", "--task", TASK).out.splitlines() if "/impl " in x]
+    assert line.split()[2:4] == ["running", "claude"] and line.split()[4].endswith("s"), line  # claude 0s
+    async with app.run_test(size=SIZE) as pilot:
+        await synced(pilot, app, store)
+        key = f"{TASK}/impl"
+        step = lambda: str(app.lanes_table.get_cell(key, "step"))  # noqa: E731
+        await until(pilot, lambda: step() == "claude 3m", "the agent's program and how long it has run")
+        clock["now"] += 3600
+        await until(pilot, lambda: step() == "claude 1h03", "the time to move on with the clock")
+        other = Store(store.path)
+        later = Journal(other, TASK, "impl")
+        later.finish(later.steps[-1], {"exit": 0})
+        check = later.start("check", "uv run pytest -q")
+        clock["now"] = check.started_at
+        await until(pilot, lambda: step() == "uv run pyt… 0s", "the check that follows, cut to keep its time")
+        app.lanes_table.move_cursor(row=app.lanes_table.visible_keys().index(key))
+        await pilot.press("enter")
+        info = lambda: str(app.screen.query_one("#lane-info").content)  # noqa: E731
+        assert "step uv run pytest -q 0s " in info()
+        clock["now"] += 60
+        await until(pilot, lambda: "step uv run pytest -q 1m " in info(), "the lane screen's time to move on")
+        later.finish(check, {"exit": 0})
+        await until(pilot, lambda: "step uv run pytest -q " in info(), "the check to end, and its time with it")
+        await pilot.press("escape")
+        await until(pilot, lambda: step() == "uv run pytest…", "the table to show the check ended")
+        other.close()
+
+
 async def test_a_long_error_leaves_room_for_the_lane_tabs(app, store):
     """A failed lane's error can be a page of check output: the lane screen showed all of it above the tabs, which it
     pushed off an 80x24 terminal (the packet, timeline and diff could not be seen at all)."""
@@ -540,8 +581,8 @@ def test_poller_reads_only_what_changed(team, store):
     other.execute("INSERT INTO steps(task_id, lane_id, seq, kind, name, started_at) VALUES (?,?,?,?,?,?)",
                   (TASK, "impl", 3, "tool", "run", time.time()))
     delta = poller.poll(now=poller.slow_at + 0.1)
-    # the name of the lane's latest journal step, numbered by its model calls (none yet), not by the journal's seq
-    assert delta.lanes[f"{TASK}/impl"].step == "#0 run" and not delta.events
+    # the name of the lane's latest journal step, and for how long it has run: no model call to count yet
+    assert delta.lanes[f"{TASK}/impl"].step.startswith("run ") and not delta.events
     other.close()
 
 

@@ -394,16 +394,30 @@ def resume(detach: bool = typer.Option(False, "--detach", "-d",
 
 
 def _lane_rows(st, task: str | None) -> list[dict]:
+    """The lanes as `--json` gives them: `step` counts model calls; `doing` is the latest journal step (an agent
+    CLI's program for engine: command, whose lanes make no model call) and `doing_since` when it started, while it
+    runs."""
+    from cowork import views
     from cowork.runner.tasks import lanes
 
-    return [{"task": r["task_id"], "lane": r["id"], "role": r["role"], "kind": r["kind"], "state": r["state"],
-             "step": r["step_no"], "tokens_in": r["tokens_in"], "tokens_out": r["tokens_out"],
-             "usd": round(r["usd"], 6), "age_s": r["age_s"], "depends_on": r["depends_on"],
-             "merge_commit": r["merge_commit"], "error": r["error"]} for r in lanes(st, task)]
+    steps = views.latest_steps(st, task)
+    rows = []
+    for r in lanes(st, task):
+        step = steps.get((r["task_id"], r["id"]))
+        doing, since = views.doing(step) if step else (None, None)
+        rows.append({"task": r["task_id"], "lane": r["id"], "role": r["role"], "kind": r["kind"], "state": r["state"],
+                     "step": r["step_no"], "doing": doing, "doing_since": since, "tokens_in": r["tokens_in"],
+                     "tokens_out": r["tokens_out"], "usd": round(r["usd"], 6), "age_s": r["age_s"],
+                     "depends_on": r["depends_on"], "merge_commit": r["merge_commit"], "error": r["error"]})
+    return rows
 
 
 def _lanes_table(st, tasks: list[str] | None):
+    import time
+
     from rich.table import Table
+
+    from cowork import views
 
     table = Table(box=None, pad_edge=False)
     # task ids are long: in a narrow terminal the task/lane cell folds onto a second line rather than losing its
@@ -412,8 +426,10 @@ def _lanes_table(st, tasks: list[str] | None):
     for col in ("role", "state", "step", "tokens", "cost", "age"):
         table.add_column(col, justify="right" if col in ("step", "tokens", "cost", "age") else "left")
     rows = [r for t in (tasks or [None]) for r in _lane_rows(st, t)]
+    now = time.time()
     for r in rows:
-        table.add_row(f"{r['task']}/{r['lane']}", r["role"], r["state"], str(r["step"]),
+        step = views.step_text(r["state"], r["step"], r["doing"] or "", r["doing_since"], now)
+        table.add_row(f"{r['task']}/{r['lane']}", r["role"], r["state"], step,
                       f"{r['tokens_in'] + r['tokens_out']}", f"${r['usd']:.4f}", _age(r["age_s"]))
     return table
 

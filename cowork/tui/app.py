@@ -248,6 +248,8 @@ class MissionControl(Actions, App):
         self.header_bar.tick()
         self.merge_view.tick()
         self.approvals_view.tick()
+        if isinstance(self.screen, LaneDetailScreen):
+            self.screen.tick()
 
 
 def make_app(ws, store=None, *, poll_interval: float = DEFAULT_POLL_S) -> MissionControl:

@@ -32,7 +32,8 @@ class LaneRow:
     state: str
     kind: str = "work"
     step_no: int = 0  # the lane's model calls, as `cowork lanes` counts its steps
-    doing: str = ""  # the name of its latest journal step (a model, a tool, a check)
+    doing: str = ""  # its latest journal step: a model, a tool, a check, an agent CLI's program (`views.doing`)
+    doing_since: float | None = None  # when that step started, while it runs
     tokens: int = 0
     usd: float = 0.0
     created_at: float = 0.0
@@ -50,15 +51,18 @@ class LaneRow:
 
     @property
     def step(self) -> str:
-        """`#6 run`: the step number `cowork lanes` shows and what the lane did last ("" before it starts)."""
-        if not (self.step_no or self.doing):
-            return ""
-        return f"#{self.step_no} {self.doing}".rstrip()
+        """As `cowork lanes` shows it (`views.step_text`): `#6 run`, or `claude 12m` for a lane without model calls
+        ("" before it starts)."""
+        return self.step_in()
+
+    def step_in(self, width: int | None = None) -> str:
+        """`step` in at most `width` characters, its name cut so that the number and the time stay."""
+        return views.step_text(self.state, self.step_no, self.doing, self.doing_since, fmt.clock(), width)
 
     @classmethod
-    def from_db(cls, r: dict, doing: str = "") -> "LaneRow":
+    def from_db(cls, r: dict, doing: tuple[str, float | None] = ("", None)) -> "LaneRow":
         return cls(task=r["task_id"], lane=r["id"], role=r["role"], goal=r["goal"], state=r["state"], kind=r["kind"],
-                   step_no=r["step_no"] or 0, doing=doing,
+                   step_no=r["step_no"] or 0, doing=doing[0], doing_since=doing[1],
                    tokens=(r["tokens_in"] or 0) + (r["tokens_out"] or 0), usd=r["usd"] or 0.0,
                    created_at=r["created_at"], started_at=r["started_at"], updated_at=r["updated_at"],
                    branch=r["branch"], worktree=r["worktree"], base_commit=r["base_commit"],
@@ -158,9 +162,9 @@ def lane(store: Store, task: str, lane_id: str) -> LaneRow | None:
     row = store.one(f"SELECT {LANE_COLUMNS} FROM lanes WHERE task_id=? AND id=?", (task, lane_id))
     if not row:
         return None
-    doing = store.scalar("SELECT name FROM steps WHERE task_id=? AND lane_id=? ORDER BY seq DESC LIMIT 1",
-                         (task, lane_id), default="")
-    return LaneRow.from_db(row, doing)
+    step = store.one(f"SELECT {views.STEP_COLUMNS} FROM steps WHERE task_id=? AND lane_id=? ORDER BY seq DESC "
+                     "LIMIT 1", (task, lane_id))
+    return LaneRow.from_db(row, views.doing(step) if step else ("", None))
 
 
 # -- the poller ------------------------------------------------------------------------------------------------
@@ -181,7 +185,8 @@ class Poller:
         self.base = HeaderInfo(team=team, repo=ws.root.name, target=target, budget_day=budget_day)
         self.header: HeaderInfo | None = None
         self.lanes: dict[str, LaneRow] = {}
-        self.doing: dict[str, str] = {}  # task/lane -> its latest journal step's name
+        self.doing: dict[str, tuple[str, float | None]] = {}  # task/lane -> its latest journal step (views.doing)
+        self.running: dict[int, str] = {}  # the id of each lane's latest step while it runs -> task/lane
         self.last_event = self.last_message = self.last_step = 0
         self.lane_mark = 0.0
         self.data_version: int | None = None
@@ -224,10 +229,20 @@ class Poller:
         return rows
 
     def _steps(self) -> None:
-        rows = self.store.all("SELECT id, task_id, lane_id, seq, name FROM steps WHERE id > ? ORDER BY id",
-                              (self.last_step,))
-        for r in rows:  # only the name: seq counts every journal row (tool calls, notes), not the lane's steps
-            self.doing[f"{r['task_id']}/{r['lane_id']}"] = r["name"]
+        # a step that ends is updated in place: look again at the few that ran at the last look
+        if self.running:
+            ended = self.store.all(f"SELECT id FROM steps WHERE state != 'started' AND id IN "
+                                   f"({','.join('?' * len(self.running))})", tuple(self.running))
+            for r in ended:
+                key = self.running.pop(r["id"])
+                self.doing[key] = (self.doing[key][0], None)
+        rows = self.store.all(f"SELECT {views.STEP_COLUMNS} FROM steps WHERE id > ? ORDER BY id", (self.last_step,))
+        for r in rows:  # not seq: it counts every journal row (tool calls, notes), not the lane's steps
+            key = f"{r['task_id']}/{r['lane_id']}"
+            self.running = {i: k for i, k in self.running.items() if k != key}
+            self.doing[key] = views.doing(r)
+            if self.doing[key][1] is not None:
+                self.running[r["id"]] = key
             self.last_step = r["id"]
 
     def _lanes(self) -> dict[str, LaneRow]:
@@ -236,14 +251,14 @@ class Poller:
         changed: dict[str, LaneRow] = {}
         for r in rows:
             key = f"{r['task_id']}/{r['id']}"
-            row = LaneRow.from_db(r, self.doing.get(key, ""))
+            row = LaneRow.from_db(r, self.doing.get(key, ("", None)))
             if self.lanes.get(key) != row:
                 changed[key] = self.lanes[key] = row
             self.lane_mark = max(self.lane_mark, r["updated_at"])
-        for key, doing in self.doing.items():  # a new step without a lanes update
+        for key, (name, since) in self.doing.items():  # a new or ended step without a lanes update
             row = self.lanes.get(key)
-            if row is not None and row.doing != doing:
-                changed[key] = self.lanes[key] = replace(row, doing=doing)
+            if row is not None and (row.doing, row.doing_since) != (name, since):
+                changed[key] = self.lanes[key] = replace(row, doing=name, doing_since=since)
         return changed
 
     def _messages(self, first: bool) -> list[dict]:

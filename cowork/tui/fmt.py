@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+from cowork import views
+
 STATE_STYLES = {
     "queued": "dim",
     "running": "bold green",
@@ -37,14 +39,8 @@ def age(ts: float | None, now: float | None = None, *, coarse: bool = False) -> 
     otherwise be redrawn every second)."""
     if not ts:
         return "-"
-    secs = max(0, int((clock() if now is None else now) - ts))
-    if secs < 60:
-        return "<1m" if coarse else f"{secs}s"
-    if secs < 3600:
-        return f"{secs // 60}m"
-    if secs < 86400:
-        return f"{secs // 3600}h{(secs % 3600) // 60:02d}"
-    return f"{secs // 86400}d"
+    secs = (clock() if now is None else now) - ts
+    return "<1m" if coarse and secs < 60 else views.elapsed(secs)
 
 
 def hms(ts: float) -> str:

@@ -63,7 +63,8 @@ class LaneDetailScreen(Screen):
     def compose(self) -> ComposeResult:
         # a long goal or error scrolls in its own box: it must not push the packet, timeline and diff off screen
         with VerticalScroll(id="lane-info-scroll"):
-            yield Static(lane_info(self.row, self.pause), id="lane-info")
+            self.info = Static(lane_info(self.row, self.pause), id="lane-info")  # held: `tick` may come as it goes
+            yield self.info
         with TabbedContent(id="lane-tabs"):
             with TabPane("Packet", id="tab-packet"):
                 with VerticalScroll():
@@ -113,7 +114,7 @@ class LaneDetailScreen(Screen):
 
     def _loaded(self, row, text, source, stat, messages, events) -> None:
         self.row = row
-        self.query_one("#lane-info", Static).update(lane_info(row, self.pause))
+        self.info.update(lane_info(row, self.pause))
         self._git_loaded(text, source, stat)
         log = self.query_one("#lane-messages", RichLog)
         log.clear()
@@ -130,15 +131,20 @@ class LaneDetailScreen(Screen):
 
     def apply_lane(self, row: LaneRow) -> None:
         old, self.row = self.row, row
-        self.query_one("#lane-info", Static).update(lane_info(row, self.pause))
+        self.info.update(lane_info(row, self.pause))
         if self.loaded and (old.state, old.merge_commit) != (row.state, row.merge_commit):
             self.load_git(row)
+
+    def tick(self) -> None:
+        """How long its step has run moves on with the clock, where the step shows it (`LaneRow.step`)."""
+        if self.row.doing_since is not None and not self.row.step_no:
+            self.info.update(lane_info(self.row, self.pause))
 
     def show_pause(self, pause: str | None) -> None:
         """This lane's own pause: its reason ("" for none), or None once unpaused."""
         if pause != self.pause:
             self.pause = pause
-            self.query_one("#lane-info", Static).update(lane_info(self.row, pause))
+            self.info.update(lane_info(self.row, pause))
 
     def add_messages(self, messages: list[dict]) -> None:
         if not self.loaded:

@@ -13,6 +13,7 @@ from cowork.tui.filters import LANE_KEYS, Filter, lane_fields
 # the goal so that an 80-column terminal still shows what each lane is doing
 COLUMNS = (("lane", "Lane", 26), ("role", "Role", 10), ("state", "State", 16), ("goal", "Goal", 34),
            ("step", "Step", 14), ("tokens", "Tokens", 6), ("cost", "Cost", 6), ("age", "Age", 5))
+STEP_WIDTH = dict((k, w) for k, _, w in COLUMNS)["step"]
 STATE_ORDER = {s: i for i, s in enumerate(LANE_STATES)}
 SORT_KEYS = {
     "lane": lambda r: (r.task, r.lane), "role": lambda r: r.role, "state": lambda r: STATE_ORDER.get(r.state, 99),
@@ -45,7 +46,7 @@ def cells(row: LaneRow) -> dict[str, object]:
         "role": row.role,
         "state": Text(row.state, fmt.STATE_STYLES.get(row.state, "")),
         "goal": fmt.clip(row.goal, 60),
-        "step": fmt.clip(row.step, 24),
+        "step": row.step_in(STEP_WIDTH),
         "tokens": Text(fmt.tokens(row.tokens), justify="right"),
         "cost": Text(fmt.usd(row.usd), justify="right"),
         "age": Text(fmt.age(row.created_at, coarse=True), justify="right"),
@@ -95,12 +96,16 @@ class LanesTable(DataTable):
             self._resort()
 
     def tick(self) -> None:
-        """Refresh the ages (only cells whose text changed)."""
+        """Refresh the ages, and how long a step runs where it is shown (only cells whose text changed)."""
         for key, shown in self.rendered.items():
-            value = Text(fmt.age(self.lane_rows[key].created_at, coarse=True), justify="right")
-            if shown["age"] != value:
-                self.update_cell(key, "age", value)
-                shown["age"] = value
+            row = self.lane_rows[key]
+            fresh = {"age": Text(fmt.age(row.created_at, coarse=True), justify="right")}
+            if row.doing_since is not None and not row.step_no:
+                fresh["step"] = row.step_in(STEP_WIDTH)
+            for col, value in fresh.items():
+                if shown[col] != value:
+                    self.update_cell(key, col, value)
+                    shown[col] = value
 
     def set_filter(self, text: str) -> None:
         self.filter = Filter.parse(text, LANE_KEYS)
