@@ -46,6 +46,36 @@ def test_watching_and_controlling_the_team_go_on_with_one_warning(broken, cli):
     assert [a["id"] for a in cli("approvals", "--json").json()["pending"]] == []
 
 
+def test_the_warning_comes_without_loading_the_roles_while_no_file_changed(broken, cli):
+    """Each watch command loaded every role file (about 0.1 s of a cold `cowork lanes`): while cowork.toml, the role
+    files and the COWORK_* variables stay as they were, the warning is said again from .cowork/roles-seen.json
+    without importing the role model, and any change is seen by the next command."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    team, store, _ = broken
+    writer = team.roles_dir / "writer.yaml"
+    for path in [team.config_path, *team.roles_dir.glob("*.yaml")]:  # not just written: their stat can be trusted
+        os.utime(path, ns=(time.time_ns() - 10**10,) * 2)
+    assert warned_once(cli("lanes", "-C", team.root))
+    assert (team.state_dir / "roles-seen.json").is_file()
+    cold = subprocess.run([sys.executable, "-c", "import sys; from cowork.cli.app import main; "
+                           f"main(['lanes', '-C', {str(team.root)!r}]); "
+                           "print(sorted({'cowork.roles', 'cowork.config', 'ruamel.yaml'} & set(sys.modules)))"],
+                          capture_output=True, text=True)
+    assert warned_once(SimpleNamespace(err=cold.stderr)) and cold.stdout.splitlines()[-1] == "[]", cold
+    writer.write_text("name: writer\nmandate: Writes the docs.\n")                      # fixed
+    assert "warning:" not in cli("status", "-C", team.root).err
+    writer.write_text("name: writer\nmandate: Writes the docs.\ncolour: blue\n")         # broken again
+    assert warned_once(cli("log", "-C", team.root))
+    (team.roles_dir / "ops.yml").write_text("name: ops\nmandate: Runs the servers.\nescalate_to: nobody\n")
+    r = cli("lanes", "-C", team.root)                                                   # a new file
+    assert "roles/ops.yml:3:1: escalate_to: unknown role 'nobody'" in r.err and WHERE in r.err, r.err
+
+
 def test_starting_agents_is_refused_naming_the_file_and_line(broken, cli):
     team, store, _ = broken
     tasks = store.scalar("SELECT count(*) FROM tasks")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,6 +62,14 @@ def warn_broken_roles(ws):
     """The team's roles, for a command that needs none of them or only their names: a broken role file is named
     once on stderr, and never fails it. (With cowork.toml invalid too, MCP tools cannot be judged: nothing is said,
     and a role using one counts as broken.)"""
+    roles, notice = _lenient_roles(ws)
+    if notice:
+        print(notice, file=sys.stderr)
+    return roles
+
+
+def _lenient_roles(ws):
+    """(the team's roles, broken files left out; the warning that names those files, or None)."""
     from cowork.config import load_settings
     from cowork.errors import ValidationFailed
     from cowork.roles import load_roles, team_roles
@@ -67,10 +77,61 @@ def warn_broken_roles(ws):
     try:
         settings = load_settings(ws.config_path, display=ws.rel(ws.config_path))
     except ValidationFailed:
-        return load_roles(ws.roles_dir, ws.root, strict=False)
+        return load_roles(ws.roles_dir, ws.root, strict=False), None
     roles = team_roles(ws, settings, strict=False)
-    warn_broken(roles)
-    return roles
+    return roles, roles.notice()
+
+
+ROLES_SEEN = "roles-seen.json"  # in .cowork/: the last warning about the role files, and what it was made from
+RACY_NS = 2_000_000_000
+
+
+def say_broken_roles(ws) -> None:
+    """`warn_broken_roles` for a command that needs no role at all (status, lanes, log...): while nothing the
+    warning depends on has changed (`_roles_inputs`), it is said again from .cowork/roles-seen.json, without
+    importing the role model (pydantic, YAML) or parsing a file; otherwise the roles are loaded and it is saved."""
+    inputs = _roles_inputs(ws)
+    seen = ws.state_dir / ROLES_SEEN
+    try:
+        saved = json.loads(seen.read_text(encoding="utf-8"))
+        if saved["inputs"] == inputs:
+            if saved["notice"]:
+                print(saved["notice"], file=sys.stderr)
+            return
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    notice = _lenient_roles(ws)[1]
+    if notice:
+        print(notice, file=sys.stderr)
+    # a file changed again within the file system's clock tick keeps its stat (git's "racy" files): not saved while
+    # one is that new, so the next command reads them all again
+    if any(st[1] is not None and st[1] > time.time_ns() - RACY_NS for st in inputs[0]):
+        return
+    try:  # written whole, then renamed: a command reading it meanwhile sees the old one or the new one
+        tmp = seen.with_name(f"{ROLES_SEEN}.{os.getpid()}")
+        tmp.write_text(json.dumps({"inputs": inputs, "notice": notice}), encoding="utf-8")
+        os.replace(tmp, seen)
+    except OSError:  # no .cowork/ yet, or read-only: the next command loads the roles again
+        pass
+
+
+def _roles_inputs(ws) -> list:
+    """What the broken-role warning is made from, as stat()s: cowork.toml (its MCP servers), each role file, the
+    code that judges them, and the COWORK_* variables (overrides of cowork.toml)."""
+    import cowork
+
+    code = Path(cowork.__file__).parent
+    files = [ws.config_path, code / "roles.py", code / "config.py", code / "yamlpos.py"]
+    if ws.roles_dir.is_dir():
+        files += sorted(p for p in ws.roles_dir.iterdir() if p.suffix in (".yaml", ".yml"))
+    stats = []
+    for path in files:
+        try:
+            st = path.stat()
+            stats.append([str(path), st.st_mtime_ns, st.st_size, st.st_ino])
+        except OSError:
+            stats.append([str(path), None])
+    return [stats, sorted([k, v] for k, v in os.environ.items() if k.startswith("COWORK_"))]
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:

@@ -11,7 +11,8 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, console, emit, require_task, store, warn_broken_roles, workspace
+from cowork.cli.common import (JsonOpt, RootOpt, console, emit, require_task, say_broken_roles, store,
+                               warn_broken_roles, workspace)
 from cowork.errors import EXIT_BAD_INPUT, BadInput, ValidationFailed
 
 handoff_app = typer.Typer(help="Handoff packets: handoffs/<task>/<lane>.md.", no_args_is_help=True)
@@ -202,7 +203,7 @@ def status(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     from cowork.views import team_status
 
     ws = workspace(root)
-    warn_broken_roles(ws)
+    say_broken_roles(ws)
     data = team_status(ws, store(ws))
 
     def show(d: dict) -> None:
@@ -264,7 +265,7 @@ def log(task: Optional[str] = typer.Option(None, "--task", help="only this task"
     from cowork.views import follow_events, recent_events
 
     ws = workspace(root)
-    warn_broken_roles(ws)
+    say_broken_roles(ws)
     st = store(ws)
     if lane and "/" in lane:  # TASK/LANE, as `pause --lane` and `retry` take it
         owner, _, lane = lane.partition("/")

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import (JsonOpt, RootOpt, console, emit, require_task, store, team, warn_broken_roles,
+from cowork.cli.common import (JsonOpt, RootOpt, console, emit, require_task, say_broken_roles, store, team,
                                workspace)
 from cowork.errors import BadInput, EXIT_FAILURE
 
@@ -354,7 +354,7 @@ def wait(task: str = typer.Argument(..., help="the task id"),
     from cowork.runner import launch
 
     ws = workspace(root)
-    warn_broken_roles(ws)
+    say_broken_roles(ws)
     st = store(ws)
     state = launch.wait(ws, st, task, timeout=timeout)
     emit({"task": task, "state": state.state, "lanes": state.counts}, as_json,
@@ -444,7 +444,7 @@ def lanes_cmd(task: Optional[str] = typer.Option(None, "--task", help="only this
               root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
     """Every lane: state, step, tokens, cost and age."""
     ws = workspace(root)
-    warn_broken_roles(ws)
+    say_broken_roles(ws)
     st = store(ws)
     require_task(st, task)
     rows = _lane_rows(st, task)
@@ -475,7 +475,7 @@ def pause(lane: Optional[str] = typer.Option(None, "--lane", help="only this lan
     from cowork.team.messages import human_id
 
     ws = workspace(root)
-    warn_broken_roles(ws)
+    say_broken_roles(ws)
     t, l = _scope(lane, task)
     st = store(ws)
     require_task(st, t, l)
@@ -494,7 +494,7 @@ def unpause(lane: Optional[str] = typer.Option(None, "--lane", help="only this l
     from cowork.views import pause_flags
 
     ws = workspace(root)
-    warn_broken_roles(ws)
+    say_broken_roles(ws)
     t, l = _scope(lane, task)
     st = store(ws)
     if control.unpause(st, by=human_id(ws.root), task=t, lane=l):

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, emit, store, team, warn_broken, warn_broken_roles, workspace
+from cowork.cli.common import JsonOpt, RootOpt, emit, say_broken_roles, store, team, warn_broken, workspace
 from cowork.errors import BadInput
 
 budget_app = typer.Typer(help="Spend against the caps; raise a cap.", no_args_is_help=False,
@@ -155,7 +155,7 @@ def approve(target: str = typer.Argument(..., metavar="ID|TASK",
         launch_approved(ws, st, target, plan, by=human_id(ws.root), detach=detach, note=note)
         return
     ws = workspace(root)
-    warn_broken_roles(ws)
+    say_broken_roles(ws)
     row = ap.approve(store(ws), int(target), by=human_id(ws.root), note=note)
     print(f"approved #{target} ({row['role']} {row['tool']})")
 
@@ -171,7 +171,7 @@ def reject(target: str = typer.Argument(..., metavar="ID|TASK",
     from cowork.team.messages import human_id
 
     ws = workspace(root)
-    warn_broken_roles(ws)
+    say_broken_roles(ws)
     if not target.isdigit():
         from cowork.runner import planning
 
