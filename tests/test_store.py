@@ -159,3 +159,17 @@ def test_cached_control_reads_see_every_writer(tmp_path):
         a.conn.execute("ROLLBACK")
         a.conn.execute("BEGIN")
     assert control.paused(a, "t1", "l1")["reason"] == "a process"
+
+
+def test_a_store_has_sqlite_vec_without_importing_numpy(tmp_path):
+    """sqlite-vec is loaded from its extension file: importing the `sqlite_vec` package would import numpy, about
+    95 ms of every command that opens the store. In a fresh interpreter, so earlier tests cannot hide the import."""
+    import json
+
+    probe = ("import json, sys; from cowork.store import Store; s = Store(sys.argv[1]); "
+             "print(json.dumps([s.scalar('SELECT vec_version()'), 'numpy' in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "state.db")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    version, numpy = json.loads(proc.stdout)
+    assert version.startswith("v") and numpy is False

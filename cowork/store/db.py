@@ -36,6 +36,21 @@ def failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_vec_path: str | None = None  # the sqlite-vec extension, found once; "" when it is not installed
+
+
+def _vec_extension() -> str:
+    """Where sqlite-vec's loadable extension is (without its suffix, as SQLite wants it), found without importing
+    the `sqlite_vec` package: importing it imports numpy, about 95 ms of every command that opens the store."""
+    global _vec_path
+    if _vec_path is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("sqlite_vec")
+        _vec_path = str(Path(spec.origin).with_name("vec0")) if spec is not None and spec.origin else ""
+    return _vec_path
+
+
 _vec_ok: bool | None = None
 
 
@@ -44,12 +59,13 @@ def load_vec(conn: "sqlite3.Connection") -> bool:
     global _vec_ok
     if _vec_ok is False:
         return False
+    path = _vec_extension()
     try:
-        import sqlite_vec
-
+        if not path:
+            raise ImportError("sqlite-vec is not installed")
         conn.enable_load_extension(True)
         try:
-            sqlite_vec.load(conn)
+            conn.load_extension(path)
         finally:
             conn.enable_load_extension(False)
         _vec_ok = True
