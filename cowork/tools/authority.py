@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shlex
 import stat
 from pathlib import Path, PurePosixPath
@@ -16,7 +17,7 @@ from cowork.roles import ACTIONS, Role
 # Actions no agent may ever take, whatever its role grants: only a human approves or unpauses.
 HUMAN_ONLY = {"approve", "unpause", "reject"}
 # Sequences that chain, substitute or redirect in a shell; a command containing one passes only if the matching
-# run_allow pattern contains it literally too.
+# run_allow pattern has the same ones literally, at the same places.
 SHELL_META = ("\n", "\r", ";", "&&", "||", "|", "&", "`", "$(", "${", ">", "<")
 # cowork subcommands that would let an agent act as a human through `run`.
 _COWORK_HUMAN_CMDS = {"approve", "reject", "unpause", "budget", "roles", "merge", "revert", "say"}
@@ -122,35 +123,44 @@ def _real_under(root: str, parts: list[str]) -> str:
     return cur
 
 
-def _metas(text: str) -> set[str]:
-    found = set()
-    rest = text
-    for meta in SHELL_META:  # longest-first order matters only for && / ||, checked before & / |
-        if meta in rest:
-            found.add(meta)
-            rest = rest.replace(meta, " ")
-    return found
+_META_RX = re.compile("|".join(re.escape(m) for m in sorted(SHELL_META, key=len, reverse=True)))
+
+
+def _split_ops(text: str) -> tuple[list[str], list[str]]:
+    """`text` cut at its shell operators: (the pieces between them, the operators in order)."""
+    return _META_RX.split(text), _META_RX.findall(text)
+
+
+def _admits(pattern: str, cmd: str) -> bool:
+    """Whether `pattern` admits `cmd`. A wildcard never stands for an operator: the command has exactly the
+    pattern's operators, in the same order, and each piece between them matches the pattern's piece."""
+    pieces, ops = _split_ops(cmd)
+    want_pieces, want_ops = _split_ops(pattern)
+    return ops == want_ops and all(fnmatch.fnmatchcase(a, b) for a, b in zip(pieces, want_pieces))
 
 
 def check_command(role: Role, command: str) -> str:
     """The run_allow pattern that admits `command`, or raise Denied.
 
     A pattern matches the whole command line (fnmatch). Shell chaining, substitution and redirection in the command
-    must appear literally in the pattern as well, so "uv run pytest*" never admits "uv run pytest; curl evil".
+    must appear literally in the pattern, at the same places: "uv run pytest*" never admits
+    "uv run pytest; curl evil", and "echo * | wc -c" never admits "echo x | sh | wc -c".
     """
     if not isinstance(command, str) or not command.strip():
         raise Denied("run needs a non-empty command string")
     cmd = command.strip()
     _check_cowork_command(role, cmd)
-    metas = _metas(cmd)
+    near = None  # a pattern the command matches only by letting a wildcard stand for an operator
     for pattern in role.run_allow:
-        if not fnmatch.fnmatchcase(cmd, pattern):
-            continue
-        missing = {m for m in metas if m not in pattern}
-        if not missing:
+        if _admits(pattern, cmd):
             return pattern
-        raise Denied(f"command contains shell operator(s) {' '.join(sorted(repr(m) for m in missing))} that "
-                     f"run_allow pattern '{pattern}' does not allow; run one command at a time")
+        if near is None and fnmatch.fnmatchcase(cmd, pattern):
+            near = pattern
+    if near is not None:
+        ops, want = _split_ops(cmd)[1], _split_ops(near)[1]
+        extra = [op for op in dict.fromkeys(ops) if ops.count(op) > want.count(op)] or ops
+        raise Denied(f"command contains shell operator(s) {' '.join(repr(m) for m in extra)} that run_allow "
+                     f"pattern '{near}' does not allow there; run one command at a time")
     allowed = ", ".join(f"'{p}'" for p in role.run_allow) or "none"
     raise Denied(f"command '{cmd[:200]}' matches none of role '{role.name}' run_allow patterns ({allowed})")
 
