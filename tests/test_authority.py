@@ -10,7 +10,7 @@ from tests.support.lanectx import TeamEnv
 from tests.support.scripted_server import ScriptedServer, tool_call
 
 ROLES = {
-    "dev": {"tools": ["read_file", "write_file", "list_files", "run"], "run_allow": ["uv run pytest*", "echo *",
+    "dev": {"tools": ["read_file", "write_file", "list_files", "search", "run"], "run_allow": ["uv run pytest*", "echo *",
                                                                                     "cowork *", "git *"]},
     "piper": {"tools": ["run"], "run_allow": ["echo * | wc -c"]},
     "redir": {"tools": ["run"], "run_allow": ["echo * 2>&1"]},
@@ -75,6 +75,19 @@ def test_symlinks_pointing_out_are_denied(env, tmp_path):
     denied(env, g, "write_file", path="linkdir/new.txt", content="x")
     denied(env, g, "list_files", path="linkdir")
     assert secret.read_text() == "top secret\n" and not (tmp_path / "new.txt").exists()
+
+
+def test_search_never_reads_through_a_symlink_out(env, tmp_path):
+    """Before: search walked every listed file and followed links, so a link to a file outside (as a committed
+    link, or one an allowed command made) put that file's lines in the result that read_file refuses."""
+    g = env.gateway("dev")
+    (tmp_path / "outside-secret.txt").write_text("top secret\n")
+    (g.ctx.worktree / "inside.txt").write_text("top of the inside file\n")
+    (g.ctx.worktree / "link.txt").symlink_to(tmp_path / "outside-secret.txt")
+    (g.ctx.worktree / "gitlink").symlink_to(env.root / ".git" / "config")
+    r = call(g, "search", query="top|core")
+    assert r.ok and "inside.txt:1: top of the inside file" in r.content, r.content
+    assert "secret" not in r.content and "gitlink" not in r.content and "link.txt" not in r.content
 
 
 def test_paths_resolve_exactly_as_realpath_does(tmp_path):

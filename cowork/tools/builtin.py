@@ -147,7 +147,10 @@ def search(ctx: LaneCtx, args: dict) -> ToolResult:
     hits: list[str] = []
     total = 0
     for f in lane_files(ctx.worktree, rel):
-        p = ctx.worktree / f
+        try:  # a file that is a symlink out of the worktree (or into .git) is not read, as read_file would refuse it
+            p, _ = resolve_path(ctx.worktree, f)
+        except Denied:
+            continue
         try:
             if p.stat().st_size > MAX_FILE_BYTES:
                 continue
