@@ -133,3 +133,30 @@ def test_a_secret_in_the_request_reaches_no_brief_goal_step_or_packet(tmp_path, 
     dump = "\n".join(str(v) for (t,) in st.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
                      for row in st.all(f"SELECT * FROM {t}") for v in row.values() if isinstance(v, str))
     assert "Rotate the deploy key" in dump and leaks(dump) == []
+
+
+def pieces(secret: str, n: int = 12) -> list[str]:
+    return [secret[i:i + n] for i in range(len(secret) - n + 1)]
+
+
+def test_no_piece_of_a_secret_survives_where_long_output_is_cut(tmp_path):
+    """Long tool output is cut to its head and tail. Before, it was cut first and masked after, so a key that
+    straddled a cut came out with its recognisable start (or its end) cut off: text no pattern and no environment
+    value matches, and an agent choosing read_file's offset chooses where the cut falls. The same held for search
+    lines, cut at 300 characters."""
+    from cowork.tools.builtin import MAX_OUTPUT
+
+    env = TeamEnv(tmp_path, {"dev": {"tools": ["read_file", "search"]}})
+    g = env.gateway("dev")
+    half = MAX_OUTPUT // 2
+    first = "a" * (half - len('d = "') - 20) + "\n"          # the head ends 20 characters into the second secret
+    second = f'd = "{PLAIN_ENV_SECRET}"\n'
+    middle = "".join(f"line {i:05d} {'m' * 80}\n" for i in range(50))
+    key = f'k = "{ENV_SECRET}"\n'
+    last = "z" * (half - len(ENV_SECRET) + 8 - 3) + "\n"      # the tail starts 8 characters into the first
+    (g.ctx.worktree / "settings.py").write_text(first + second + middle + key + last)
+    (g.ctx.worktree / "long.py").write_text("x" * 280 + PLAIN_ENV_SECRET + "\n")
+    out = "\n".join([asyncio.run(g.call("read_file", {"path": "settings.py"})).content,
+                     asyncio.run(g.call("search", {"query": "xxx"})).content])
+    assert "characters cut" in out and "long.py:1: xxx" in out
+    assert [p for p in pieces(ENV_SECRET) + pieces(PLAIN_ENV_SECRET) if p in out] == []

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from cowork.procs import communicate_bounded, tracked
-from cowork.redact import _SECRET_ENV
+from cowork.redact import _SECRET_ENV, redact
 from cowork.tools.authority import Denied, check_command, resolve_path
 from cowork.tools.context import LaneCtx, ToolResult
 
@@ -29,7 +29,11 @@ RUN_TIMEOUT_S = 600.0
 
 
 def bound(text: str, limit: int = MAX_OUTPUT) -> str:
-    """`text` cut to `limit` characters, keeping the head and the tail."""
+    """`text` cut to `limit` characters, keeping the head and the tail. Secrets are masked before the cut: a key cut
+    in two no longer looks like one."""
+    if len(text) <= limit:
+        return text
+    text = redact(text)
     if len(text) <= limit:
         return text
     half = limit // 2
@@ -163,7 +167,7 @@ def search(ctx: LaneCtx, args: dict) -> ToolResult:
             if rx.search(line):
                 total += 1
                 if len(hits) < MAX_MATCHES:
-                    hits.append(f"{f}:{n}: {line.strip()[:300]}")
+                    hits.append(f"{f}:{n}: {redact(line.strip())[:300]}")
     text = "\n".join(hits) or f"no matches for {query!r}"
     if total > len(hits):
         text += f"\n[{total - len(hits)} more matches: narrow the query or path]"
