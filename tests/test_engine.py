@@ -91,6 +91,19 @@ def test_broken_tool_calls_go_back_to_the_model(tmp_path, server):
     assert ids == answered
 
 
+def test_deeply_nested_arguments_go_back_to_the_model(tmp_path, server):
+    """Before: arguments nested 500 deep parsed as JSON, then masking them for the journal recursed past Python's
+    limit and the lane died of a RecursionError traceback instead of telling the model."""
+    root, st = setup(tmp_path, server)
+    deep = '{"path": "x.txt", "content": ' + "[" * 500 + "]" * 500 + "}"
+    server.script("Goal: Nest", [raw_tool_call("write_file", deep), tool_call("write_file", path="x.txt", content="x\n"),
+                                 finish("nested")])
+    assert delegate(root, "Nest") == 0
+    assert git(root, "show", "main:x.txt") == "x"
+    reqs = [r for r in server.requests if r.key == "Goal: Nest"]
+    assert "nested more than" in reqs[1].text and "Traceback" not in reqs[1].text
+
+
 def test_five_broken_calls_in_a_row_fail_the_lane(tmp_path, server):
     root, st = setup(tmp_path, server)
     server.script("Goal: Flail", [raw_tool_call("write_file", "{nope")])

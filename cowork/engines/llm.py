@@ -16,6 +16,7 @@ from cowork.engines import prompts
 from cowork.runner.journal import INTERRUPTED_NOTE, Journal, Step
 
 MAX_BROKEN = 5  # broken tool calls (or replies without one) in a row before the lane fails
+MAX_ARG_DEPTH = 32  # how deep a tool call's arguments may nest
 WRITE_TOOLS = {"write_file", "run", "delegate"}
 
 @dataclass
@@ -288,13 +289,31 @@ def _not_run(journal: Journal, call: dict) -> None:
 def _parse_call(call: dict, by_name: dict) -> tuple[str, Any, str | None]:
     """(tool name, arguments (the raw text when it is not JSON), what is wrong with the call or None)."""
     name, raw = call["function"]["name"], call["function"].get("arguments") or "{}"
+    too_deep = f"the arguments are nested more than {MAX_ARG_DEPTH} levels deep; send a flatter JSON object"
     try:
         args = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
         return name, raw, f"the arguments are not valid JSON ({exc.msg} at char {exc.pos}); send a JSON object"
+    except RecursionError:
+        return name, raw, too_deep
+    if _depth(args) > MAX_ARG_DEPTH:  # masking, hashing and storing them all recurse: one more broken call
+        return name, raw, too_deep
     if name not in by_name:
         return name, args, f"unknown tool '{name}'; your tools are: {', '.join(sorted(by_name))}"
     return name, args, check_args(by_name[name], args)
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in `value` (a scalar is 0), without recursing."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d > MAX_ARG_DEPTH:
+                break
+            todo.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def _start_tool(journal: Journal, call: dict, by_name: dict) -> tuple[Step, str, Any, str | None]:
