@@ -160,3 +160,37 @@ def test_no_piece_of_a_secret_survives_where_long_output_is_cut(tmp_path):
                      asyncio.run(g.call("search", {"query": "xxx"})).content])
     assert "characters cut" in out and "long.py:1: xxx" in out
     assert [p for p in pieces(ENV_SECRET) + pieces(PLAIN_ENV_SECRET) if p in out] == []
+
+
+def test_checks_run_without_the_teams_keys(tmp_path, monkeypatch):
+    """A role's checks run code the agent wrote (its tests, its scripts), so they get the environment `run` gets.
+    Before, they inherited every key: a check that printed $OPENAI_API_KEY reversed put it, unmasked, in the note
+    the model read (and from there anywhere the agent writes). Merge checks, which also run the lane's code, too."""
+    from cowork.cli.app import main
+    from tests.support.team import make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    dev = """\
+        name: dev
+        mandate: Implements code changes on its lane's branch.
+        tools: [write_file]
+        checks: ["sh check.sh"]
+        """
+    leak = 'printf "%s %s" "$OPENAI_API_KEY" "$DEPLOY_TOKEN" | rev; echo " in $COWORK_MERGE_TARGET"; '
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "repo", server.url, {"dev": dev},
+                         extra_toml=f'\n[merge]\nchecks = ["sh check.sh > {tmp_path}/merge-check.out; true"]\n')
+        server.script("You are dev", [
+            tool_call("write_file", path="check.sh", content=leak + "test -f fixed"),
+            tool_call("finish", status="done", summary="first try"),
+            tool_call("write_file", path="fixed", content="yes\n"),
+            tool_call("finish", status="done", summary="second try"),
+        ])
+        assert main(["delegate", "Check the keys", "--to", "dev", "--yes", "-C", str(root)]) == 0
+        seen_by_model = "\n".join(r.text for r in server.requests)
+    assert "The check `sh check.sh` failed" in seen_by_model
+    merge_out = (tmp_path / "merge-check.out").read_text()
+    assert "in main" in merge_out
+    reversed_secrets = [ENV_SECRET[::-1], PLAIN_ENV_SECRET[::-1]]
+    assert [s for s in reversed_secrets if s in seen_by_model or s in merge_out] == []

@@ -116,11 +116,12 @@ def run_checks(path: Path, commands: list[str], *, timeout_s: float, env: dict[s
     Raises:
         ChecksInterrupted: `stop` was set.
     """
-    from cowork.procs import tracked
+    from cowork.procs import child_env, tracked
 
     log: list[str] = []
     for cmd in commands:
-        proc = subprocess.Popen(cmd, shell=True, cwd=str(path), env=git_env(env), stdout=subprocess.PIPE,
+        # the checks run the lanes' code: without the team's keys, as `run` and a role's checks
+        proc = subprocess.Popen(cmd, shell=True, cwd=str(path), env=child_env(git_env(env)), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                 errors="replace", start_new_session=True)
         try:

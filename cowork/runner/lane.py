@@ -13,7 +13,7 @@ from cowork.engines import prompts, retry
 from cowork.engines.llm import Hooks, LaneOutcome, run_llm_lane
 from cowork.gitops.git import head, run_git
 from cowork.gitops.worktrees import commit_all, create_lane_worktree, diff_stat, lane_path
-from cowork.procs import communicate_bounded, tracked
+from cowork.procs import child_env, communicate_bounded, tracked
 from cowork.runner import control, handoffs
 from cowork.runner.journal import Journal
 from cowork.store import lanes as lanes_db
@@ -331,9 +331,10 @@ async def run_checks(rt: "Runner", row: dict, checks: list[str], cwd, journal: J
         step = journal.start("check", check, {"cwd": str(cwd)})
         t0 = time.monotonic()
         limit = rt.settings.policy.check_timeout_s
+        # the agent wrote the code a check runs: it gets the environment `run` gets, without the team's keys
         proc = await asyncio.create_subprocess_exec("sh", "-c", check, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                                                    start_new_session=True)
+                                                    start_new_session=True, env=child_env())
         with tracked(rt.ws.state_dir, proc.pid, f"check `{check}` of {task}/{lane}"):
             out = await communicate_bounded(proc, limit)
         code = proc.returncode

@@ -15,8 +15,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-from cowork.procs import communicate_bounded, tracked
-from cowork.redact import _SECRET_ENV, redact
+from cowork.procs import child_env, communicate_bounded, tracked
+from cowork.redact import redact
 from cowork.tools.authority import Denied, check_command, resolve_path
 from cowork.tools.context import LaneCtx, ToolResult
 
@@ -174,18 +174,11 @@ def search(ctx: LaneCtx, args: dict) -> ToolResult:
     return ToolResult(True, bound(text), {"matches": total})
 
 
-def _child_env() -> dict[str, str]:
-    # commands an agent runs never see the team's API keys
-    env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    return env
-
-
 async def run(ctx: LaneCtx, args: dict, timeout_s: float = RUN_TIMEOUT_S) -> ToolResult:
     command = args.get("command")
     pattern = check_command(ctx.role, command)
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", command.strip(), cwd=ctx.worktree, env=_child_env(), stdin=subprocess.DEVNULL,
+        "bash", "-c", command.strip(), cwd=ctx.worktree, env=child_env(), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     with tracked(ctx.ws.state_dir, proc.pid, f"`{command.strip()[:120]}` of {ctx.task_id}/{ctx.lane_id}"):
         out = await communicate_bounded(proc, timeout_s)
