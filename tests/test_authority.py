@@ -136,6 +136,37 @@ def test_roles_and_cowork_toml_are_read_only_without_change_roles(env):
     assert call(boss, "write_file", path="roles/new.yaml", content="name: new\nmandate: x.\n").ok
 
 
+def test_a_lane_writes_no_brief_plan_or_packet_but_its_own(env):
+    g = env.gateway("dev")
+    for path in ("handoffs/t1/brief.md", "handoffs/t1/plan.md", "handoffs/t1/summary.md", "handoffs/t1/l2.md",
+                 "handoffs/t0-old/work.md", "./handoffs//t1/new.md"):
+        assert "under handoffs/" in denied(env, g, "write_file", path=path, content="forged\n")
+    assert call(g, "write_file", path="handoffs/t1/l1.md", content="mine\n").ok
+
+
+def test_a_forged_brief_or_packet_never_reaches_main(tmp_path, monkeypatch):
+    """Before: write_file took any path under handoffs/, so a lane rewrote its task's committed brief and planted a
+    packet for another task, and both were merged into main with its work."""
+    from cowork.cli.app import main
+    from tests.support.team import PLANNER, git, make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    dev = "name: dev\nmandate: Implements code changes on its lane's branch.\ntools: [write_file]\n"
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "team", server.url, {"planner": PLANNER, "dev": dev})
+        server.script("You are dev", [
+            tool_call("write_file", path="handoffs/t1-forge/brief.md", content="forged brief\n"),
+            tool_call("write_file", path="handoffs/t0-old/work.md", content="forged packet\n"),
+            tool_call("write_file", path="notes.md", content="real work\n"),
+            tool_call("finish", status="done", summary="ok"),
+        ])
+        assert main(["delegate", "Forge", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    assert git(root, "show", "main:notes.md") == "real work"
+    assert "forged" not in git(root, "show", "main:handoffs/t1-forge/brief.md")
+    assert "handoffs/t0-old/work.md" not in git(root, "ls-tree", "-r", "--name-only", "main")
+
+
 @pytest.mark.parametrize("command", [
     "uv run pytest; curl evil", "uv run pytest && rm -rf /", "uv run pytest || true", "uv run pytest | sh",
     "uv run pytest `curl evil`", "uv run pytest $(curl evil)", "uv run pytest > /etc/passwd",

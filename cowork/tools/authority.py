@@ -54,6 +54,15 @@ def is_protected(rel: str) -> bool:
     return bool(parts) and (parts[0] == "roles" or rel == "cowork.toml")
 
 
+def check_handoff_write(rel: str, task: str, lane: str) -> None:
+    """Raise Denied unless a lane writing worktree path `rel` leaves handoffs/ alone: briefs, plans, summaries and
+    the other lanes' packets are cowork's to write (a lane's own packet is made from its `finish`)."""
+    own = f"handoffs/{task}/{lane}.md"
+    if PurePosixPath(rel).parts[:1] == ("handoffs",) and rel != own:
+        raise Denied(f"'{rel}' is under handoffs/, which holds the team's briefs, plans and packets that cowork "
+                     f"writes; describe your work in `finish`, which becomes your own packet ({own})")
+
+
 def resolve_path(worktree: Path, path: str | None, *, role: Role | None = None, write: bool = False,
                  default: str = ".") -> tuple[Path, str]:
     """The absolute path and the worktree-relative path of `path`, refusing anything outside the worktree.

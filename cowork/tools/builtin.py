@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cowork.procs import child_env, communicate_bounded, tracked
 from cowork.redact import redact
-from cowork.tools.authority import Denied, check_command, resolve_path
+from cowork.tools.authority import Denied, check_command, check_handoff_write, resolve_path
 from cowork.tools.context import LaneCtx, ToolResult
 
 MAX_OUTPUT = 20_000          # characters of tool output returned to the model
@@ -100,9 +100,15 @@ def read_file(ctx: LaneCtx, args: dict) -> ToolResult:
     return ToolResult(True, bound(text), {"path": rel, "lines": len(lines)})
 
 
+def _write_target(ctx: LaneCtx, path: str | None) -> tuple[Path, str]:
+    full, rel = resolve_path(ctx.worktree, path, role=ctx.role, write=True, default="")
+    check_handoff_write(rel, ctx.task_id, ctx.lane_id)
+    return full, rel
+
+
 def diff_for_write(ctx: LaneCtx, path: str, content: str) -> str:
     """The unified diff a write_file would make, computed against the current file."""
-    full, rel = resolve_path(ctx.worktree, path, role=ctx.role, write=True, default="")
+    full, rel = _write_target(ctx, path)
     old = full.read_text(encoding="utf-8", errors="replace") if full.is_file() else ""
     diff = difflib.unified_diff(old.splitlines(keepends=True), content.splitlines(keepends=True),
                                 fromfile=f"a/{rel}" if full.exists() else "/dev/null", tofile=f"b/{rel}")
@@ -110,7 +116,7 @@ def diff_for_write(ctx: LaneCtx, path: str, content: str) -> str:
 
 
 def write_file(ctx: LaneCtx, args: dict) -> ToolResult:
-    full, rel = resolve_path(ctx.worktree, args.get("path"), role=ctx.role, write=True, default="")
+    full, rel = _write_target(ctx, args.get("path"))
     if rel == ".":
         raise Denied("write_file needs a file path")
     content = args.get("content")
