@@ -201,7 +201,10 @@ def test_a_wildcard_never_stands_for_an_operator(env, role, command):
 def test_agents_cannot_act_as_humans_through_run(env):
     g = env.gateway("dev")
     for command in ("cowork approve 1", "cowork unpause", "cowork reject 2 --reason x", "cowork budget raise --usd 9",
-                    "git push origin main"):
+                    "git push origin main",
+                    # before: allowed, and a plan approved with --yes is recorded as approved by "human:--yes"
+                    "cowork delegate 'spend it all' --to dev --yes", "cowork run plan.md --yes",
+                    "cowork retry t1/l1 --note again"):
         assert "human" in denied(env, g, "run", command=command) or "push" in env.events("tool.denied")[-1]["summary"]
     assert call(g, "run", command="echo fine").ok
 

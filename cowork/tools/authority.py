@@ -19,8 +19,10 @@ HUMAN_ONLY = {"approve", "unpause", "reject"}
 # Sequences that chain, substitute or redirect in a shell; a command containing one passes only if the matching
 # run_allow pattern has the same ones literally, at the same places.
 SHELL_META = ("\n", "\r", ";", "&&", "||", "|", "&", "`", "$(", "${", ">", "<")
-# cowork subcommands that would let an agent act as a human through `run`.
-_COWORK_HUMAN_CMDS = {"approve", "reject", "unpause", "budget", "roles", "merge", "revert", "say"}
+# cowork subcommands that would let an agent act as a human through `run`. delegate, run and retry start work a human
+# approves (`--yes` is recorded as "human:--yes"), past the guards of the `delegate` tool (depth, lane cap, budget).
+_COWORK_HUMAN_CMDS = {"approve", "reject", "unpause", "budget", "roles", "merge", "revert", "say", "delegate", "run",
+                      "retry"}
 
 
 class Denied(Exception):
