@@ -209,6 +209,15 @@ def test_agents_cannot_act_as_humans_through_run(env):
     assert call(g, "run", command="echo fine").ok
 
 
+def test_git_push_is_found_after_gits_own_options(env):
+    """Before: `push` was looked for in the three words after `git` only, so git's own options in front hid it."""
+    g = env.gateway("dev")
+    for command in ("git -c user.name=x -c user.email=y push origin main",
+                    "git --no-pager -C . --git-dir .git -c a=b push", "git --work-tree . --git-dir .git push"):
+        assert "not granted 'push'" in denied(env, g, "run", command=command)
+    assert call(g, "run", command="git -c core.quotepath=off status --short").ok
+
+
 def test_approve_and_unpause_are_never_agent_actions(env):
     g = env.gateway("approver")
     assert "humans only" in denied(env, g, "approve", id=1)

@@ -185,5 +185,17 @@ def _check_cowork_command(role: Role, cmd: str) -> None:
     for i, w in enumerate(words):
         if w == "cowork" and i + 1 < len(words) and words[i + 1] in _COWORK_HUMAN_CMDS:
             raise Denied(f"'cowork {words[i + 1]}' is a human command; agents cannot run it")
-        if w == "git" and "push" in words[i + 1:i + 4] and not may(role, "push"):
+        if w == "git" and "push" in (*words[i + 1:i + 4], _git_subcommand(argv[i + 1:])) and not may(role, "push"):
             raise Denied(f"role '{role.name}' is not granted 'push' (git push)")
+
+
+# git's own options that take the next word as their value (`git -c k=v -C dir push`)
+_GIT_VALUE_OPTS = {"-c", "-C", "--git-dir", "--work-tree", "--namespace", "--config-env", "--super-prefix"}
+
+
+def _git_subcommand(args: list[str]) -> str | None:
+    """The subcommand of `git ARGS`: the first word after git's own options."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in _GIT_VALUE_OPTS else 1
+    return args[i] if i < len(args) else None
