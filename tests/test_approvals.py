@@ -367,3 +367,26 @@ def test_cli_approvals_lists_plans_waiting_for_approval(env, cli):
     assert [(p["task_id"], p["title"]) for p in listed["awaiting_approval"]] == [("t7-ship-it", "Ship it")]
     lanes_db.set_task_state(env.store, "t7-ship-it", "rejected", actor="human")
     assert "no approvals waiting" in cli("approvals", "-C", root).out
+
+
+def test_what_an_agent_wrote_cannot_repaint_the_approval_a_human_reads(env, cli):
+    """Before: `cowork approvals` printed the command, diff and why as the agent wrote them, so terminal control
+    sequences in them (erase the line, move the cursor, a carriage return) could show a human a different command
+    or diff from the one they approve. They now show as visible escapes."""
+    g = env.gateway("dev")
+    spoof = "\x1b[2K\x1b[1G  $ echo fine"
+    calls = [("run", {"command": f"echo what the human does not see #{spoof}", "why": f"ok{spoof}"}),
+             ("write_file", {"path": "a.sh", "content": f"rm -rf ~  # {spoof}\r  echo fine\n"})]
+    done = []
+    threads = [threading.Thread(target=lambda n=n, a=a: done.append(call(g, n, **a))) for n, a in calls]
+    for t in threads:
+        t.start()
+        deadline = time.monotonic() + 10
+        while len(approvals.pending(env.store)) < len(done) + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out = cli("approvals", "-C", str(env.root)).out
+        approvals.reject(env.store, approvals.pending(env.store)[0]["id"], by="human:ann", reason="looked odd")
+        t.join(10)
+        assert "\x1b" not in out and "\r" not in out, repr(out)
+        assert "\\x1b[2K" in out
+    assert [r.ok for r in done] == [False, False]

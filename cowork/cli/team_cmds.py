@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import JsonOpt, RootOpt, emit, say_broken_roles, store, team, warn_broken, workspace
+from cowork.cli.common import (JsonOpt, RootOpt, emit, printable, say_broken_roles, store, team, warn_broken,
+                               workspace)
 from cowork.errors import BadInput
 
 budget_app = typer.Typer(help="Spend against the caps; raise a cap.", no_args_is_help=False,
@@ -90,7 +91,7 @@ def inbox(role: Optional[str] = typer.Option(None, "--role", help="a role's inbo
             head = f"#{m['id']} {m['kind']:<8} {_ago(m['created_at']):>5} ago  {src} -> {m['to_lane'] or m['to_role']}"
             print(head)
             for line in m["body"].splitlines() or [""]:
-                print(f"    {line}")
+                print(f"    {printable(line)}")
             if m["kind"] == "ask" and m["state"] != "answered":
                 print(f"    (reply: cowork say @{m['from_role']} --reply {m['id']} \"...\")")
 
@@ -119,16 +120,16 @@ def approvals(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
             print(f"#{a['id']}  {a['role']} wants {a['tool']}  (task {a['task_id']}, lane {a['lane_id']}, "
                   f"asked {_ago(a['created_at'])} ago, expires in {max(0, left) / 60:.0f}m)")
             if a.get("why"):
-                print("  why: " + a["why"].strip().replace("\n", "\n       "))
+                print("  why: " + printable(a["why"].strip()).replace("\n", "\n       "))
             action = a["action"] if isinstance(a["action"], dict) else {}
             if "command" in action:
-                print(f"  $ {action['command']}")
+                print(f"  $ {printable(action['command'])}")
             elif "diff" in action:
-                print("  " + action["diff"].rstrip().replace("\n", "\n  "))
+                print("  " + printable(action["diff"].rstrip()).replace("\n", "\n  "))
             elif "text" in action:
-                print(f"  to {action.get('to')}: " + str(action["text"]).replace("\n", "\n  "))
+                print(f"  to {printable(action.get('to'))}: " + printable(action["text"]).replace("\n", "\n  "))
             else:
-                print(f"  {action}")
+                print(f"  {printable(action)}")
             print(f"  -> cowork approve {a['id']}   |   cowork reject {a['id']} --reason \"...\"")
 
     emit(data, as_json, render)
