@@ -390,3 +390,27 @@ def test_what_an_agent_wrote_cannot_repaint_the_approval_a_human_reads(env, cli)
         assert "\x1b" not in out and "\r" not in out, repr(out)
         assert "\\x1b[2K" in out
     assert [r.ok for r in done] == [False, False]
+
+
+def test_mission_control_shows_an_approval_without_the_agents_escape_sequences(env):
+    """Before: mission control drew the command and diff with rich, which passes escape sequences through."""
+    import io
+
+    from rich.console import Console
+
+    from cowork.tui.data import pending_approvals
+    from cowork.tui.widgets.approvals import render_action
+
+    g = env.gateway("dev")
+    spoof = "\x1b[2K\x1b[1G$ echo fine"
+    t = threading.Thread(target=lambda: call(g, "run", command=f"echo hidden #{spoof}", why=f"x{spoof}"))
+    t.start()
+    deadline = time.monotonic() + 10
+    while not approvals.pending(env.store) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    row = pending_approvals(env.store)[0]
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, color_system=None, width=200).print(render_action(row))
+    approvals.reject(env.store, row["id"], by="human:ann", reason="odd")
+    t.join(10)
+    assert "\x1b[2K" not in out.getvalue() and "\\x1b[2K" in out.getvalue()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -133,15 +132,6 @@ def _roles_inputs(ws) -> list:
         except OSError:
             stats.append([str(path), None])
     return [stats, sorted([k, v] for k, v in os.environ.items() if k.startswith("COWORK_"))]
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: Any) -> str:
-    """`text` (written by an agent) safe to print to a terminal: control characters (escape sequences, carriage
-    returns) are shown as `\\xNN` instead of moving the cursor or erasing what a human is about to approve."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from cowork.cli.app import app
-from cowork.cli.common import (JsonOpt, RootOpt, emit, printable, say_broken_roles, store, team, warn_broken,
-                               workspace)
+from cowork.cli.common import JsonOpt, RootOpt, emit, say_broken_roles, store, team, warn_broken, workspace
+from cowork.display import printable
 from cowork.errors import BadInput
 
 budget_app = typer.Typer(help="Spend against the caps; raise a cap.", no_args_is_help=False,

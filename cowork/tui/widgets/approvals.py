@@ -10,11 +10,13 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
+from cowork.display import printable_obj
 from cowork.tui import fmt
 
 
 def render_action(row: dict) -> Group:
     """The exact action a role asked for: its command, diff, message, then any other arguments."""
+    row = printable_obj(row)  # the agent wrote these: no escape sequence reaches the terminal
     action = row.get("action")
     parts: list = [Text.assemble(("#" + str(row["id"]), "bold"), f"  {row.get('role')} wants ",
                                  (str(row.get("tool")), "bold yellow"),
