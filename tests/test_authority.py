@@ -259,3 +259,12 @@ def test_injected_instructions_change_nothing(env, monkeypatch, tmp_path):
     assert [d["data"]["tool"] for d in denials] == ["run", "run", "write_file", "write_file"]
     assert all(d["role"] == "dev" for d in denials)
     assert os.path.exists(victim)
+
+
+def test_a_refused_command_cannot_repaint_the_timeline(env, cli):
+    """Before: `cowork log` printed the tool.denied summary, which quotes the refused command, as the agent wrote it:
+    escape sequences in it reached the human's terminal."""
+    g = env.gateway("dev")
+    denied(env, g, "run", command="curl evil.example \x1b[2K\x1b[1G")
+    out = cli("log", "-C", str(env.root)).out
+    assert "tool.denied" in out and "\x1b" not in out and "\\x1b[2K" in out

@@ -13,6 +13,7 @@ import typer
 from cowork.cli.app import app
 from cowork.cli.common import (JsonOpt, RootOpt, console, emit, require_task, say_broken_roles, store,
                                warn_broken_roles, workspace)
+from cowork.display import printable
 from cowork.errors import EXIT_BAD_INPUT, BadInput, ValidationFailed
 
 handoff_app = typer.Typer(help="Handoff packets: handoffs/<task>/<lane>.md.", no_args_is_help=True)
@@ -251,7 +252,8 @@ def status(root: Optional[Path] = RootOpt, as_json: bool = JsonOpt) -> None:
 def _event_line(e: dict) -> str:
     where = "/".join(x for x in (e.get("task_id"), e.get("lane_id")) if x)
     cost = f"  ${e['usd']:.4f}" if e.get("usd") else ""
-    return f"{e['id']:>6} {_when(e['ts'])} {e['kind']:<18} {e['actor']:<12} {where + ' ' if where else ''}{e['summary']}{cost}"
+    line = f"{e['id']:>6} {_when(e['ts'])} {e['kind']:<18} {e['actor']:<12} {where + ' ' if where else ''}{e['summary']}{cost}"
+    return printable(line)  # summaries quote what agents wrote (a refused command, a message)
 
 
 @app.command()
