@@ -194,3 +194,34 @@ def test_checks_run_without_the_teams_keys(tmp_path, monkeypatch):
     assert "in main" in merge_out
     reversed_secrets = [ENV_SECRET[::-1], PLAIN_ENV_SECRET[::-1]]
     assert [s for s in reversed_secrets if s in seen_by_model or s in merge_out] == []
+
+
+def test_check_output_reaches_the_model_masked(tmp_path, monkeypatch):
+    """A failing check prints a config file holding a token. Before: the note with its output was masked in the
+    journal's row but sent to the model from the journal's memory as it was, so the model read the token (a resumed
+    lane would have read the mask)."""
+    from cowork.cli.app import main
+    from tests.support.team import git, make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    dev = """\
+        name: dev
+        mandate: Implements code changes on its lane's branch.
+        tools: [write_file]
+        checks: ["test -f fixed || (cat config.env; false)"]
+        """
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "repo", server.url, {"dev": dev})
+        (root / "config.env").write_text(f"GITHUB_TOKEN={FILE_SECRET}\nraw {FILE_SECRET}\n")
+        git(root, "add", "config.env")
+        git(root, "commit", "-q", "-m", "config")
+        server.script("You are dev", [
+            tool_call("finish", status="done", summary="first try"),
+            tool_call("write_file", path="fixed", content="yes\n"),
+            tool_call("finish", status="done", summary="second try"),
+        ])
+        assert main(["delegate", "Check the config", "--to", "dev", "--yes", "-C", str(root)]) == 0
+        seen_by_model = "\n".join(r.text for r in server.requests)
+    assert "The check `test -f fixed" in seen_by_model, seen_by_model[-3000:]
+    assert leaks(seen_by_model) == []

@@ -115,13 +115,16 @@ class Journal:
                     "updated_at=? WHERE task_id=? AND id=?", (tokens_in, tokens_out, usd, t, self.task, self.lane))
 
     def record(self, kind: str, name: str, input: Any = None, output: Any = None) -> Step:
-        """A step that is complete as soon as it is written (an injected message, a note)."""
+        """A step that is complete as soon as it is written (an injected message, a note). It is kept masked, as it
+        is stored: the conversation is rebuilt from these steps, so what the model reads is what a resumed lane reads
+        (check output, review notes and conflicts never reach the model with a secret in them)."""
+        input, output = redact_obj(input), redact_obj(output)
         step = Step(self._next, kind, name, input, output, "done")
         t = now()
         self.store.execute(
             "INSERT INTO steps(task_id, lane_id, seq, kind, name, input, output, state, started_at, ended_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (self.task, self.lane, step.seq, kind, name, dumps(input), dumps(output), "done", t, t))
+            (self.task, self.lane, step.seq, kind, name, _dumps(input), _dumps(output), "done", t, t))
         self._next += 1
         self.steps.append(step)
         self._model_done += kind == "model"
