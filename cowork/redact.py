@@ -70,7 +70,7 @@ def _redact(text: str, secrets: list[str]) -> str:
 
 
 def redact_obj(obj: Any) -> Any:
-    """Redact every string inside a JSON-like structure."""
+    """Redact every string inside a JSON-like structure, keys included."""
     if isinstance(obj, str):
         return redact(obj)
     if isinstance(obj, (dict, list, tuple)):
@@ -81,8 +81,9 @@ def redact_obj(obj: Any) -> Any:
 def _redact_obj(obj: Any, secrets: list[str]) -> Any:
     if isinstance(obj, str):
         return _redact(obj, secrets) if obj else obj
-    if isinstance(obj, dict):
-        return {k: _redact_obj(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, dict):  # keys too: a model's tool-call arguments can have any keys
+        return {(_redact(k, secrets) if isinstance(k, str) and k else k): _redact_obj(v, secrets)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_redact_obj(v, secrets) for v in obj]
     return obj

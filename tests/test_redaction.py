@@ -225,3 +225,13 @@ def test_check_output_reaches_the_model_masked(tmp_path, monkeypatch):
         seen_by_model = "\n".join(r.text for r in server.requests)
     assert "The check `test -f fixed" in seen_by_model, seen_by_model[-3000:]
     assert leaks(seen_by_model) == []
+
+
+def test_a_secret_as_an_argument_name_is_masked_too(tmp_path):
+    """Before: masking covered the values of tool-call arguments, not their names, which the model also chooses."""
+    env = TeamEnv(tmp_path, {"dev": {"tools": ["read_file"]}})
+    g = env.gateway("dev")
+    assert asyncio.run(g.call("read_file", {"path": "README.md", FILE_SECRET: ENV_SECRET})).ok
+    assert not asyncio.run(g.call("read_file", {"path": "../x", PLAIN_ENV_SECRET: 1})).ok
+    dump = env.dump_text()
+    assert "tool.denied" in dump and leaks(dump) == []
