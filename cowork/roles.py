@@ -184,6 +184,9 @@ def _check_role(role: Role, doc: Located, mcp_servers: set[str]) -> list[Problem
     if not NAME_RE.match(role.name):
         problems.append(doc.problem(("name",), f"'{role.name}' is not a valid role name",
                                     "use lower-case letters, digits, '-' or '_', starting with a letter"))
+    elif role.name == "human":
+        problems.append(doc.problem(("name",), "'human' names the people on the team (`escalate_to: human`, "
+                                    "`tell(role='human')`), not a role", "give the role another name"))
     for i, tool in enumerate(role.tools):
         if tool in BUILTIN_TOOLS or tool in IMPLICIT_TOOLS:
             continue

@@ -25,6 +25,12 @@ def qualified(task: str, lane: str) -> str:
     return f"{task}/{lane}"
 
 
+def is_human(who: str | None) -> bool:
+    """Whether a message's sender is a person: "human" or "human:<name>". Role names cannot hold ':', and a role
+    cannot be named "human", so no agent passes for one (a role may still be called "human-factors")."""
+    return who == "human" or str(who or "").startswith("human:")
+
+
 def human_id(root=None) -> str:
     """`human:<git user.name or $USER>`: who a human is on the channel and in events (git config of `root`)."""
     name = None
@@ -64,7 +70,7 @@ def post(store: Store, *, kind: str, from_role: str, to_role: str, body: str, ta
         target = to_lane or to_role
         store.event("message.sent", f"{kind} #{mid} {from_role} -> {target}: {text[:200]}", actor=actor or from_role,
                     task=task, lane=(from_lane or "").split("/", 1)[-1] or None,
-                    role=None if from_role.startswith("human") else from_role,
+                    role=None if is_human(from_role) else from_role,
                     data={"id": mid, "kind": kind, "from": from_role, "to": to_role, "to_lane": to_lane,
                           "reply_to": reply_to})
     return mid

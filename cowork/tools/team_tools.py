@@ -244,5 +244,5 @@ def render(m: dict) -> str:
         return f"HANDOFF #{m['id']} from {who}:\n{m['body']}"
     if m["kind"] == "answer":
         return f"ANSWER #{m['id']} from {who} to #{m['reply_to']}: {m['body']}"
-    label = "MESSAGE FROM A HUMAN" if m["from_role"].startswith("human") else f"{m['kind'].upper()}"
+    label = "MESSAGE FROM A HUMAN" if msgs.is_human(m["from_role"]) else f"{m['kind'].upper()}"
     return f"{label} #{m['id']} from {who}: {m['body']}"

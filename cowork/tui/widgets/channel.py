@@ -8,6 +8,7 @@ from textual.message import Message
 from textual.widgets import Input, RichLog
 
 from cowork.errors import BadInput
+from cowork.team.messages import is_human
 from cowork.tui import fmt
 
 
@@ -27,7 +28,7 @@ def parse_post(text: str) -> tuple[str, str]:
 def message_line(m: dict) -> Text:
     text = Text(no_wrap=False)
     text.append(fmt.hms(m["created_at"]) + " ", "dim")
-    text.append(str(m.get("from_role")), "bold cyan" if str(m.get("from_role", "")).startswith("human") else "bold")
+    text.append(str(m.get("from_role")), "bold cyan" if is_human(m.get("from_role")) else "bold")
     if m.get("from_lane"):
         text.append(f"({m['from_lane']})", "dim")
     text.append(" → ")
