@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 
@@ -268,3 +269,21 @@ def test_a_refused_command_cannot_repaint_the_timeline(env, cli):
     denied(env, g, "run", command="curl evil.example \x1b[2K\x1b[1G")
     out = cli("log", "-C", str(env.root)).out
     assert "tool.denied" in out and "\x1b" not in out and "\\x1b[2K" in out
+
+
+def test_a_fifo_planted_in_the_worktree_cannot_hang_write_file(env):
+    """Before: write_file opened a FIFO an allowed command had made for writing and blocked until a reader came,
+    on the runner's event loop (write_file runs inline), so every lane of the runner stood still."""
+    g = env.gateway("dev")
+    fifo = g.ctx.worktree / "out.txt"
+    os.mkfifo(fifo)
+    done = []
+    t = threading.Thread(target=lambda: done.append(call(g, "write_file", path="out.txt", content="x\n")),
+                         daemon=True)
+    t.start()
+    t.join(5)
+    if t.is_alive():  # unblock the writer so the test run can end
+        with open(fifo, "rb") as f:
+            f.read()
+        t.join(5)
+    assert done and not done[0].ok and "not a regular file" in done[0].content, done

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import errno
 import fnmatch
 import os
 import re
@@ -126,9 +127,31 @@ def write_file(ctx: LaneCtx, args: dict) -> ToolResult:
         return ToolResult(False, f"{rel} is a directory")
     full.parent.mkdir(parents=True, exist_ok=True)
     existed = full.exists()
-    full.write_text(content, encoding="utf-8")
-    return ToolResult(True, f"{'updated' if existed else 'created'} {rel} ({len(content.encode())} bytes)",
-                      {"path": rel})
+    data = content.encode("utf-8")
+    if not _write_regular(full, data):
+        return ToolResult(False, f"{rel} is not a regular file (a FIFO, a device or a socket); write another path")
+    return ToolResult(True, f"{'updated' if existed else 'created'} {rel} ({len(data)} bytes)", {"path": rel})
+
+
+def _write_regular(path: Path, data: bytes) -> bool:
+    """Make `data` the whole content of the regular file at `path` (created when missing). False when something
+    else is there: a non-blocking open, so a FIFO planted in the worktree cannot hang the runner's event loop."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            return False
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return True
 
 
 def list_files(ctx: LaneCtx, args: dict) -> ToolResult:
