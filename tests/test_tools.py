@@ -321,3 +321,24 @@ def msgs_to_humans(env) -> str:
     from cowork.team import messages
 
     return "\n".join(m["body"] for m in messages.inbox(env.store))
+
+
+def test_a_search_that_backtracks_without_end_is_stopped(tmp_path, monkeypatch):
+    """Before: search matched in one of the runner's threads with no limit, so "(a+)+$" over a line of a's (a file
+    the agent wrote) spun there for hours: the lane stood still, the thread could not be stopped, and a few such
+    searches took every thread the runner's lanes share for list_files, search and git_diff."""
+    import time
+
+    from cowork.tools import builtin
+    from tests.support.lanectx import TeamEnv
+
+    monkeypatch.setattr(builtin, "SEARCH_TIMEOUT_S", 2.0, raising=False)
+    env = TeamEnv(tmp_path, {"dev": {"tools": ["write_file", "search"]}})
+    g = env.gateway("dev")
+    assert asyncio.run(g.call("write_file", {"path": "trap.txt", "content": "a" * 60 + "b\nfine line\n"})).ok
+    t0 = time.monotonic()
+    r = asyncio.run(g.call("search", {"query": "(a+)+$"}))
+    assert time.monotonic() - t0 < 10
+    assert not r.ok and "stopped after 2s" in r.content and "simplify it" in r.content
+    ok = asyncio.run(g.call("search", {"query": "fine"}))
+    assert ok.ok and "trap.txt:2: fine line" in ok.content

@@ -10,10 +10,11 @@ import asyncio
 import difflib
 import errno
 import fnmatch
+import json
 import os
-import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 from cowork.procs import child_env, communicate_bounded, tracked
@@ -27,6 +28,7 @@ MAX_LIST = 500
 MAX_MATCHES = 200
 MAX_FILE_BYTES = 2_000_000   # files larger than this are not searched or read whole
 RUN_TIMEOUT_S = 600.0
+SEARCH_TIMEOUT_S = 60.0    # a search that takes longer is stopped
 
 
 def bound(text: str, limit: int = MAX_OUTPUT) -> str:
@@ -168,35 +170,56 @@ def list_files(ctx: LaneCtx, args: dict) -> ToolResult:
     return ToolResult(True, text or "(no files)", {"count": len(files)})
 
 
-def search(ctx: LaneCtx, args: dict) -> ToolResult:
+# The matching loop of `search`, run in a child Python of its own: an expression that backtracks without end, like
+# "(a+)+$" on a line of a's, is killed at the time limit instead of spinning forever in one of the runner's threads.
+_SEARCH_CHILD = """
+import json, re, sys
+q = json.load(sys.stdin)
+try:
+    rx = re.compile(q["query"])
+except re.error:
+    rx = re.compile(re.escape(q["query"]))
+hits, total = [], 0
+for name, path in q["files"]:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(q["max_bytes"] + 1)
+    except OSError:
+        continue
+    if len(data) > q["max_bytes"] or b"\\0" in data[:8192]:
+        continue
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if rx.search(line):
+            total += 1
+            if len(hits) < q["max_hits"]:
+                hits.append([name, n, line.strip()[:4000]])
+json.dump({"hits": hits, "total": total}, sys.stdout)
+"""
+
+
+def search(ctx: LaneCtx, args: dict, timeout_s: float | None = None) -> ToolResult:
     query = args.get("query")
     if not isinstance(query, str) or not query:
         return ToolResult(False, "search needs a non-empty `query`")
     _, rel = resolve_path(ctx.worktree, args.get("path"))
-    try:
-        rx = re.compile(query)
-    except re.error:
-        rx = re.compile(re.escape(query))
-    hits: list[str] = []
-    total = 0
+    files = []
     for f in lane_files(ctx.worktree, rel):
         try:  # a file that is a symlink out of the worktree (or into .git) is not read, as read_file would refuse it
-            p, _ = resolve_path(ctx.worktree, f)
+            files.append([f, str(resolve_path(ctx.worktree, f)[0])])
         except Denied:
             continue
-        try:
-            if p.stat().st_size > MAX_FILE_BYTES:
-                continue
-            data = p.read_bytes()
-        except OSError:
-            continue
-        if b"\0" in data[:8192]:
-            continue
-        for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-            if rx.search(line):
-                total += 1
-                if len(hits) < MAX_MATCHES:
-                    hits.append(f"{f}:{n}: {redact(line.strip())[:300]}")
+    limit = timeout_s or SEARCH_TIMEOUT_S
+    ask = {"query": query, "files": files, "max_bytes": MAX_FILE_BYTES, "max_hits": MAX_MATCHES}
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _SEARCH_CHILD], input=json.dumps(ask),
+                              capture_output=True, text=True, errors="replace", timeout=limit, env=child_env())
+    except subprocess.TimeoutExpired:
+        return ToolResult(False, f"search stopped after {limit:g}s: {query!r} takes too long on these files (an "
+                                 "expression like (a+)+ can backtrack without end); simplify it or narrow the path")
+    if proc.returncode != 0:
+        raise RuntimeError(f"the search process failed: {proc.stderr.strip()[-500:]}")
+    found = json.loads(proc.stdout)
+    hits, total = [f"{f}:{n}: {redact(line)[:300]}" for f, n, line in found["hits"]], found["total"]
     text = "\n".join(hits) or f"no matches for {query!r}"
     if total > len(hits):
         text += f"\n[{total - len(hits)} more matches: narrow the query or path]"
