@@ -8,7 +8,7 @@ from typing import Any
 MASK = "[REDACTED]"
 
 _PATTERNS = [
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:(?!-----BEGIN ).)*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
     re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}"),          # OpenAI / Anthropic
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),                      # GitHub tokens
     re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
@@ -16,14 +16,18 @@ _PATTERNS = [
     re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),                   # Slack
     re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"),                          # Google
     re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}"),                       # GitLab
-    re.compile(r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),  # JWT
+    re.compile(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),  # JWT
 ]
+# Redaction runs on text agents write, so no pattern may take more than linear time on any input: a key name or a JWT
+# starts only where a run of its characters starts (the lookbehinds), not at each of the thousands of word boundaries
+# of a run like "a-a-a-...", a URL scheme is short, and a private key block never scans past the next BEGIN.
 # key=value / key: value where the key names a secret; keep the key, mask the value
 _ASSIGN = re.compile(
-    r"(?i)\b([A-Za-z0-9_-]*(?:api[_-]?key|secret|token|passwd|password))(\s*[:=]\s*[\"']?)([^\s\"',;]{6,})"
+    r"(?i)(?<![A-Za-z0-9_-])([A-Za-z0-9_-]*(?:api[_-]?key|secret|token|passwd|password))(\s*[:=]\s*[\"']?)"
+    r"([^\s\"',;]{6,})"
 )
 _BEARER = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._\-+/=]{12,})")
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]+:)([^@\s/]+)(@)")
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,30}://[^/\s:@]+:)([^@\s/]+)(@)")
 _SECRET_ENV = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD)")
 
 

@@ -235,3 +235,21 @@ def test_a_secret_as_an_argument_name_is_masked_too(tmp_path):
     assert not asyncio.run(g.call("read_file", {"path": "../x", PLAIN_ENV_SECRET: 1})).ok
     dump = env.dump_text()
     assert "tool.denied" in dump and leaks(dump) == []
+
+
+def test_masking_takes_linear_time_on_text_an_agent_wrote(tmp_path):
+    """Masking runs on every tool result, event and journal step, holding the GIL. Before, some patterns tried a
+    match at each of the word boundaries of a run like "a-a-a-..." and scanned the run from each: writing 100,000
+    such characters and reading them back took two minutes of masking (the whole runner stood still meanwhile).
+    Now it takes milliseconds; the bound here is generous."""
+    import time
+
+    env = TeamEnv(tmp_path, {"dev": {"tools": ["read_file", "write_file"]}})
+    g = env.gateway("dev")
+    text = "a-" * 20_000 + " token\n" + "eyJ-" * 10_000 + "\n" + "a." * 20_000 + " ://\n"
+    t0 = time.monotonic()
+    assert asyncio.run(g.call("write_file", {"path": "runs.txt", "content": text})).ok
+    assert asyncio.run(g.call("read_file", {"path": "runs.txt"})).ok
+    assert time.monotonic() - t0 < 10
+    assert redact(f"x-api-key={FILE_SECRET} and https://bob:hunter2hunter2@example.com") == \
+        "x-api-key=[REDACTED] and https://bob:[REDACTED]@example.com"
