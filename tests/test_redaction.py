@@ -151,13 +151,16 @@ def test_no_piece_of_a_secret_survives_where_long_output_is_cut(tmp_path):
     half = MAX_OUTPUT // 2
     first = "a" * (half - len('d = "') - 20) + "\n"          # the head ends 20 characters into the second secret
     second = f'd = "{PLAIN_ENV_SECRET}"\n'
-    middle = "".join(f"line {i:05d} {'m' * 80}\n" for i in range(50))
     key = f'k = "{ENV_SECRET}"\n'
     last = "z" * (half - len(ENV_SECRET) + 8 - 3) + "\n"      # the tail starts 8 characters into the first
-    (g.ctx.worktree / "settings.py").write_text(first + second + middle + key + last)
+    outs = []
+    for lines in (50, 1500):                                    # a little cut, and a lot (masked near the cuts only)
+        middle = "".join(f"line {i:05d} {'m' * 80}\n" for i in range(lines))
+        (g.ctx.worktree / "settings.py").write_text(first + second + middle + key + last)
+        outs.append(asyncio.run(g.call("read_file", {"path": "settings.py"})).content)
     (g.ctx.worktree / "long.py").write_text("x" * 280 + PLAIN_ENV_SECRET + "\n")
-    out = "\n".join([asyncio.run(g.call("read_file", {"path": "settings.py"})).content,
-                     asyncio.run(g.call("search", {"query": "xxx"})).content])
+    out = "\n".join([*outs, asyncio.run(g.call("search", {"query": "xxx"})).content])
+    assert all("characters cut" in o and o.count("[REDACTED]") == 2 for o in outs), outs
     assert "characters cut" in out and "long.py:1: xxx" in out
     assert [p for p in pieces(ENV_SECRET) + pieces(PLAIN_ENV_SECRET) if p in out] == []
 

@@ -32,15 +32,23 @@ SEARCH_TIMEOUT_S = 60.0    # a search that takes longer is stopped
 
 
 def bound(text: str, limit: int = MAX_OUTPUT) -> str:
-    """`text` cut to `limit` characters, keeping the head and the tail. Secrets are masked before the cut: a key cut
-    in two no longer looks like one."""
-    if len(text) <= limit:
-        return text
-    text = redact(text)
+    """`text` cut to `limit` characters, keeping the head and the tail. Secrets are masked before the cut (a key cut
+    in two no longer looks like one), in the kept parts with a margin of `_MASK_MARGIN` characters past each cut, so
+    huge output costs no more to mask than `limit` characters do."""
     if len(text) <= limit:
         return text
     half = limit // 2
-    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
+    if len(text) <= limit + 4 * _MASK_MARGIN:
+        text = redact(text)
+        if len(text) <= limit:
+            return text
+        head, tail = text[:half], text[-half:]
+    else:
+        head, tail = redact(text[:half + _MASK_MARGIN])[:half], redact(text[-half - _MASK_MARGIN:])[-half:]
+    return f"{head}\n... [{len(text) - limit} characters cut] ...\n{tail}"
+
+
+_MASK_MARGIN = 8192  # longer than any secret that is masked (a 4096-bit private key block is about 3,300)
 
 
 def _git(worktree: Path, *args: str, timeout: float = 60) -> str:
