@@ -256,3 +256,29 @@ def test_masking_takes_linear_time_on_text_an_agent_wrote(tmp_path):
     assert time.monotonic() - t0 < 10
     assert redact(f"x-api-key={FILE_SECRET} and https://bob:hunter2hunter2@example.com") == \
         "x-api-key=[REDACTED] and https://bob:[REDACTED]@example.com"
+
+
+def test_an_agent_clis_last_output_reaches_its_packet_masked(tmp_path, monkeypatch):
+    """An external agent CLI (which gets the whole environment) prints a key near the end of its output. Before, the
+    packet cowork built for it quoted the last 1,500 characters cut first and masked after, so a key that straddled
+    the cut reached the packet on main without its recognisable start."""
+    from cowork.cli.app import main
+    from tests.support.team import git, make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    filler = 1500 - 1 - (len(ENV_SECRET) - 8)               # the cut falls 8 characters into the key
+    (tmp_path / "agent.py").write_text(
+        "import os\nprint('working')\nprint('k=' + os.environ['OPENAI_API_KEY'])\n"
+        f"print('z' * {filler})\n")
+    dev = ("name: dev\nmandate: Implements code changes on its lane's branch.\nengine: command\n"
+           f"command: [python3, {tmp_path / 'agent.py'}, '{{goal}}']\n")
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "repo", server.url, {"dev": dev})
+        assert main(["delegate", "Print things", "--to", "dev", "--yes", "-C", str(root)]) == 0
+    st = Store(root / ".cowork" / "state.db")
+    task = st.scalar("SELECT id FROM tasks")
+    packet = git(root, "show", f"main:handoffs/{task}/work.md")
+    assert "zzzz" in packet
+    steps = "\n".join(str(r["output"]) for r in st.all("SELECT output FROM steps"))
+    assert [p for p in pieces(ENV_SECRET) if p in packet or p in steps] == []

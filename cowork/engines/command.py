@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable
 from cowork.engines.llm import LaneOutcome
 from cowork.runner.journal import Journal
 from cowork.procs import tracked
+from cowork.redact import redact
 
 POLL_S = 0.1
 TAIL = 3000
@@ -196,10 +197,16 @@ def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
 
 
 def _tail(path: Path) -> str:
+    """The end of the agent's log, masked, from its first whole line: it goes into the journal and (cut again) the
+    packet, so it is masked before any cut, and a line cut by the start of the window is left out."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - TAIL))
-            return f.read().decode("utf-8", "replace")
+            cut = f.tell() > 0
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+    if cut:  # (one long line, say a JSON result, is kept whole)
+        text = text.partition("\n")[2] or text
+    return redact(text)
