@@ -179,7 +179,8 @@ def list_files(ctx: LaneCtx, args: dict) -> ToolResult:
 
 
 # The matching loop of `search`, run in a child Python of its own: an expression that backtracks without end, like
-# "(a+)+$" on a line of a's, is killed at the time limit instead of spinning forever in one of the runner's threads.
+# "(a+)+$" on a line of a's, is killed at the time limit instead of holding the GIL (and with it every lane of the
+# runner) for hours. It sends back each hit's line whole up to 20,000 characters: the parent masks it, then cuts it.
 _SEARCH_CHILD = """
 import json, re, sys
 q = json.load(sys.stdin)
@@ -200,7 +201,7 @@ for name, path in q["files"]:
         if rx.search(line):
             total += 1
             if len(hits) < q["max_hits"]:
-                hits.append([name, n, line.strip()[:4000]])
+                hits.append([name, n, line.strip()[:20000]])
 json.dump({"hits": hits, "total": total}, sys.stdout)
 """
 
