@@ -78,6 +78,15 @@ def test_symlinks_pointing_out_are_denied(env, tmp_path):
     assert secret.read_text() == "top secret\n" and not (tmp_path / "new.txt").exists()
 
 
+@pytest.mark.parametrize("path", [".GIT", ".Git/config", "sub/.gIt/HEAD", "Roles/dev.yaml", "ROLES/new.yaml",
+                                  "Cowork.toml", "HANDOFFS/t1/brief.md", "Handoffs/t1/l1.md"])
+def test_protected_paths_are_protected_in_any_case(env, path):
+    """On a case-insensitive file system (macOS's default) ".GIT" is the worktree's .git file (overwriting it points
+    git, and the hooks cowork's own commits run, at a repository of the agent's making) and "Roles/dev.yaml" is
+    roles/dev.yaml. Before, the checks compared case-sensitively and let both through."""
+    denied(env, env.gateway("dev"), "write_file", path=path, content="x\n")
+
+
 def test_search_never_reads_through_a_symlink_out(env, tmp_path):
     """Before: search walked every listed file and followed links, so a link to a file outside (as a committed
     link, or one an allowed command made) put that file's lines in the result that read_file refuses."""

@@ -51,16 +51,17 @@ def may(role: Role, action: str) -> bool:
 
 
 def is_protected(rel: str) -> bool:
-    """Team files that change authority itself: roles/ and cowork.toml."""
-    parts = PurePosixPath(rel).parts
-    return bool(parts) and (parts[0] == "roles" or rel == "cowork.toml")
+    """Team files that change authority itself: roles/ and cowork.toml (in any case: on a case-insensitive file
+    system, macOS's default, "Roles/dev.yaml" is roles/dev.yaml)."""
+    parts = PurePosixPath(rel.lower()).parts
+    return bool(parts) and (parts[0] == "roles" or parts == ("cowork.toml",))
 
 
 def check_handoff_write(rel: str, task: str, lane: str) -> None:
     """Raise Denied unless a lane writing worktree path `rel` leaves handoffs/ alone: briefs, plans, summaries and
     the other lanes' packets are cowork's to write (a lane's own packet is made from its `finish`)."""
     own = f"handoffs/{task}/{lane}.md"
-    if PurePosixPath(rel).parts[:1] == ("handoffs",) and rel != own:
+    if PurePosixPath(rel.lower()).parts[:1] == ("handoffs",) and rel != own:
         raise Denied(f"'{rel}' is under handoffs/, which holds the team's briefs, plans and packets that cowork "
                      f"writes; describe your work in `finish`, which becomes your own packet ({own})")
 
@@ -84,14 +85,14 @@ def resolve_path(worktree: Path, path: str | None, *, role: Role | None = None, 
     parts = PurePosixPath(text).parts
     if ".." in parts:
         raise Denied(f"'{raw}' leaves the lane's worktree ('..' is not allowed)")
-    if ".git" in parts:
+    if any(p.lower() == ".git" for p in parts):  # any case: ".GIT" is .git on a case-insensitive file system
         raise Denied(f"'{raw}' is inside .git; git internals are off limits")
     root = _real_root(worktree)
     real = _real_under(root, [p for p in parts if p != "."])
     if real != root and not real.startswith(root + "/"):
         raise Denied(f"'{raw}' resolves outside the lane's worktree (a symlink?)")
     full, rel_s = Path(real), real[len(root) + 1:]
-    if rel_s.split("/")[0] == ".git":
+    if rel_s.split("/")[0].lower() == ".git":
         raise Denied(f"'{raw}' is inside .git; git internals are off limits")
     if write and is_protected(rel_s) and not (role is not None and may(role, "change_roles")):
         raise Denied(f"'{rel_s}' defines the team's roles and policy; writing it needs `can: [change_roles]`")
