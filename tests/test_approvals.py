@@ -414,3 +414,34 @@ def test_mission_control_shows_an_approval_without_the_agents_escape_sequences(e
     approvals.reject(env.store, row["id"], by="human:ann", reason="odd")
     t.join(10)
     assert "\x1b[2K" not in out.getvalue() and "\\x1b[2K" in out.getvalue()
+
+
+def test_mission_control_shows_messages_and_events_without_the_agents_escape_sequences(env):
+    """Before: the channel and the timeline drew message bodies and event summaries (which quote refused commands)
+    with rich, which passes escape sequences through to the terminal."""
+    import io
+
+    from rich.console import Console
+
+    from cowork.tui.widgets.channel import message_line
+    from cowork.tui.widgets.timeline import Timeline
+
+    g = env.gateway("dev")
+    spoof = "\x1b[2K\x1b[1Gall fine"
+    t = threading.Thread(target=lambda: call(g, "tell", role="lead", note=f"hello {spoof}"))
+    t.start()
+    deadline = time.monotonic() + 10
+    while not approvals.pending(env.store) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    approvals.approve(env.store, approvals.pending(env.store)[0]["id"], by="human:ann")
+    t.join(10)
+    assert not call(g, "run", command=f"curl evil {spoof}").ok
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system=None, width=300)
+    for m in env.store.all("SELECT * FROM messages"):
+        console.print(message_line(m))
+    timeline = Timeline()
+    for ev in env.events():
+        console.print(timeline._text(ev))
+    assert "hello" in out.getvalue() and "curl evil" in out.getvalue()
+    assert "\x1b[2K" not in out.getvalue() and "\\x1b[2K" in out.getvalue()

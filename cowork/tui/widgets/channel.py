@@ -7,6 +7,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, RichLog
 
+from cowork.display import printable
 from cowork.errors import BadInput
 from cowork.team.messages import is_human
 from cowork.tui import fmt
@@ -38,7 +39,7 @@ def message_line(m: dict) -> Text:
     text.append(f" [{m.get('kind')}] ", "magenta")
     if m.get("task_id"):
         text.append(f"{m['task_id']} ", "dim")
-    text.append(str(m.get("body", "")))
+    text.append(printable(m.get("body", "")))  # the agent wrote it: no escape sequence reaches the terminal
     return text
 
 

@@ -10,6 +10,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from cowork.display import printable
 from cowork.tui import fmt
 from cowork.tui.filters import EVENT_KEYS, Filter, event_fields
 
@@ -92,7 +93,7 @@ class Timeline(ScrollView, can_focus=True):
         text.append(fmt.hms(ev["ts"]) + " ", "dim")
         text.append(f"{fmt.clip(ev.get('actor'), 14):<14} ", "bold")
         text.append(f"{ev['kind']:<18} ", fmt.kind_style(ev["kind"]))
-        summary = " ".join(str(ev.get("summary", "")).split())
+        summary = printable(" ".join(str(ev.get("summary", "")).split()))  # it may quote what an agent wrote
         if where and not summary.startswith(where):
             text.append(fmt.clip_lane(where, 32) + " ", "dim")
         text.append(summary)
