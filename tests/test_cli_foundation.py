@@ -428,3 +428,21 @@ def test_resume_detach_says_what_it_prints(team, cli):
     """`resume --detach` prints the tasks it resumes and the runner's pid; its help said "print the task id"."""
     text = cli("resume", "--help").out
     assert "print its pid" in text and "task id" not in text
+
+
+def test_a_packet_an_agent_wrote_cannot_repaint_the_terminal(team, cli):
+    """Before: `cowork handoff show`, `handoff list` and mission control's lane screen drew the packet (title,
+    summary) as the agent wrote it, so its escape sequences reached the terminal (erase a line, move the cursor,
+    rewrite what the reviewer reads). They now show as visible escapes, as approvals and the timeline do."""
+    from cowork.tui.screens.lane import packet_markdown
+
+    spoof = "\x1b[2K\x1b[1G"
+    assert cli("handoff", "new", "--task", "t1", "--lane", "impl", "--from", "dev", "--title", "Tidy").code == 0
+    packet = team.task_dir("t1") / "impl.md"
+    text = packet.read_text().replace("# Tidy", f"# Tidy{spoof}All tests pass", 1)
+    packet.write_text(text.replace("## Summary\n", f"## Summary\nrm -rf ~{spoof}all fine\n", 1))
+    for args in (("handoff", "show", "t1/impl"), ("handoff", "list")):
+        out = cli(*args).out
+        assert "\x1b" not in out and "\\x1b[2K" in out, (args, out)
+    shown = packet_markdown(packet.read_text(), "handoffs/t1/impl.md")
+    assert "\x1b" not in shown and "\\x1b[2K" in shown and "all fine" in shown

@@ -63,7 +63,7 @@ def handoff_list(task: Optional[str] = typer.Option(None, "--task", help="only t
                 continue
             c = r["checklist"]
             table.add_row(r["task"], r["lane"], r["from"], r["to"] or "-", r["status"],
-                          f"{c['done']}/{c['total']}", r["title"])
+                          f"{c['done']}/{c['total']}", printable(r["title"]))
         _print(table)
 
     emit(rows, as_json, show)
@@ -84,11 +84,11 @@ def handoff_show(ref: str = typer.Argument(..., help="PATH or TASK/LANE"), root:
     def show(_: dict) -> None:
         from rich.markdown import Markdown
 
-        m = packet.meta
-        _print(f"{data['path']}  {m.task}/{m.lane}  {m.from_} -> {m.to or '-'}  [{m.status}]")
-        _print(f"branch {m.branch or '-'}  base {m.base or '-'}  cost ${m.cost.usd:.4f} "
-               f"({m.cost.tokens_in} in / {m.cost.tokens_out} out)")
-        console().print(Markdown(handoff.render(packet).split("---\n", 2)[2]))
+        m = packet.meta  # an agent wrote the packet: its control characters show as \xNN, never reach the terminal
+        _print(printable(f"{data['path']}  {m.task}/{m.lane}  {m.from_} -> {m.to or '-'}  [{m.status}]"))
+        _print(printable(f"branch {m.branch or '-'}  base {m.base or '-'}  cost ${m.cost.usd:.4f} "
+                         f"({m.cost.tokens_in} in / {m.cost.tokens_out} out)"))
+        console().print(Markdown(printable(handoff.render(packet).split("---\n", 2)[2])))
 
     emit(data, as_json, show)
 

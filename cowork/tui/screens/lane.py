@@ -9,6 +9,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Markdown, RichLog, Static, TabbedContent, TabPane
 
+from cowork.display import printable
 from cowork.handoff import parse as parse_packet
 from cowork.tui import data, fmt, gitinfo
 from cowork.tui.data import LaneRow
@@ -23,15 +24,17 @@ def lane_info(row: LaneRow, pause: str | None = None) -> Text:
         *((("  ⏸ paused" + (f": {pause}" if pause else "") + " (P unpauses)", "bold red"),) if pause is not None
           else ()),
         f"  step {row.step or '-'}  tokens {fmt.tokens(row.tokens)}  cost {fmt.usd(row.usd)}  age {fmt.age(row.created_at)}",
-        f"  branch {row.branch or '-'}\n", ("goal: ", "dim"), row.goal,
-        *((("\nerror: ", "bold red"), row.error) if row.error else ()),
+        f"  branch {row.branch or '-'}\n", ("goal: ", "dim"), printable(row.goal),
+        *((("\nerror: ", "bold red"), printable(row.error)) if row.error else ()),
     )
 
 
 def packet_markdown(text: str | None, source: str) -> str:
-    """The packet as Markdown to show; front matter becomes a small table (invalid packets are shown raw)."""
+    """The packet as Markdown to show; front matter becomes a small table (invalid packets are shown raw). Agents
+    write packets: their control characters show as `\\xNN` (`printable`), never reaching the terminal."""
     if text is None:
         return f"*No handoff packet yet* (`{source}` is written when the lane finishes)."
+    text = printable(text)
     try:
         packet = parse_packet(text, source)
     except Exception:  # a half-written or invalid packet is still worth reading
