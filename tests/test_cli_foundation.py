@@ -296,6 +296,24 @@ def test_plan_validate_and_show(team, cli):
     assert all(p["file"] == "plan.md" and p["line"] for p in problems)
 
 
+def test_a_plan_the_planner_wrote_cannot_repaint_the_terminal(team, cli, capsys):
+    """Before: `cowork plan show` and the plan shown at `delegate`'s approve/edit/reject prompt printed the planner's
+    title and goals as written (YAML's "\\e" is an escape character), so the plan a human approved could read
+    differently on screen. Control characters now show as visible escapes."""
+    from cowork.cli.task_cmds import _show_plan
+
+    spoof = "\\e[2K\\e[1G"
+    text = PLAN.replace("goal: Build it.", f'goal: "rm -rf ~{spoof}Build it."').replace(
+        "title: Ship it", f'title: "Ship it{spoof}Safe"')
+    (team.root / "plan.md").write_text(text)
+    out = cli("plan", "show", "plan.md").out
+    assert "\x1b" not in out and "\\x1b[2K" in out and "Build it." in out, out
+    capsys.readouterr()
+    _show_plan(text.replace("Build it.", "Build it.\x1b[2K"))
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\\x1b[2K" in shown, shown
+
+
 # -- status and log --------------------------------------------------------------------------------------------
 
 

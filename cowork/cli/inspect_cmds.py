@@ -185,11 +185,11 @@ def plan_show(file: Path = typer.Argument(..., help="a plan file"), root: Option
             "lanes": [lane.model_dump() for lane in p.lanes], "notes": p.notes}
 
     def show(_: dict) -> None:
-        _print(f"{p.meta.title}" + (f"  (task {p.meta.task})" if p.meta.task else ""))
+        _print(printable(p.meta.title) + (f"  (task {p.meta.task})" if p.meta.task else ""))
         table = _table("#", "lane", "role", "after", "goal")
         for i, lid in enumerate(p.order(), 1):
             lane = p.lane(lid)
-            table.add_row(str(i), lane.id, lane.role, ", ".join(lane.depends_on) or "-", lane.goal)
+            table.add_row(str(i), lane.id, lane.role, ", ".join(lane.depends_on) or "-", printable(lane.goal))
         _print(table)
 
     emit(data, as_json, show)

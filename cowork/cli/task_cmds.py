@@ -198,10 +198,14 @@ def _show_estimate(plan, roles, settings, *, detail: bool) -> dict:
 
 
 def _show_plan(text: str) -> None:
+    """The plan a human is about to approve, as Markdown; the planner wrote it, so its control characters show as
+    \\xNN and cannot rewrite what the human reads."""
     from rich.markdown import Markdown
 
+    from cowork.display import printable
+
     body = text.split("---", 2)[-1] if text.startswith("---") else text
-    console().print(Markdown(body))
+    console().print(Markdown(printable(body)))
 
 
 def _ask(ws, st, settings, roles, task: str, plan, plan_mod):
