@@ -754,3 +754,31 @@ async def test_closing_mission_control_leaves_the_store_alone(app, store):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+async def test_what_agents_write_shows_as_written_in_the_tables(app, store):
+    """Before: the lanes and approvals tables took goals, step names and reasons as strings, which a DataTable reads
+    as Rich markup: "[x]" vanished, "[link=...]" made a link, and "[/red]" raised MarkupError and took mission
+    control down; escape sequences went to the terminal. Agents write all three (a delegated lane's goal, the name
+    of a tool the model made up, the `why` of a blocked call)."""
+    seed(store)
+    goal = "fix [/red] parsing, tick [x] boxes \x1b[2K"
+    L.add_lane(store, TASK, "odd", "dev", goal)
+    L.set_lane_state(store, TASK, "odd", "running")
+    store.execute("INSERT INTO steps(task_id, lane_id, seq, kind, name, state, started_at) "
+                  "VALUES (?, 'odd', 1, 'tool', '[/b]oom', 'started', 1.0)", (TASK,))
+    approvals.request(store, task=TASK, lane="odd", role="dev", tool="run", action={"command": "make"},
+                      why="because [/red] [link=https://evil.example]trust me[/link]", timeout_s=3600)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await synced(pilot, app, store)
+        key = f"{TASK}/odd"
+        await until(pilot, lambda: key in app.lanes_table.rendered, "the odd lane in the table")
+        assert str(app.lanes_table.get_cell(key, "goal")) == "fix [/red] parsing, tick [x] boxes \\x1b[2K"
+        assert "[/b]oom" in str(app.lanes_table.get_cell(key, "step"))
+        await pilot.press("2")  # the approvals view
+        view = app.query_one(ApprovalsView)
+        await until(pilot, lambda: view.table.row_count == 2, "both approvals listed")
+        whys = [str(view.table.get_row_at(i)[4]) for i in range(view.table.row_count)]
+        assert any(w.startswith("because [/red] [link=https://evil.example]trust") for w in whys), whys
+        await pilot.pause()
+        assert app.is_running

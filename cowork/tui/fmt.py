@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from cowork import views
+from cowork.display import printable
 
 STATE_STYLES = {
     "queued": "dim",
@@ -68,7 +69,9 @@ def kind_style(kind: str) -> str:
 
 
 def clip(text: str | None, width: int) -> str:
-    text = " ".join((text or "").split())
+    """`text` on one line in at most `width` characters, its control characters shown as `\\xNN` (agents write most
+    of what mission control shows). Plain text: put it in a `Text`, never where a string is read as markup."""
+    text = printable(" ".join((text or "").split()))
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 

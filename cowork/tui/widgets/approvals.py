@@ -106,7 +106,8 @@ class ApprovalsView(Vertical):
         for id_, r in new.items():
             if id_ not in self.rows:
                 table.add_row(str(id_), f"{r.get('task_id') or '-'}/{r.get('lane_id') or '-'}", r.get("role"),
-                              r.get("tool"), fmt.clip(r.get("why"), 50), fmt.age(r.get("created_at")), key=str(id_))
+                              r.get("tool"), Text(fmt.clip(r.get("why"), 50)),  # a Text: never read as markup
+                              fmt.age(r.get("created_at")), key=str(id_))
         self.rows = new
         self._toggle()
         self.show_selected()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
+from cowork.display import printable
 from cowork.store.lanes import LANE_STATES
 from cowork.tui import fmt
 from cowork.tui.data import LaneRow
@@ -39,14 +40,19 @@ class LaneCell(Text):
         return isinstance(other, LaneCell) and other.key == self.key and super().__eq__(other)
 
 
+def step_cell(row: LaneRow) -> Text:
+    """The step column: a tool's name is the model's word (an unknown tool keeps the name it was called by)."""
+    return Text(printable(row.step_in(STEP_WIDTH)))
+
+
 def cells(row: LaneRow) -> dict[str, object]:
     """The rendered cells of a lane."""
     return {
         "lane": LaneCell(row.key, COLUMNS[0][2]),
         "role": row.role,
         "state": Text(row.state, fmt.STATE_STYLES.get(row.state, "")),
-        "goal": fmt.clip(row.goal, 60),
-        "step": row.step_in(STEP_WIDTH),
+        "goal": Text(fmt.clip(row.goal, 60)),  # a Text: a string cell is read as markup ("[/x]" would raise)
+        "step": step_cell(row),
         "tokens": Text(fmt.tokens(row.tokens), justify="right"),
         "cost": Text(fmt.usd(row.usd), justify="right"),
         "age": Text(fmt.age(row.created_at, coarse=True), justify="right"),
@@ -101,7 +107,7 @@ class LanesTable(DataTable):
             row = self.lane_rows[key]
             fresh = {"age": Text(fmt.age(row.created_at, coarse=True), justify="right")}
             if row.doing_since is not None and not row.step_no:
-                fresh["step"] = row.step_in(STEP_WIDTH)
+                fresh["step"] = step_cell(row)
             for col, value in fresh.items():
                 if shown[col] != value:
                     self.update_cell(key, col, value)
