@@ -358,6 +358,19 @@ def test_lanes_shows_whole_lane_ids_in_an_80_column_terminal(team, cli, monkeypa
     assert task + "/impl-review" in "".join(line.split("  ")[0] for line in out.splitlines()[1:])
 
 
+def test_lanes_shows_the_step_a_model_named_as_written(team, cli):
+    """A step is named by the tool the model called, even one that does not exist. Before: `cowork lanes` read the
+    table's cells as Rich markup, so a step called "[/b]oom" raised MarkupError (a traceback, exit 1), and escape
+    sequences went to the terminal. The step now shows as written, control characters as \\xNN."""
+    store = Store(team.db_path)
+    seed(store)
+    store.execute("INSERT INTO steps(task_id, lane_id, seq, kind, name, state, started_at) "
+                  "VALUES ('t1', 'impl', 1, 'tool', ?, 'started', ?)", ("[/b]oom\x1b[2K", time.time()))
+    r = cli("lanes")
+    assert r.code == 0, r.err
+    assert "[/b]oom\\x1b[2K" in r.out and "\x1b" not in r.out
+
+
 def test_status_shows_lanes_lock_pause_approvals_and_spend(team, cli):
     seed(Store(team.db_path))
     data = cli("status", "--json").json()

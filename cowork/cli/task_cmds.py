@@ -294,7 +294,9 @@ NOTICES = ["merge.waiting", "task.waiting", "checkout.detached", "checkout.repai
 
 
 def _line(e: dict) -> str:
-    return f"{time.strftime('%H:%M:%S', time.localtime(e['ts']))} {e['summary']}"
+    from cowork.display import printable
+
+    return f"{time.strftime('%H:%M:%S', time.localtime(e['ts']))} {printable(e['summary'])}"  # agents write summaries
 
 
 def _progress(st, tasks: list[str] | None, thread: threading.Thread) -> None:
@@ -328,7 +330,7 @@ def _progress(st, tasks: list[str] | None, thread: threading.Thread) -> None:
             thread.join(0.3)
     from rich.live import Live
 
-    with Live(_lanes_table(st, tasks), console=console(), refresh_per_second=4, transient=False) as live:
+    with Live(_lanes_table(st, tasks), console=console(markup=False), refresh_per_second=4, transient=False) as live:
         while True:
             alive = thread.is_alive()
             for e in st.events(after=after, kinds=NOTICES):
@@ -422,6 +424,7 @@ def _lanes_table(st, tasks: list[str] | None):
     from rich.table import Table
 
     from cowork import views
+    from cowork.display import printable
 
     table = Table(box=None, pad_edge=False)
     # task ids are long: in a narrow terminal the task/lane cell folds onto a second line rather than losing its
@@ -432,7 +435,7 @@ def _lanes_table(st, tasks: list[str] | None):
     rows = [r for t in (tasks or [None]) for r in _lane_rows(st, t)]
     now = time.time()
     for r in rows:
-        step = views.step_text(r["state"], r["step"], r["doing"] or "", r["doing_since"], now)
+        step = printable(views.step_text(r["state"], r["step"], r["doing"] or "", r["doing_since"], now))
         table.add_row(f"{r['task']}/{r['lane']}", r["role"], r["state"], step,
                       f"{r['tokens_in'] + r['tokens_out']}", f"${r['usd']:.4f}", _age(r["age_s"]))
     return table
@@ -457,7 +460,7 @@ def lanes_cmd(task: Optional[str] = typer.Option(None, "--task", help="only this
     elif not rows:
         print("no lanes" + (f" in task {task}" if task else ""))
     else:
-        console().print(_lanes_table(st, [task] if task else None))
+        console(markup=False).print(_lanes_table(st, [task] if task else None))  # step names are the model's word
 
 
 def _scope(lane: Optional[str], task: Optional[str]) -> tuple[Optional[str], Optional[str]]:
