@@ -103,6 +103,9 @@ class PolicySettings(_Strict):
     command_timeout_minutes: float | None = Field(None, gt=0, description="one run of an engine: command role's "
                                                   "command (time paused not counted), unless the role sets "
                                                   "timeout_minutes; None: no limit")
+    pass_env: list[str] = Field(default_factory=list, description="variables named like keys, tokens, secrets or "
+                                "passwords that `run`, a role's checks and the merge checks get all the same (a test "
+                                "suite that needs a key); their values stay masked in what cowork writes")
 
 
 class McpServer(_Strict):

@@ -18,10 +18,11 @@ from cowork.redact import _SECRET_ENV
 PROC = "/proc"  # where Linux shows its processes; where it is missing (macOS, BSD), `ps` is asked instead
 
 
-def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def child_env(base: dict[str, str] | None = None, keep: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """The environment for code an agent controls (`run`, a role's checks, merge checks): `base` (default ours)
-    without the variables named like keys, tokens, secrets or passwords, and git never prompting."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not _SECRET_ENV.search(k)}
+    without the variables named like keys, tokens, secrets or passwords but those the team names in `keep`
+    (`[policy] pass_env`), and git never prompting."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k in keep or not _SECRET_ENV.search(k)}
     env["GIT_TERMINAL_PROMPT"] = "0"
     return env
 

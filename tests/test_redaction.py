@@ -199,6 +199,38 @@ def test_checks_run_without_the_teams_keys(tmp_path, monkeypatch):
     assert [s for s in reversed_secrets if s in seen_by_model or s in merge_out] == []
 
 
+def test_the_team_can_pass_a_key_to_checks_and_run(tmp_path, monkeypatch):
+    """Tests that call a model need its key: `[policy] pass_env` names the variables `run`, a role's checks and the
+    merge checks get all the same; every other secret-looking one is still withheld, and the passed value is still
+    masked in what the model reads."""
+    from cowork.cli.app import main
+    from tests.support.team import make_team
+
+    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
+    monkeypatch.delenv("COWORK_ROOT", raising=False)
+    dev = """\
+        name: dev
+        mandate: Implements code changes on its lane's branch.
+        tools: [write_file, run]
+        run_allow: ["sh probe.sh"]
+        checks: ["sh probe.sh"]
+        """
+    probe = 'test -n "$OPENAI_API_KEY" && test -z "$DEPLOY_TOKEN" && echo "key $OPENAI_API_KEY"\n'
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "repo", server.url, {"dev": dev},
+                         extra_toml=f'\n[policy]\npass_env = ["OPENAI_API_KEY"]\n'
+                                    f'\n[merge]\nchecks = ["sh probe.sh > {tmp_path}/merge-check.out"]\n')
+        server.script("You are dev", [
+            tool_call("write_file", path="probe.sh", content=probe),
+            tool_call("run", command="sh probe.sh"),
+            tool_call("finish", status="done", summary="probed"),
+        ])
+        assert main(["delegate", "Probe the keys", "--to", "dev", "--yes", "-C", str(root)]) == 0
+        seen_by_model = "\n".join(r.text for r in server.requests)
+    assert "key [REDACTED]" in seen_by_model and ENV_SECRET not in seen_by_model  # run got it; the model, the mask
+    assert (tmp_path / "merge-check.out").read_text() == f"key {ENV_SECRET}\n"  # the role's check passed, then this
+
+
 def test_check_output_reaches_the_model_masked(tmp_path, monkeypatch):
     """A failing check prints a config file holding a token. Before: the note with its output was masked in the
     journal's row but sent to the model from the journal's memory as it was, so the model read the token (a resumed

@@ -205,7 +205,7 @@ def _merge(ws, store: Store, settings, task: str, lane: str, role: str, lock: Me
                              f"{branch} leaves conflict markers in {len(res.conflicts)} file(s), at "
                              + ", ".join(markers[:20]) + (" ..." if len(markers) > 20 else ""))
         checks = run_checks(tree, list(settings.merge.checks), timeout_s=settings.merge.checks_timeout_s,
-                            procs_dir=ws.state_dir, stop=stop,
+                            procs_dir=ws.state_dir, stop=stop, pass_env=settings.policy.pass_env,
                             env={"COWORK_TASK": task, "COWORK_LANE": lane, "COWORK_MERGE_TARGET": target})
         if not checks.ok:
             reset_tree(tree, old)

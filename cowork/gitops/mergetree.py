@@ -108,10 +108,12 @@ class ChecksInterrupted(CoworkError):
 
 
 def run_checks(path: Path, commands: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
-               procs_dir: Path | None = None, stop: threading.Event | None = None) -> ChecksResult:
+               procs_dir: Path | None = None, stop: threading.Event | None = None,
+               pass_env: list[str] | tuple[str, ...] = ()) -> ChecksResult:
     """Run shell `commands` in `path` in order, stopping at the first failure or timeout. `procs_dir`: the state
     directory where each running check is noted (cowork.procs.tracked), for a runner that dies meanwhile. `stop`:
-    set from another thread, it kills the running check and raises ChecksInterrupted.
+    set from another thread, it kills the running check and raises ChecksInterrupted. `pass_env`: secret-looking
+    variables the checks get all the same (`[policy] pass_env`).
 
     Raises:
         ChecksInterrupted: `stop` was set.
@@ -121,8 +123,8 @@ def run_checks(path: Path, commands: list[str], *, timeout_s: float, env: dict[s
     log: list[str] = []
     for cmd in commands:
         # the checks run the lanes' code: without the team's keys, as `run` and a role's checks
-        proc = subprocess.Popen(cmd, shell=True, cwd=str(path), env=child_env(git_env(env)), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        proc = subprocess.Popen(cmd, shell=True, cwd=str(path), env=child_env(git_env(env), pass_env),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                 errors="replace", start_new_session=True)
         try:
             with tracked(procs_dir, proc.pid, f"merge check `{cmd}`"):

@@ -100,7 +100,7 @@ def revert(ws, store: Store, settings, target: str, *, by: str, lock: MergeLock 
             env=identity_env(MERGER, ws.root), input=message)
         new = head(tree)
         checks = run_checks(tree, list(settings.merge.checks), timeout_s=settings.merge.checks_timeout_s,
-                            procs_dir=ws.state_dir,
+                            procs_dir=ws.state_dir, pass_env=settings.policy.pass_env,
                             env={"COWORK_TASK": task, "COWORK_LANE": lane or "", "COWORK_MERGE_TARGET": branch})
         if not checks.ok:
             reset_tree(tree, old)

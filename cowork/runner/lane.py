@@ -334,7 +334,8 @@ async def run_checks(rt: "Runner", row: dict, checks: list[str], cwd, journal: J
         # the agent wrote the code a check runs: it gets the environment `run` gets, without the team's keys
         proc = await asyncio.create_subprocess_exec("sh", "-c", check, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                                                    start_new_session=True, env=child_env())
+                                                    start_new_session=True,
+                                                    env=child_env(keep=rt.settings.policy.pass_env))
         with tracked(rt.ws.state_dir, proc.pid, f"check `{check}` of {task}/{lane}"):
             out = await communicate_bounded(proc, limit)
         code = proc.returncode

@@ -239,8 +239,8 @@ async def run(ctx: LaneCtx, args: dict, timeout_s: float = RUN_TIMEOUT_S) -> Too
     command = args.get("command")
     pattern = check_command(ctx.role, command)
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", command.strip(), cwd=ctx.worktree, env=child_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        "bash", "-c", command.strip(), cwd=ctx.worktree, env=child_env(keep=ctx.settings.policy.pass_env),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     with tracked(ctx.ws.state_dir, proc.pid, f"`{command.strip()[:120]}` of {ctx.task_id}/{ctx.lane_id}"):
         out = await communicate_bounded(proc, timeout_s)
     if out is None:
