@@ -165,15 +165,28 @@ def test_no_piece_of_a_secret_survives_where_long_output_is_cut(tmp_path):
     assert [p for p in pieces(ENV_SECRET) + pieces(PLAIN_ENV_SECRET) if p in out] == []
 
 
-def test_checks_run_without_the_teams_keys(tmp_path, monkeypatch):
-    """A role's checks run code the agent wrote (its tests, its scripts), so they get the environment `run` gets.
-    Before, they inherited every key: a check that printed $OPENAI_API_KEY reversed put it, unmasked, in the note
-    the model read (and from there anywhere the agent writes). Merge checks, which also run the lane's code, too."""
+def delegate_to_dev(tmp_path, monkeypatch, dev: str, replies: list, *, extra_toml: str = "",
+                    prepare=None) -> str:
+    """`cowork delegate ... --to dev --yes` in a new team whose dev role file is `dev`, the scripted model giving
+    `replies`; `prepare(root)` runs on the team before. Returns every request the model was sent, as one text."""
     from cowork.cli.app import main
     from tests.support.team import make_team
 
     monkeypatch.setenv("SCRIPTED_KEY", "test-key")
     monkeypatch.delenv("COWORK_ROOT", raising=False)
+    with ScriptedServer() as server:
+        root = make_team(tmp_path / "repo", server.url, {"dev": dev}, extra_toml=extra_toml)
+        if prepare is not None:
+            prepare(root)
+        server.script("You are dev", replies)
+        assert main(["delegate", "Do the lane's work", "--to", "dev", "--yes", "-C", str(root)]) == 0
+        return "\n".join(r.text for r in server.requests)
+
+
+def test_checks_run_without_the_teams_keys(tmp_path, monkeypatch):
+    """A role's checks run code the agent wrote (its tests, its scripts), so they get the environment `run` gets.
+    Before, they inherited every key: a check that printed $OPENAI_API_KEY reversed put it, unmasked, in the note
+    the model read (and from there anywhere the agent writes). Merge checks, which also run the lane's code, too."""
     dev = """\
         name: dev
         mandate: Implements code changes on its lane's branch.
@@ -181,17 +194,12 @@ def test_checks_run_without_the_teams_keys(tmp_path, monkeypatch):
         checks: ["sh check.sh"]
         """
     leak = 'printf "%s %s" "$OPENAI_API_KEY" "$DEPLOY_TOKEN" | rev; echo " in $COWORK_MERGE_TARGET"; '
-    with ScriptedServer() as server:
-        root = make_team(tmp_path / "repo", server.url, {"dev": dev},
-                         extra_toml=f'\n[merge]\nchecks = ["sh check.sh > {tmp_path}/merge-check.out; true"]\n')
-        server.script("You are dev", [
-            tool_call("write_file", path="check.sh", content=leak + "test -f fixed"),
-            tool_call("finish", status="done", summary="first try"),
-            tool_call("write_file", path="fixed", content="yes\n"),
-            tool_call("finish", status="done", summary="second try"),
-        ])
-        assert main(["delegate", "Check the keys", "--to", "dev", "--yes", "-C", str(root)]) == 0
-        seen_by_model = "\n".join(r.text for r in server.requests)
+    seen_by_model = delegate_to_dev(tmp_path, monkeypatch, dev, [
+        tool_call("write_file", path="check.sh", content=leak + "test -f fixed"),
+        tool_call("finish", status="done", summary="first try"),
+        tool_call("write_file", path="fixed", content="yes\n"),
+        tool_call("finish", status="done", summary="second try"),
+    ], extra_toml=f'\n[merge]\nchecks = ["sh check.sh > {tmp_path}/merge-check.out; true"]\n')
     assert "The check `sh check.sh` failed" in seen_by_model
     merge_out = (tmp_path / "merge-check.out").read_text()
     assert "in main" in merge_out
@@ -203,11 +211,6 @@ def test_the_team_can_pass_a_key_to_checks_and_run(tmp_path, monkeypatch):
     """Tests that call a model need its key: `[policy] pass_env` names the variables `run`, a role's checks and the
     merge checks get all the same; every other secret-looking one is still withheld, and the passed value is still
     masked in what the model reads."""
-    from cowork.cli.app import main
-    from tests.support.team import make_team
-
-    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
-    monkeypatch.delenv("COWORK_ROOT", raising=False)
     dev = """\
         name: dev
         mandate: Implements code changes on its lane's branch.
@@ -216,17 +219,12 @@ def test_the_team_can_pass_a_key_to_checks_and_run(tmp_path, monkeypatch):
         checks: ["sh probe.sh"]
         """
     probe = 'test -n "$OPENAI_API_KEY" && test -z "$DEPLOY_TOKEN" && echo "key $OPENAI_API_KEY"\n'
-    with ScriptedServer() as server:
-        root = make_team(tmp_path / "repo", server.url, {"dev": dev},
-                         extra_toml=f'\n[policy]\npass_env = ["OPENAI_API_KEY"]\n'
-                                    f'\n[merge]\nchecks = ["sh probe.sh > {tmp_path}/merge-check.out"]\n')
-        server.script("You are dev", [
-            tool_call("write_file", path="probe.sh", content=probe),
-            tool_call("run", command="sh probe.sh"),
-            tool_call("finish", status="done", summary="probed"),
-        ])
-        assert main(["delegate", "Probe the keys", "--to", "dev", "--yes", "-C", str(root)]) == 0
-        seen_by_model = "\n".join(r.text for r in server.requests)
+    seen_by_model = delegate_to_dev(tmp_path, monkeypatch, dev, [
+        tool_call("write_file", path="probe.sh", content=probe),
+        tool_call("run", command="sh probe.sh"),
+        tool_call("finish", status="done", summary="probed"),
+    ], extra_toml=f'\n[policy]\npass_env = ["OPENAI_API_KEY"]\n'
+                  f'\n[merge]\nchecks = ["sh probe.sh > {tmp_path}/merge-check.out"]\n')
     assert "key [REDACTED]" in seen_by_model and ENV_SECRET not in seen_by_model  # run got it; the model, the mask
     assert (tmp_path / "merge-check.out").read_text() == f"key {ENV_SECRET}\n"  # the role's check passed, then this
 
@@ -235,29 +233,25 @@ def test_check_output_reaches_the_model_masked(tmp_path, monkeypatch):
     """A failing check prints a config file holding a token. Before: the note with its output was masked in the
     journal's row but sent to the model from the journal's memory as it was, so the model read the token (a resumed
     lane would have read the mask)."""
-    from cowork.cli.app import main
-    from tests.support.team import git, make_team
+    from tests.support.team import git
 
-    monkeypatch.setenv("SCRIPTED_KEY", "test-key")
-    monkeypatch.delenv("COWORK_ROOT", raising=False)
     dev = """\
         name: dev
         mandate: Implements code changes on its lane's branch.
         tools: [write_file]
         checks: ["test -f fixed || (cat config.env; false)"]
         """
-    with ScriptedServer() as server:
-        root = make_team(tmp_path / "repo", server.url, {"dev": dev})
+
+    def commit_config(root) -> None:
         (root / "config.env").write_text(f"GITHUB_TOKEN={FILE_SECRET}\nraw {FILE_SECRET}\n")
         git(root, "add", "config.env")
         git(root, "commit", "-q", "-m", "config")
-        server.script("You are dev", [
-            tool_call("finish", status="done", summary="first try"),
-            tool_call("write_file", path="fixed", content="yes\n"),
-            tool_call("finish", status="done", summary="second try"),
-        ])
-        assert main(["delegate", "Check the config", "--to", "dev", "--yes", "-C", str(root)]) == 0
-        seen_by_model = "\n".join(r.text for r in server.requests)
+
+    seen_by_model = delegate_to_dev(tmp_path, monkeypatch, dev, [
+        tool_call("finish", status="done", summary="first try"),
+        tool_call("write_file", path="fixed", content="yes\n"),
+        tool_call("finish", status="done", summary="second try"),
+    ], prepare=commit_config)
     assert "The check `test -f fixed" in seen_by_model, seen_by_model[-3000:]
     assert leaks(seen_by_model) == []
 

@@ -15,6 +15,7 @@ import typer
 from cowork.cli.app import app
 from cowork.cli.common import (JsonOpt, RootOpt, console, emit, require_task, say_broken_roles, store, team,
                                workspace)
+from cowork.display import printable
 from cowork.errors import BadInput, EXIT_FAILURE
 
 YesOpt = typer.Option(False, "--yes", "-y", help="approve the plan without asking")
@@ -202,8 +203,6 @@ def _show_plan(text: str) -> None:
     \\xNN and cannot rewrite what the human reads."""
     from rich.markdown import Markdown
 
-    from cowork.display import printable
-
     body = text.split("---", 2)[-1] if text.startswith("---") else text
     console().print(Markdown(printable(body)))
 
@@ -294,8 +293,6 @@ NOTICES = ["merge.waiting", "task.waiting", "checkout.detached", "checkout.repai
 
 
 def _line(e: dict) -> str:
-    from cowork.display import printable
-
     return f"{time.strftime('%H:%M:%S', time.localtime(e['ts']))} {printable(e['summary'])}"  # agents write summaries
 
 
@@ -424,7 +421,6 @@ def _lanes_table(st, tasks: list[str] | None):
     from rich.table import Table
 
     from cowork import views
-    from cowork.display import printable
 
     table = Table(box=None, pad_edge=False)
     # task ids are long: in a narrow terminal the task/lane cell folds onto a second line rather than losing its
